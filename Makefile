@@ -1,0 +1,42 @@
+# Two entry points, both safe on a fresh Debian machine (root, Python 3.11):
+#   make run   - set up, then run the daemon on the sample orders with a local Unbound
+#   make test  - set up (venv, Debian resolvers), then run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# Debian packages the tests drive for real: the four resolvers, an authoritative BIND,
+# promtool (prometheus), dnsperf for the probe bench, chromium for the HTML report test.
+DEBS   := unbound bind9 bind9-dnsutils knot-resolver pdns-recursor prometheus dnsperf chromium
+RUN_DEBS := unbound
+
+.PHONY: run test lint bench debs run-debs clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+debs:
+	@./deploy/ensure-debs.sh $(DEBS)
+
+run-debs:
+	@./deploy/ensure-debs.sh $(RUN_DEBS)
+
+test: debs $(VENV)/.installed
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check blocker tests bench
+
+run: run-debs $(VENV)/.installed
+	$(PY) -m blocker status
+
+bench: debs $(VENV)/.installed
+	$(PY) bench/render.py
+	$(PY) bench/probe.py
+
+clean:
+	rm -rf $(VENV) var

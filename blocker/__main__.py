@@ -1,0 +1,5 @@
+import sys
+
+from blocker.cli import main
+
+sys.exit(main())

@@ -1,0 +1,190 @@
+"""The audit trail: an append-only, hash-chained JSON-lines log of every state change.
+
+Each record carries the SHA-256 of the previous one, so an edited, removed, reordered or
+truncated line breaks the chain at the first bad record. A separate head file records the
+last sequence number and hash, so cutting records off the end is detected too. A record is
+fsynced before the action it describes is reported done.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+LOG_NAME = "audit.jsonl"
+HEAD_NAME = "audit.head"
+
+
+def canonical(obj: Any) -> bytes:
+    """The bytes that are hashed: sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+
+
+def current_actor() -> str:
+    """Who ran the command: the sudo caller when there is one, else the login user."""
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    count: int
+    head: str
+    bad_line: int | None = None
+    reason: str = ""
+
+
+class AuditLog:
+    def __init__(self, state_dir: Path, actor: str | None = None) -> None:
+        self.dir = state_dir
+        self.path = state_dir / LOG_NAME
+        self.head_path = state_dir / HEAD_NAME
+        self.actor = actor or current_actor()
+
+    def append(self, event: str, data: dict[str, Any] | None = None, *, actor: str | None = None,
+               at: datetime | None = None) -> dict[str, Any]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with (self.dir / "audit.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the daemon and CLI commands append to one chain
+            seq, prev = self._tail()
+            record: dict[str, Any] = {
+                "seq": seq + 1,
+                "ts": (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds"),
+                "actor": actor or self.actor,
+                "event": event,
+                "data": data or {},
+                "prev": prev,
+            }
+            record["hash"] = record_hash(record)
+            line = canonical(record) + b"\n"
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._write_head(record["seq"], record["hash"])
+        return record
+
+    def _tail(self) -> tuple[int, str]:
+        """Sequence and hash of the last record, read from the end of the file."""
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                if size == 0:
+                    return 0, GENESIS
+                chunk = 4096
+                while True:
+                    start = max(0, size - chunk)
+                    fh.seek(start)
+                    data = fh.read(size - start)
+                    lines = data.rstrip(b"\n").split(b"\n")
+                    if len(lines) > 1 or start == 0:
+                        last = json.loads(lines[-1])
+                        return int(last["seq"]), str(last["hash"])
+                    chunk *= 4
+        except FileNotFoundError:
+            return 0, GENESIS
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        tmp = self.head_path.with_suffix(".tmp")
+        with tmp.open("w") as fh:
+            fh.write(f"{seq} {digest}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.head_path)
+        fsync_dir(self.dir)
+
+    def head(self) -> tuple[int, str] | None:
+        try:
+            seq, digest = self.head_path.read_text().split()
+            return int(seq), digest
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record, without checking the chain (use verify() for that)."""
+        try:
+            fh = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        with fh:
+            for raw in fh:
+                try:
+                    yield json.loads(raw)
+                except json.JSONDecodeError:
+                    continue
+
+    def verify(self) -> VerifyResult:
+        prev, count = GENESIS, 0
+        try:
+            fh = self.path.open("rb")
+        except FileNotFoundError:
+            return self._check_head(0, GENESIS)
+        with fh:
+            for number, raw in enumerate(fh, start=1):
+                bad = self._check_line(raw, number, prev)
+                if bad is not None:
+                    return VerifyResult(False, count, prev, number, bad)
+                record = json.loads(raw)
+                prev, count = record["hash"], count + 1
+        return self._check_head(count, prev)
+
+    @staticmethod
+    def _check_line(raw: bytes, number: int, prev: str) -> str | None:
+        if not raw.endswith(b"\n"):
+            return "record is truncated (no end of line)"
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return "record is not valid JSON (edited or truncated)"
+        if not isinstance(record, dict) or not {"seq", "ts", "actor", "event", "data", "prev", "hash"} <= set(record):
+            return "record lacks required fields"
+        if record["seq"] != number:
+            return f"sequence {record['seq']} where {number} was expected (a record was removed or reordered)"
+        if record["prev"] != prev:
+            return "does not chain to the previous record (a record was removed, reordered or edited)"
+        if record_hash(record) != record["hash"]:
+            return "content does not match its hash (the record was edited)"
+        if canonical(record) + b"\n" != raw:
+            return "record is not in canonical form (the line was edited)"
+        return None
+
+    def _check_head(self, count: int, last: str) -> VerifyResult:
+        head = self.head()
+        if head is not None and head[0] > count:
+            reason = f"the log ends at record {count} but its head file says {head[0]} (records were cut off)"
+            return VerifyResult(False, count, last, count + 1, reason)
+        if head is not None and head[0] == count and head[1] != last:
+            return VerifyResult(False, count, last, count, "the last record does not match the head file")
+        return VerifyResult(True, count, last)
+
+
+def concerns(record: dict[str, Any], order_id: str) -> bool:
+    data = record.get("data", {})
+    return data.get("order") == order_id or order_id in data.get("orders", ())

@@ -1,0 +1,293 @@
+"""The `blocker` command line: one sub-command per job, exit codes a script can rely on.
+
+Exit codes: 0 ok / nothing to do; 1 invalid input or a check failed; 2 usage error (or, for
+`probe`, only errors prevented a verdict); 3 `plan` has changes; 4 refused by a safety guard
+(needs review or --force); 5 publish or reload failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from blocker import __version__
+from blocker.audit import AuditLog
+from blocker.config import Config, ConfigError, load_config
+from blocker.legaltime import LegalTimeError, parse_instant, zone
+from blocker.orders import LoadResult, load_orders
+from blocker.plan import Plan, compute_plan
+from blocker.policy import desired_entries
+from blocker.publish import PublishError, write_zone
+from blocker.reconcile import Effective, effective_orders, publish_lock, publish_plan, scheme_serial
+from blocker.rpz import next_serial, read_meta, render_body
+from blocker.state import State
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CHANGES, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2, 3, 4, 5
+
+
+class CliError(Exception):
+    """A problem to report in one line, with the exit code to leave with."""
+
+    def __init__(self, message: str, code: int = EXIT_INVALID) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_at(text: str | None, config: Config) -> datetime:
+    """`--at`: ISO 8601; without an offset it is read in the configured time zone."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        instant, _ = parse_instant(text, zone(config.timezone))
+    except LegalTimeError as exc:
+        raise CliError(f"--at: {exc}", EXIT_USAGE) from None
+    return instant.astimezone(UTC)
+
+
+def _orders(args: argparse.Namespace, config: Config) -> tuple[LoadResult, Path]:
+    folder = Path(args.orders) if getattr(args, "orders", None) else config.orders_dir
+    return load_orders(folder, config), folder
+
+
+def _print_errors(result: LoadResult) -> None:
+    for error in result.errors:
+        print(error, file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace, config: Config) -> int:
+    result, folder = _orders(args, config)
+    good = sorted(result.orders.values(), key=lambda o: o.path)
+    for order in good:
+        print(f"{order.path}: ok ({order.id}, {len(order.targets)} targets)")
+    for error in result.errors:
+        print(error)
+    bad = len(result.invalid_files) + (1 if any(e.field == "(folder)" for e in result.errors) else 0)
+    print(f"{len(good)} valid, {bad} invalid in {folder}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_INVALID
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    at = parse_at(args.at, config)
+    result, _ = _orders(args, config)
+    _print_errors(result)
+    orders = sorted(result.orders.values(), key=lambda o: (o.start, o.id))
+    if args.json:
+        print(json.dumps([o.to_json(at) for o in orders], indent=2, ensure_ascii=False))
+    else:
+        rows = []
+        for o in orders:
+            j = o.to_json(at)
+            escalated = sum(1 for t in o.targets if t.kind == "url-escalated")
+            targets = f"{len(o.targets)}" + (f" ({escalated} url-escalated)" if escalated else "")
+            rows.append([o.id, j["status"], j["start"], j["end"], ",".join(o.operators), targets, o.rule])
+        print(_table(rows, ["ORDER", "STATUS", "START", "END", "OPERATORS", "TARGETS", "RULE"]))
+        print(f"\nat {at.astimezone(zone(config.timezone)).isoformat(timespec='seconds')} "
+              f"({config.timezone}); {len(orders)} orders", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_INVALID
+
+
+def _operators(args: argparse.Namespace, config: Config) -> list[str]:
+    chosen = args.operator or sorted(config.operators)
+    unknown = [op for op in chosen if op not in config.operators]
+    if unknown:
+        raise CliError(f"unknown operator {unknown[0]!r} (known: {', '.join(sorted(config.operators))})", EXIT_USAGE)
+    return sorted(set(chosen))
+
+
+def _valid_orders(args: argparse.Namespace, config: Config) -> LoadResult:
+    """Fail closed: any invalid order file stops the command before anything is written."""
+    result, folder = _orders(args, config)
+    if not result.ok:
+        _print_errors(result)
+        raise CliError(f"{len(result.errors)} problem(s) in {folder}: nothing written", EXIT_INVALID)
+    return result
+
+
+def cmd_render(args: argparse.Namespace, config: Config) -> int:
+    at = parse_at(args.at, config)
+    result = _valid_orders(args, config)
+    out = Path(args.out) if args.out else config.zones_dir
+    for operator in _operators(args, config):
+        op = config.operators[operator]
+        zone = render_body(desired_entries(result.orders.values(), operator, at), op)
+        path = out / f"{operator}.rpz"
+        meta = read_meta(path)
+        if meta is not None and meta.checksum == zone.checksum:
+            print(f"{path}: unchanged, serial {meta.serial}, {zone.names} names, {zone.entries} records")
+            continue
+        serial = next_serial(meta.serial if meta else None, scheme_serial(result.orders, operator, at))
+        try:
+            write_zone(path, zone.text(serial, config), op.origin, config.publish_check)
+        except PublishError as exc:
+            raise CliError(str(exc), EXIT_FAILED) from None
+        print(f"{path}: written, serial {serial}, {zone.names} names, {zone.entries} records")
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace, config: Config, *, record: bool, force: bool = False,
+          audit: AuditLog | None = None) -> tuple[Plan, Effective, State | None]:
+    at = parse_at(args.at, config)
+    result = _valid_orders(args, config)
+    state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
+    state = State(state_dir) if record else State.open_existing(state_dir)
+    eff = effective_orders(result, config, state, audit, at, force=force, record=record)
+    zones = state.zones() if state is not None else {}
+    plan = compute_plan(eff.orders, at, config, Path(args.out) if args.out else config.zones_dir,
+                        operators=_operators(args, config), force=force,
+                        last_publish={op: z.published_at for op, z in zones.items()})
+    return plan, eff, state
+
+
+def _print_plan(plan: Plan, eff: Effective, as_json: bool) -> None:
+    if as_json:
+        data = plan.to_json()
+        data["flags"] = eff.flags
+        print(json.dumps(data, indent=2))
+        return
+    for order_id, flag in sorted(eff.flags.items()):
+        print(f"! order {order_id}: {flag} (its last good version stays in force)")
+    for p in plan.operators:
+        state = "changes" if p.changed else "no change"
+        prev = f"serial {p.previous.serial}" if p.previous else "no zone yet"
+        print(f"{p.operator}: {state} ({prev}; {p.zone.names} names, {p.zone.entries} records after)")
+        for c in p.changes:
+            sign = {"add": "+", "remove": "-", "change": "~"}[c.kind]
+            action = c.action or c.old_action
+            ids = ",".join(c.order_ids or c.old_order_ids)
+            print(f"  {sign} {c.owner} {action} [{ids}] ({', '.join(c.reasons)})")
+        for c in p.held:
+            print(f"  = {c.owner} {c.old_action} [{','.join(c.old_order_ids)}] HELD ({', '.join(c.reasons)})")
+        if p.guard:
+            print(f"  held: {p.guard}; review, then `blocker apply --force`")
+    print(f"plan checksum: {plan.checksum}")
+
+
+def cmd_plan(args: argparse.Namespace, config: Config) -> int:
+    plan, eff, _ = _plan(args, config, record=False)
+    _print_plan(plan, eff, args.json)
+    return EXIT_CHANGES if plan.has_changes else EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace, config: Config) -> int:
+    if args.dry_run:
+        return cmd_plan(args, config)
+    state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
+    audit = AuditLog(state_dir)
+    try:
+        with publish_lock(state_dir):
+            plan, eff, state = _plan(args, config, record=True, force=args.force, audit=audit)
+            _print_plan(plan, eff, args.json)
+            if args.checksum and args.checksum != plan.checksum:
+                raise CliError(f"plan checksum is {plan.checksum}, not the reviewed {args.checksum}: "
+                               "the orders or zones changed; review the plan again", EXIT_REFUSED)
+            if plan.held:
+                raise CliError(f"refused: {len(plan.held)} removal(s) need review; "
+                               "run `blocker apply --force` once they are intended", EXIT_REFUSED)
+            if not plan.has_changes:
+                print("nothing to apply")
+                return EXIT_OK
+            audit.append("apply", {"checksum": plan.checksum, "force": args.force,
+                                   "operators": [p.operator for p in plan.operators if p.changed]})
+            outcomes = publish_plan(plan, config, Path(args.out) if args.out else config.zones_dir, state, audit)
+    except PublishError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    failed = False
+    for o in outcomes:
+        if not o.published:
+            print(f"{o.operator}: NOT published: {o.error}", file=sys.stderr)
+            failed = True
+        elif o.reload is not None and not o.reload.ok:
+            print(f"{o.operator}: published serial {o.serial}, reload FAILED (not yet in effect): "
+                  f"{o.reload.message}", file=sys.stderr)
+            failed = True
+        else:
+            print(f"{o.operator}: published serial {o.serial}" + (f", {o.reload.message}" if o.reload else ""))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="daemon config (default: ./configs/blocker.yaml, "
+                        "else built-in defaults)")
+    parser = argparse.ArgumentParser(
+        prog="blocker", parents=[common],
+        description="Apply court-ordered DNS blocks as RPZ zones, prove they hold, lift them on time.",
+        epilog="exit codes: 0 ok, 1 invalid input or failed check, 2 usage, 3 plan has changes, "
+               "4 refused by a safety guard, 5 publish/reload failed",
+    )
+    parser.add_argument("--version", action="version", version=f"blocker {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    p = add("validate", "check every order file; one line per problem")
+    p.add_argument("--orders", metavar="DIR", help="orders folder (default: config orders_dir)")
+    p.set_defaults(func=cmd_validate)
+
+    p = add("status", "every order with its status at an instant")
+    p.add_argument("--orders", metavar="DIR")
+    p.add_argument("--at", metavar="ISO8601", help="instant (default: now; no offset = config time zone)")
+    p.add_argument("--json", action="store_true", help="JSON array instead of a table")
+    p.set_defaults(func=cmd_status)
+
+    p = add("render", "write one RPZ zone per operator for the orders in force")
+    p.add_argument("--orders", metavar="DIR")
+    p.add_argument("--at", metavar="ISO8601")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: config zones_dir)")
+    p.add_argument("--operator", metavar="OP", action="append", help="only this operator (repeatable)")
+    p.set_defaults(func=cmd_render)
+
+    p = add("plan", "show what apply would change, per operator, and why")
+    _publish_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+
+    p = add("apply", "publish the plan: atomic write, check, reload; refuses unexplained removals")
+    _publish_args(p)
+    p.add_argument("--checksum", metavar="SUM", help="refuse unless the plan is the one reviewed")
+    p.add_argument("--force", action="store_true", help="also apply removals no order's end explains")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing (same as plan)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_apply)
+    return parser
+
+
+def _publish_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--orders", metavar="DIR")
+    p.add_argument("--at", metavar="ISO8601")
+    p.add_argument("--out", metavar="DIR", help="zones folder (default: config zones_dir)")
+    p.add_argument("--state-dir", metavar="DIR", help="state folder (default: config state_dir)")
+    p.add_argument("--operator", metavar="OP", action="append", help="only this operator (repeatable)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(Path(args.config) if args.config else None)
+        return int(args.func(args, config))
+    except CliError as exc:
+        print(f"blocker: {exc}", file=sys.stderr)
+        return exc.code
+    except ConfigError as exc:
+        print(f"blocker: config: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # never a traceback to a user: one line, and the log for developers
+        print(f"blocker: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 70

@@ -1,0 +1,226 @@
+"""One reconcile: orders -> orders in force (fail closed) -> plan -> publish -> audit.
+
+`blocker apply` and the daemon both run exactly this. The state directory remembers the last
+good version of every order, so a file that breaks or disappears never lifts a block: the
+last good version stays in force (flagged), until the order is lifted in a file or a human
+runs `apply --force`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from blocker.audit import AuditLog
+from blocker.config import Config
+from blocker.legaltime import fmt_instant
+from blocker.orders import LoadResult, Order, parse_order
+from blocker.plan import Plan
+from blocker.publish import PublishError, ReloadResult, run_reload, write_zone
+from blocker.rpz import next_serial, read_meta, serial_gt
+from blocker.state import State, ZoneRecord
+
+FLAG_INVALID = "invalid-file"  # file is broken now: its last good version stays in force
+FLAG_ORPHANED = "orphaned"  # file is gone while the order is still in force
+
+
+@dataclass
+class Effective:
+    """The orders to plan with, and why some of them come from the state, not from a file."""
+
+    orders: dict[str, Order]
+    flags: dict[str, str] = field(default_factory=dict)
+
+
+def field_diff(old: Order, new: Order) -> dict[str, Any]:
+    """What changed between two versions of an order, for the audit trail."""
+    at = datetime.now(UTC)
+    a, b = old.to_json(at), new.to_json(at)
+    out: dict[str, Any] = {}
+    for key in sorted(set(a) | set(b)):
+        if key in ("status", "targets", "sha256", "file"):
+            continue
+        if a.get(key) != b.get(key):
+            out[key] = {"from": a.get(key), "to": b.get(key)}
+    old_t = {t["source"]: t for t in a["targets"]}
+    new_t = {t["source"]: t for t in b["targets"]}
+    if old_t != new_t:
+        out["targets"] = {"added": sorted(set(new_t) - set(old_t)), "removed": sorted(set(old_t) - set(new_t))}
+    return out
+
+
+def effective_orders(result: LoadResult, config: Config, state: State | None, audit: AuditLog | None,
+                     at: datetime, *, force: bool = False, actor: str | None = None,
+                     record: bool = True) -> Effective:
+    """Valid orders, plus the last good version of orders whose file broke or vanished.
+
+    With `record` (apply, daemon) new versions are stored and audited; without it (plan) the
+    state is only read.
+    """
+    if state is None:
+        return Effective(dict(result.orders))
+    eff = Effective(dict(result.orders))
+    last = state.last_good()
+    if not record:
+        audit = None
+    for order_id, order in sorted(result.orders.items()) if record else ():
+        prev = last.get(order_id)
+        if prev is not None and prev.digest == order.digest:
+            if not prev.present:
+                state.set_present(order_id, True, at)
+            continue
+        try:
+            content = Path(order.path).read_bytes()
+        except OSError:
+            continue
+        if hashlib.sha256(content).hexdigest() != order.digest:
+            continue  # the file changed again under us: the next reconcile takes it
+        state.remember_order(order_id, order.digest, order.path, content, at)
+        if audit is not None:
+            if prev is None:
+                audit.append("order-added", _order_summary(order), actor=actor)
+            else:
+                old = parse_order(prev.content, prev.path, config)
+                changes = field_diff(old, order) if isinstance(old, Order) else {}
+                audit.append("order-changed", {**_order_summary(order), "changes": changes}, actor=actor)
+            if order.lifted_early and order.lifted is not None:
+                audit.append("order-lifted-early", {"order": order_id, "at": fmt_instant(order.lifted.at),
+                                                    "reason": order.lifted.reason}, actor=actor)
+    for order_id, version in sorted(last.items()):
+        if order_id in result.orders:
+            continue
+        old = parse_order(version.content, version.path, config)
+        if not isinstance(old, Order):
+            continue  # no longer valid under this config: nothing safe to keep
+        if old.end <= at:
+            eff.orders[order_id] = old  # ended: contributes no entry, but explains its removal
+        elif version.path in result.invalid_files:
+            eff.orders[order_id], eff.flags[order_id] = old, FLAG_INVALID
+        elif old.end > at and not force:
+            eff.orders[order_id], eff.flags[order_id] = old, FLAG_ORPHANED
+            if version.present and record:
+                state.set_present(order_id, False, at)
+                if audit is not None:
+                    audit.append("order-orphaned", {"order": order_id, "file": version.path,
+                                                    "note": "file removed while in force; entries kept"}, actor=actor)
+        elif record:  # forced: a human lifts the orphan
+            if audit is not None:
+                audit.append("order-forgotten", {"order": order_id, "file": version.path, "forced": True},
+                             actor=actor)
+            state.forget_order(order_id)
+    return eff
+
+
+def _order_summary(order: Order) -> dict[str, Any]:
+    return {
+        "order": order.id, "file": order.path, "sha256": order.digest, "court": order.court,
+        "case_number": order.case_number, "operators": list(order.operators),
+        "start": fmt_instant(order.start, order.tz), "end": fmt_instant(order.end, order.tz), "rule": order.rule,
+        "targets": len(order.targets),
+    }
+
+
+def scheme_serial(orders: Mapping[str, Order], operator: str, at: datetime) -> int:
+    """The serial two replicas agree on: the Unix time of the last transition at or before `at`."""
+    instants = [t for o in orders.values() if operator in o.operators for t in o.transitions() if t <= at]
+    return int(max(instants).timestamp()) if instants else 1
+
+
+@dataclass(frozen=True)
+class OperatorOutcome:
+    operator: str
+    published: bool
+    serial: int | None
+    reload: ReloadResult | None
+    error: str = ""
+
+
+def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | None, audit: AuditLog | None, *,
+                 actor: str | None = None, now: datetime | None = None) -> list[OperatorOutcome]:
+    """Write every changed zone, record it, reload; one operator's failure does not stop the others."""
+    outcomes = []
+    for op_plan in plan.operators:
+        if not op_plan.changed:
+            continue
+        operator, op = op_plan.operator, config.operators[op_plan.operator]
+        path = zones_dir / f"{operator}.rpz"
+        recorded = state.zone(operator) if state is not None else None
+        previous = recorded.serial if recorded is not None else None
+        on_disk = read_meta(path)
+        if on_disk is not None and (previous is None or serial_gt(on_disk.serial, previous)):
+            previous = on_disk.serial
+        serial = next_serial(previous, scheme_serial(plan.orders, operator, plan.at))
+        published_at = now or datetime.now(UTC)
+        try:
+            write_zone(path, op_plan.zone.text(serial, config), op.origin, config.publish_check)
+        except PublishError as exc:
+            if audit is not None:
+                audit.append("publish-failed", {"operator": operator, "error": str(exc)}, actor=actor)
+            outcomes.append(OperatorOutcome(operator, False, None, None, str(exc)))
+            continue
+        order_ids = sorted({i for e in op_plan.entries.values() for i in e.order_ids})
+        if state is not None:
+            state.record_publish(ZoneRecord(operator, serial, op_plan.zone.checksum, op_plan.zone.names,
+                                            op_plan.zone.entries, published_at, False, "reload pending"), order_ids)
+        if audit is not None:
+            _audit_publish(audit, op_plan, serial, order_ids, actor)
+        result = run_reload(op, path, serial, config.reload_timeout)
+        if state is not None:
+            state.mark_in_effect(operator, result.ok, result.message)
+        if audit is not None:
+            audit.append("reload", {"operator": operator, "serial": serial, "ok": result.ok,
+                                    "message": result.message, "argv": list(result.argv)}, actor=actor)
+        outcomes.append(OperatorOutcome(operator, True, serial, result, "" if result.ok else result.message))
+    return outcomes
+
+
+def _audit_publish(audit: AuditLog, op_plan: Any, serial: int, order_ids: list[str], actor: str | None) -> None:
+    operator = op_plan.operator
+    by_order: dict[tuple[str, str], list[str]] = {}
+    for change in op_plan.changes:
+        kind = "entries-activated" if change.kind == "add" else "entries-lifted" if change.kind == "remove" else ""
+        if not kind:
+            continue
+        ids = change.order_ids if change.kind == "add" else change.old_order_ids
+        for order_id in ids:
+            by_order.setdefault((kind, order_id), []).append(change.owner)
+    for (kind, order_id), names in sorted(by_order.items()):
+        reasons = sorted({r for c in op_plan.changes if c.owner in set(names) for r in c.reasons})
+        audit.append(kind, {"operator": operator, "order": order_id, "serial": serial, "count": len(names),
+                            "names": names[:1000], "reasons": reasons}, actor=actor)
+    audit.append("zone-published", {
+        "operator": operator, "serial": serial, "checksum": op_plan.zone.checksum, "names": op_plan.zone.names,
+        "records": op_plan.zone.entries, "orders": order_ids,
+        "added": sum(1 for c in op_plan.changes if c.kind == "add"),
+        "removed": sum(1 for c in op_plan.changes if c.kind == "remove"),
+        "changed": sum(1 for c in op_plan.changes if c.kind == "change"),
+        "held": len(op_plan.held),
+    }, actor=actor)
+
+
+
+@contextmanager
+def publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[None]:
+    """Serialises publishers (the daemon's reconciles, `blocker apply`) on one state directory."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with (state_dir / "publish.lock").open("a") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise PublishError(f"another publisher holds {state_dir / 'publish.lock'}") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,171 @@
+"""Response Policy Zone files: rendered as a stream of fixed templates, read back for diffs.
+
+Only names validated by `blocker.names` reach here, and each record comes from a fixed
+template, so nothing an order says can inject zone-file syntax. The file depends only on the
+entries in force and the serial: an unchanged state renders byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from blocker.config import Config, OperatorConfig
+from blocker.policy import Entry, ZoneEntries
+
+SERIAL_MOD = 2**32
+CNAME_TARGETS = {"nxdomain": ".", "nodata": "*.", "drop": "rpz-drop."}
+ACTION_OF_TARGET = {v: k for k, v in CNAME_TARGETS.items()}
+_HEADER_RE = re.compile(r"^; content-sha256: ([0-9a-f]{64})$", re.M)
+_SOA_RE = re.compile(r"^@ IN SOA \S+ \S+ (\d+) ", re.M)
+
+
+def sort_key(name: str) -> str:
+    """Canonical DNS order (RFC 4034 §6.1) as one string: labels right to left, NUL-separated.
+
+    NUL sorts below every character a validated label may hold, so comparing these strings
+    compares label sequences, shorter (the parent) first.
+    """
+    return "\x00".join(reversed(name.split(".")))
+
+
+def canonical_owners(entries: Iterable[str]) -> list[str]:
+    """Owners in canonical order. `*.name` sorts straight after `name`: `*` is the lowest label."""
+    owners = set(entries)
+    apexes = sorted((o for o in owners if not o.startswith("*.")), key=sort_key)
+    out: list[str] = []
+    for apex in apexes:
+        out.append(apex)
+        if "*." + apex in owners:
+            out.append("*." + apex)
+    return out
+
+
+def _records(action: str, op: OperatorConfig) -> list[str]:
+    if action != "redirect":
+        return [f"CNAME {CNAME_TARGETS[action]}"]
+    page = op.redirect
+    if page.cname:
+        return [f"CNAME {page.cname}."]
+    return [f"A {a}" for a in page.a] + [f"AAAA {a}" for a in page.aaaa]
+
+
+def body_lines(entries: ZoneEntries, op: OperatorConfig) -> Iterator[str]:
+    """One line per record, canonical order, each with the orders that require it."""
+    templates = {action: _records(action, op) for action in ("nxdomain", "nodata", "drop", "redirect")}
+    for owner in canonical_owners(entries):
+        entry = entries[owner]
+        comment = " ; " + ",".join(entry.order_ids)
+        for record in templates[entry.action]:
+            yield f"{owner} {record}{comment}\n"
+
+
+@dataclass(frozen=True)
+class RenderedZone:
+    operator: str
+    origin: str
+    body: bytes
+    checksum: str  # SHA-256 of the body: what changed, independent of the serial
+    entries: int  # records in the body
+    names: int  # distinct blocked names
+
+    def text(self, serial: int, config: Config) -> bytes:
+        return header(self, serial, config) + self.body
+
+
+def render_body(entries: ZoneEntries, op: OperatorConfig) -> RenderedZone:
+    body = "".join(body_lines(entries, op)).encode("ascii")
+    names = sum(1 for owner in entries if not owner.startswith("*."))
+    return RenderedZone(op.id, op.origin, body, hashlib.sha256(body).hexdigest(), body.count(b"\n"), names)
+
+
+def header(zone: RenderedZone, serial: int, config: Config) -> bytes:
+    soa = config.soa
+    return (
+        f"; blocker RPZ for operator {zone.operator}: generated from court orders, do not edit.\n"
+        f"; names: {zone.names}, records: {zone.entries}\n"
+        f"; content-sha256: {zone.checksum}\n"
+        f"$ORIGIN {zone.origin}\n"
+        f"$TTL {config.rpz_ttl}\n"
+        f"@ IN SOA {soa.mname} {soa.rname} {serial} {soa.refresh} {soa.retry} {soa.expire} {soa.minimum}\n"
+        f"@ IN NS {config.ns}\n"
+    ).encode("ascii")
+
+
+def serial_gt(a: int, b: int) -> bool:
+    """RFC 1982 serial arithmetic: is `a` after `b`?"""
+    diff = (a - b) % SERIAL_MOD
+    return 0 < diff < 2**31
+
+
+def next_serial(previous: int | None, scheme: int) -> int:
+    """max(previous + 1, scheme) under RFC 1982, so a restart or a clock set back never goes back."""
+    scheme %= SERIAL_MOD
+    if previous is None:
+        return scheme or 1
+    bumped = (previous + 1) % SERIAL_MOD
+    return scheme if serial_gt(scheme, bumped) else bumped
+
+
+@dataclass(frozen=True)
+class ZoneMeta:
+    serial: int
+    checksum: str | None
+
+
+def read_meta(path: Path) -> ZoneMeta | None:
+    """Serial and content checksum of a zone blocker wrote; None when there is no such file."""
+    try:
+        with path.open("r", encoding="ascii", errors="replace") as fh:
+            head = fh.read(4096)
+    except FileNotFoundError:
+        return None
+    soa = _SOA_RE.search(head)
+    if soa is None:
+        return None
+    checksum = _HEADER_RE.search(head)
+    return ZoneMeta(int(soa.group(1)), checksum.group(1) if checksum else None)
+
+
+def read_entries(path: Path) -> ZoneEntries:
+    """The entries of a zone blocker wrote (what resolvers were last given), from its comments."""
+    entries: ZoneEntries = {}
+    try:
+        fh = path.open("r", encoding="ascii")
+    except FileNotFoundError:
+        return entries
+    with fh:
+        for line in fh:
+            if line[0] in ";$@\n":
+                continue
+            record, _, comment = line.partition(" ; ")
+            owner, rtype, rdata = record.split(" ", 2)
+            rdata = rdata.strip()
+            action = ACTION_OF_TARGET.get(rdata, "redirect") if rtype == "CNAME" else "redirect"
+            if owner not in entries:
+                entries[owner] = Entry(action, tuple(comment.strip().split(",")) if comment else ())
+    return entries
+
+
+def structural_check(data: bytes, origin: str) -> list[str]:
+    """A cheap check of a rendered zone when named-checkzone is not installed."""
+    problems = []
+    text = data.decode("ascii", errors="replace")
+    if f"$ORIGIN {origin}\n" not in text:
+        problems.append("missing $ORIGIN")
+    if _SOA_RE.search(text) is None:
+        problems.append("missing SOA")
+    if "\n@ IN NS " not in text:
+        problems.append("missing NS")
+    if not text.endswith("\n"):
+        problems.append("truncated (no final newline)")
+    checksum = _HEADER_RE.search(text)
+    if checksum is not None:
+        body_start = text.index("\n@ IN NS ")
+        body = data[text.index("\n", body_start + 1) + 1:]
+        if hashlib.sha256(body).hexdigest() != checksum.group(1):
+            problems.append("body does not match its content-sha256")
+    return problems

@@ -1,0 +1,233 @@
+"""The state directory: what was published, which order versions were last good, what probes saw.
+
+SQLite in WAL mode with full sync: a daemon killed at any point restarts into the last
+committed state, and the CLI can read it while the daemon runs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS zones (
+    operator TEXT PRIMARY KEY,
+    serial INTEGER NOT NULL,
+    checksum TEXT NOT NULL,
+    names INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    published_at TEXT NOT NULL,
+    in_effect INTEGER NOT NULL,          -- 1 once the reload hook succeeded
+    reload_message TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS order_versions (
+    order_id TEXT NOT NULL,
+    digest TEXT NOT NULL,                -- SHA-256 of the file bytes
+    path TEXT NOT NULL,
+    content BLOB NOT NULL,               -- the file as applied: re-parsed when the file goes bad
+    first_seen TEXT NOT NULL,
+    PRIMARY KEY (order_id, digest)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    order_id TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,                -- the last good version in force
+    path TEXT NOT NULL,
+    present INTEGER NOT NULL,            -- 0 when its file disappeared (orphaned while active)
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS zone_history (
+    operator TEXT NOT NULL,
+    serial INTEGER NOT NULL,
+    checksum TEXT NOT NULL,
+    published_at TEXT NOT NULL,
+    order_ids TEXT NOT NULL,             -- comma-separated orders with entries in this serial
+    PRIMARY KEY (operator, serial, published_at)
+);
+CREATE TABLE IF NOT EXISTS probe_firsts (
+    order_id TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    kind TEXT NOT NULL,                  -- 'blocked' (time-to-block) | 'lifted' (time-to-lift)
+    at TEXT NOT NULL,
+    PRIMARY KEY (order_id, operator, kind)
+);
+CREATE TABLE IF NOT EXISTS probe_last (
+    order_id TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    last_ok TEXT,                        -- last pass where every check of this order held
+    last_failure TEXT,                   -- last pass where one did not
+    failures INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (order_id, operator)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class ZoneRecord:
+    operator: str
+    serial: int
+    checksum: str
+    names: int
+    records: int
+    published_at: datetime
+    in_effect: bool
+    reload_message: str
+
+
+@dataclass(frozen=True)
+class OrderVersion:
+    order_id: str
+    digest: str
+    path: str
+    content: bytes
+    present: bool
+
+
+class State:
+    """One SQLite database per state directory; short transactions, safe to share with readers."""
+
+    def __init__(self, state_dir: Path, readonly: bool = False) -> None:
+        self.dir = state_dir
+        if not readonly:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / "state.sqlite3"
+        if readonly:
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        else:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+
+    @classmethod
+    def open_existing(cls, state_dir: Path) -> State | None:
+        """For read-only commands: None when no daemon or apply ever wrote here."""
+        if not (state_dir / "state.sqlite3").exists():
+            return None
+        return cls(state_dir)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # zones -------------------------------------------------------------------------------
+    def zone(self, operator: str) -> ZoneRecord | None:
+        row = self.db.execute("SELECT * FROM zones WHERE operator=?", (operator,)).fetchone()
+        if row is None:
+            return None
+        return ZoneRecord(row[0], row[1], row[2], row[3], row[4], from_iso(row[5]), bool(row[6]), row[7])
+
+    def zones(self) -> dict[str, ZoneRecord]:
+        ops = [r[0] for r in self.db.execute("SELECT operator FROM zones ORDER BY operator")]
+        return {op: z for op in ops if (z := self.zone(op)) is not None}
+
+    def record_publish(self, zone: ZoneRecord, order_ids: list[str]) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO zones VALUES (?,?,?,?,?,?,?,?)",
+                (zone.operator, zone.serial, zone.checksum, zone.names, zone.records,
+                 iso(zone.published_at), int(zone.in_effect), zone.reload_message),
+            )
+            db.execute("INSERT OR REPLACE INTO zone_history VALUES (?,?,?,?,?)",
+                       (zone.operator, zone.serial, zone.checksum, iso(zone.published_at), ",".join(order_ids)))
+
+    def mark_in_effect(self, operator: str, ok: bool, message: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE zones SET in_effect=?, reload_message=? WHERE operator=?",
+                       (int(ok), message, operator))
+
+    def zone_history(self, order_id: str | None = None) -> list[tuple[str, int, str, datetime, list[str]]]:
+        rows = self.db.execute("SELECT * FROM zone_history ORDER BY published_at, operator").fetchall()
+        out = []
+        for op, serial, checksum, at, ids in rows:
+            id_list = [i for i in ids.split(",") if i]
+            if order_id is None or order_id in id_list:
+                out.append((op, serial, checksum, from_iso(at), id_list))
+        return out
+
+    # orders ------------------------------------------------------------------------------
+    def remember_order(self, order_id: str, digest: str, path: str, content: bytes, at: datetime) -> bool:
+        """Store a good version; True when this version is new for this order."""
+        with self.tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO order_versions VALUES (?,?,?,?,?)",
+                             (order_id, digest, path, content, iso(at)))
+            db.execute("INSERT OR REPLACE INTO orders VALUES (?,?,?,1,?)", (order_id, digest, path, iso(at)))
+            return cur.rowcount > 0
+
+    def set_present(self, order_id: str, present: bool, at: datetime) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE orders SET present=?, updated_at=? WHERE order_id=?", (int(present), iso(at), order_id))
+
+    def forget_order(self, order_id: str) -> None:
+        """After `apply --force` lifts an orphan: its versions stay as evidence, it stops being in force."""
+        with self.tx() as db:
+            db.execute("DELETE FROM orders WHERE order_id=?", (order_id,))
+
+    def last_good(self) -> dict[str, OrderVersion]:
+        rows = self.db.execute(
+            "SELECT o.order_id, o.digest, o.path, v.content, o.present FROM orders o "
+            "JOIN order_versions v ON v.order_id=o.order_id AND v.digest=o.digest").fetchall()
+        return {r[0]: OrderVersion(r[0], r[1], r[2], bytes(r[3]), bool(r[4])) for r in rows}
+
+    def order_versions(self, order_id: str) -> list[tuple[str, str, bytes, datetime]]:
+        rows = self.db.execute("SELECT digest, path, content, first_seen FROM order_versions WHERE order_id=? "
+                               "ORDER BY first_seen", (order_id,)).fetchall()
+        return [(d, p, bytes(c), from_iso(f)) for d, p, c, f in rows]
+
+    # probes ------------------------------------------------------------------------------
+    def record_first(self, order_id: str, operator: str, kind: str, at: datetime) -> bool:
+        with self.tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO probe_firsts VALUES (?,?,?,?)", (order_id, operator, kind, iso(at)))
+            return cur.rowcount > 0
+
+    def firsts(self) -> dict[tuple[str, str, str], datetime]:
+        rows = self.db.execute("SELECT order_id, operator, kind, at FROM probe_firsts").fetchall()
+        return {(o, op, k): from_iso(at) for o, op, k, at in rows}
+
+    def record_probe_outcome(self, order_id: str, operator: str, ok: bool, at: datetime) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO probe_last (order_id, operator) VALUES (?,?)", (order_id, operator))
+            if ok:
+                db.execute("UPDATE probe_last SET last_ok=? WHERE order_id=? AND operator=?",
+                           (iso(at), order_id, operator))
+            else:
+                db.execute("UPDATE probe_last SET last_failure=?, failures=failures+1 WHERE order_id=? AND operator=?",
+                           (iso(at), order_id, operator))
+
+    def probe_last(self) -> dict[tuple[str, str], tuple[datetime | None, datetime | None, int]]:
+        rows = self.db.execute("SELECT order_id, operator, last_ok, last_failure, failures FROM probe_last").fetchall()
+        return {(o, op): (from_iso(ok), from_iso(bad), n) for o, op, ok, bad, n in rows}
+
+    # meta --------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
