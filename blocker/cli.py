@@ -19,8 +19,8 @@ from blocker.audit import AuditLog
 from blocker.config import Config, ConfigError, load_config
 from blocker.legaltime import LegalTimeError, parse_instant, zone
 from blocker.orders import LoadResult, load_orders
-from blocker.plan import Plan, compute_plan
-from blocker.policy import desired_entries
+from blocker.plan import Caches, Plan, compute_plan
+from blocker.policy import desired
 from blocker.publish import PublishError, write_zone
 from blocker.reconcile import Effective, effective_orders, publish_lock, publish_plan, scheme_serial
 from blocker.rpz import next_serial, read_meta, render_body
@@ -118,9 +118,10 @@ def cmd_render(args: argparse.Namespace, config: Config) -> int:
     at = parse_at(args.at, config)
     result = _valid_orders(args, config)
     out = Path(args.out) if args.out else config.zones_dir
+    caches = Caches()
     for operator in _operators(args, config):
         op = config.operators[operator]
-        zone = render_body(desired_entries(result.orders.values(), operator, at), op)
+        zone = render_body(desired(result.orders.values(), operator, at, caches.policy), op, caches.render)
         path = out / f"{operator}.rpz"
         meta = read_meta(path)
         if meta is not None and meta.checksum == zone.checksum:
@@ -128,7 +129,8 @@ def cmd_render(args: argparse.Namespace, config: Config) -> int:
             continue
         serial = next_serial(meta.serial if meta else None, scheme_serial(result.orders, operator, at))
         try:
-            write_zone(path, zone.text(serial, config), op.origin, config.publish_check)
+            write_zone(path, zone.text(serial, config), op.origin, config.publish_check,
+                       zone.checksum)
         except PublishError as exc:
             raise CliError(str(exc), EXIT_FAILED) from None
         print(f"{path}: written, serial {serial}, {zone.names} names, {zone.entries} records")
@@ -217,15 +219,17 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    config_help = "daemon config (default: ./configs/blocker.yaml, else built-in defaults)"
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="daemon config (default: ./configs/blocker.yaml, "
-                        "else built-in defaults)")
+    # SUPPRESS: a --config after the sub-command must not erase one given before it.
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
     parser = argparse.ArgumentParser(
-        prog="blocker", parents=[common],
+        prog="blocker",
         description="Apply court-ordered DNS blocks as RPZ zones, prove they hold, lift them on time.",
         epilog="exit codes: 0 ok, 1 invalid input or failed check, 2 usage, 3 plan has changes, "
                "4 refused by a safety guard, 5 publish/reload failed",
     )
+    parser.add_argument("--config", metavar="FILE", default=None, help=config_help)
     parser.add_argument("--version", action="version", version=f"blocker {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -284,6 +284,13 @@ def build(data: dict[str, Any], source: str) -> Config:
     except LegalTimeError as exc:
         raise ConfigError(f"timezone: {exc}") from None
     legal = top.section("legal", {"extend_to_working_day", "holidays_country"})
+    country = legal.get("holidays_country", str, "FR")
+    try:
+        import holidays
+
+        holidays.country_holidays(country)
+    except (NotImplementedError, KeyError, AttributeError):
+        raise ConfigError(f"legal.holidays_country: {country!r} is not a country python-holidays knows") from None
     rpz = top.section("rpz", {"ttl", "soa", "ns"})
     soa = rpz.section("soa", {"mname", "rname", "refresh", "retry", "expire", "minimum"})
     pub = top.section("publish", {"check", "max_removal_share", "removal_guard_min", "reload_timeout"})
@@ -324,7 +331,7 @@ def build(data: dict[str, Any], source: str) -> Config:
         zones_dir=Path(top.get("zones_dir", str)),
         timezone=tz,
         extend_to_working_day=legal.get("extend_to_working_day", bool, False),
-        holidays_country=legal.get("holidays_country", str, "FR"),
+        holidays_country=country,
         rpz_ttl=int(rpz.number("ttl", 0)),
         soa=SoaConfig(
             mname=soa.get("mname", str), rname=soa.get("rname", str),

@@ -104,7 +104,10 @@ def start_of_day(day: date, tz: ZoneInfo) -> datetime:
 
 def lift_instant(last: date, tz: ZoneInfo) -> datetime:
     """The order is in force through `last` until 24:00: it lifts at 00:00 on the next day."""
-    return start_of_day(last + timedelta(days=1), tz)
+    try:
+        return start_of_day(last + timedelta(days=1), tz)
+    except OverflowError:
+        raise LegalTimeError("date out of range") from None
 
 
 def is_working_day(day: date, country: str = "FR") -> bool:
@@ -153,6 +156,16 @@ def parse_instant(text: object, tz: ZoneInfo) -> tuple[datetime, bool]:
         raise LegalTimeError("internal: datetimes arrive as text")
     if not isinstance(text, str):
         raise LegalTimeError(f"{text!r} is not a date or a date and time")
+    instant, date_only = _parse_instant(text, tz)
+    try:  # every instant must be representable in UTC and in the zone (years 1 and 9999)
+        instant.astimezone(UTC)
+        instant.astimezone(tz)
+    except OverflowError:
+        raise LegalTimeError(f"{text!r} is out of range") from None
+    return instant, date_only
+
+
+def _parse_instant(text: str, tz: ZoneInfo) -> tuple[datetime, bool]:
     raw = text.strip()
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
         return start_of_day(parse_date(raw), tz), True
@@ -185,6 +198,20 @@ def compute_window(
     holidays_country: str = "FR",
 ) -> Window:
     """Start and scheduled lift instant of an order, with the rule in words."""
+    try:
+        return _compute_window(start_text, tz, duration_text, end_text, extend_to_working_day, holidays_country)
+    except OverflowError:
+        raise LegalTimeError("date out of range") from None
+
+
+def _compute_window(
+    start_text: object,
+    tz: ZoneInfo,
+    duration_text: object,
+    end_text: object,
+    extend_to_working_day: bool,
+    holidays_country: str,
+) -> Window:
     start, _ = parse_instant(start_text, tz)
     if duration_text is not None:
         duration = parse_duration(duration_text)

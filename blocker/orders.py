@@ -235,6 +235,8 @@ def parse_order(data: bytes, path: str, config: Config) -> Order | list[OrderErr
     decision = None
     if "decision_date" not in doc:
         err.add("decision_date", "required field is missing")
+    elif doc["decision_date"] is None:
+        err.add("decision_date", "must not be empty")
     else:
         try:
             decision = parse_date(doc["decision_date"])

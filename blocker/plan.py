@@ -12,19 +12,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from blocker.config import Config
 from blocker.legaltime import fmt_instant
 from blocker.orders import Order
-from blocker.policy import Entry, ZoneEntries, desired_entries
+from blocker.policy import Entry, PolicyCache, ZoneContent, ZoneEntries, canonical_order, desired
 from blocker.rpz import RenderedZone, ZoneMeta, read_entries, read_meta, render_body
 
 JUSTIFIED = frozenset({"expired", "lifted"})
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     owner: str
     kind: str  # "add" | "remove" | "change"
     action: str | None
@@ -126,28 +125,41 @@ def _addition_reasons(ids: Iterable[str], orders: Mapping[str, Order], known_ids
 
 
 def diff(previous: ZoneEntries, desired: ZoneEntries, operator: str, orders: Mapping[str, Order], at: datetime,
-         last_publish: datetime | None) -> list[Change]:
-    known_ids = {i for e in previous.values() for i in e.order_ids}
+         last_publish: datetime | None, ordered: Iterable[str] | None = None) -> list[Change]:
+    """Changes from `previous` to `desired`, in canonical order when `ordered` gives it."""
+    if previous == desired:  # compared at C speed: the usual reconcile changes nothing
+        return []
+    known_ids = {i for e in set(previous.values()) for i in e.order_ids}
+    added_why: dict[tuple[str, ...], tuple[str, ...]] = {}  # reasons depend only on the order ids
+    removed_why: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def why_added(ids: tuple[str, ...]) -> tuple[str, ...]:
+        if ids not in added_why:
+            added_why[ids] = _addition_reasons(ids, orders, known_ids, last_publish, at)
+        return added_why[ids]
+
+    def why_removed(ids: tuple[str, ...]) -> tuple[str, ...]:
+        if ids not in removed_why:
+            removed_why[ids] = _removal_reasons(ids, "", operator, orders, at)
+        return removed_why[ids]
+
     changes: list[Change] = []
-    for owner, new in desired.items():
+    for owner in ordered if ordered is not None else desired:
+        new = desired[owner]
         old = previous.get(owner)
         if old == new:
             continue
         if old is None:
-            reasons = _addition_reasons(new.order_ids, orders, known_ids, last_publish, at)
-            changes.append(Change(owner, "add", new.action, new.order_ids, None, (), reasons))
+            changes.append(Change(owner, "add", new.action, new.order_ids, None, (), why_added(new.order_ids)))
         else:
-            gone = [i for i in old.order_ids if i not in new.order_ids]
-            came = [i for i in new.order_ids if i not in old.order_ids]
-            reasons = (_removal_reasons(gone, owner, operator, orders, at)
-                       + _addition_reasons(came, orders, known_ids, last_publish, at))
+            gone = tuple(i for i in old.order_ids if i not in new.order_ids)
+            came = tuple(i for i in new.order_ids if i not in old.order_ids)
+            reasons = set(why_removed(gone) if gone else ()) | set(why_added(came) if came else ())
             changes.append(Change(owner, "change", new.action, new.order_ids, old.action, old.order_ids,
-                                  tuple(sorted(set(reasons) or {"order-changed"}))))
+                                  tuple(sorted(reasons or {"order-changed"}))))
     for owner, old in previous.items():
         if owner not in desired:
-            reasons = _removal_reasons(old.order_ids, owner, operator, orders, at)
-            changes.append(Change(owner, "remove", None, (), old.action, old.order_ids, reasons))
-    changes.sort(key=lambda c: (c.kind, c.owner))
+            changes.append(Change(owner, "remove", None, (), old.action, old.order_ids, why_removed(old.order_ids)))
     return changes
 
 
@@ -171,32 +183,43 @@ def apply_guards(changes: list[Change], previous: ZoneEntries, config: Config, f
     return [c for c in changes if c.owner not in held_set], unexplained, guard
 
 
+@dataclass
+class Caches:
+    """Work kept between plans by a long-running daemon; a CLI run starts with empty ones."""
+
+    policy: PolicyCache = field(default_factory=PolicyCache)
+    render: dict[tuple[Any, ...], RenderedZone] = field(default_factory=dict)
+
+
 def plan_operator(operator: str, orders: Mapping[str, Order], at: datetime, config: Config, *,
                   previous: ZoneEntries, previous_meta: ZoneMeta | None, last_publish: datetime | None,
-                  force: bool = False) -> OperatorPlan:
+                  force: bool = False, caches: Caches | None = None) -> OperatorPlan:
     op = config.operators[operator]
-    desired = desired_entries(orders.values(), operator, at)
-    changes = diff(previous, desired, operator, orders, at, last_publish)
+    caches = caches or Caches()
+    content = desired(orders.values(), operator, at, caches.policy)
+    changes = diff(previous, content.entries, operator, orders, at, last_publish, content.owners)
     allowed, held, guard = apply_guards(changes, previous, config, force)
     if held:
-        desired = dict(desired)
+        entries = dict(content.entries)
         for change in held:  # kept exactly as resolvers have them now
-            desired[change.owner] = Entry(change.old_action or "nxdomain", change.old_order_ids)
-    zone = render_body(desired, op)
-    return OperatorPlan(operator, previous_meta, zone, desired, allowed, held, guard)
+            entries[change.owner] = Entry(change.old_action or "nxdomain", change.old_order_ids)
+        content = ZoneContent(entries, canonical_order(entries, content))
+    zone = render_body(content, op, caches.render)
+    return OperatorPlan(operator, previous_meta, zone, content.entries, allowed, held, guard)
 
 
 def compute_plan(orders: Mapping[str, Order], at: datetime, config: Config, zones_dir: Path, *,
                  operators: Iterable[str] | None = None, force: bool = False,
                  last_publish: Mapping[str, datetime] | None = None,
-                 previous: Mapping[str, ZoneEntries] | None = None) -> Plan:
+                 previous: Mapping[str, ZoneEntries] | None = None, caches: Caches | None = None) -> Plan:
     """The plan for the named operators (default: all), against the zones in `zones_dir`."""
     plans = []
+    caches = caches or Caches()
     for operator in operators or sorted(config.operators):
         path = zones_dir / f"{operator}.rpz"
         prev_entries = previous[operator] if previous is not None and operator in previous else read_entries(path)
         plans.append(plan_operator(
             operator, orders, at, config, previous=prev_entries, previous_meta=read_meta(path),
-            last_publish=(last_publish or {}).get(operator), force=force,
+            last_publish=(last_publish or {}).get(operator), force=force, caches=caches,
         ))
     return Plan(at, plans, dict(orders))

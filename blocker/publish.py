@@ -42,7 +42,13 @@ def check_zone(path: Path, data: bytes, origin: str, mode: str) -> list[str]:
     return structural_check(data, origin)
 
 
-def write_zone(path: Path, data: bytes, origin: str, check: str) -> None:
+# Bodies named-checkzone accepted in this process, with the longest origin they were checked
+# under: operators sharing one body then need only the structural check (their owners are
+# the same relative names; only a longer origin could push a name past 255 octets).
+_CHECKED: dict[str, int] = {}
+
+
+def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: str | None = None) -> None:
     """Atomically replace `path` with `data` after checking it; the old file stays on any failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -53,7 +59,14 @@ def write_zone(path: Path, data: bytes, origin: str, check: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
-        problems = check_zone(tmp, data, origin, check)
+        if body_checksum is not None and _CHECKED.get(body_checksum, -1) >= len(origin):
+            problems = structural_check(data, origin)
+        else:
+            problems = check_zone(tmp, data, origin, check)
+            if not problems and body_checksum is not None and check != "none":
+                if len(_CHECKED) > 64:
+                    _CHECKED.clear()
+                _CHECKED[body_checksum] = len(origin)
         if problems:
             raise PublishError(f"{path.name}: zone check failed: {'; '.join(problems)}")
         os.replace(tmp, path)

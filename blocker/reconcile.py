@@ -159,7 +159,8 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         serial = next_serial(previous, scheme_serial(plan.orders, operator, plan.at))
         published_at = now or datetime.now(UTC)
         try:
-            write_zone(path, op_plan.zone.text(serial, config), op.origin, config.publish_check)
+            write_zone(path, op_plan.zone.text(serial, config), op.origin, config.publish_check,
+                       op_plan.zone.checksum)
         except PublishError as exc:
             if audit is not None:
                 audit.append("publish-failed", {"operator": operator, "error": str(exc)}, actor=actor)

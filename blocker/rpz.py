@@ -9,39 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from blocker.config import Config, OperatorConfig
-from blocker.policy import Entry, ZoneEntries
+from blocker.policy import Entry, ZoneContent, ZoneEntries
 
 SERIAL_MOD = 2**32
 CNAME_TARGETS = {"nxdomain": ".", "nodata": "*.", "drop": "rpz-drop."}
 ACTION_OF_TARGET = {v: k for k, v in CNAME_TARGETS.items()}
 _HEADER_RE = re.compile(r"^; content-sha256: ([0-9a-f]{64})$", re.M)
 _SOA_RE = re.compile(r"^@ IN SOA \S+ \S+ (\d+) ", re.M)
-
-
-def sort_key(name: str) -> str:
-    """Canonical DNS order (RFC 4034 §6.1) as one string: labels right to left, NUL-separated.
-
-    NUL sorts below every character a validated label may hold, so comparing these strings
-    compares label sequences, shorter (the parent) first.
-    """
-    return "\x00".join(reversed(name.split(".")))
-
-
-def canonical_owners(entries: Iterable[str]) -> list[str]:
-    """Owners in canonical order. `*.name` sorts straight after `name`: `*` is the lowest label."""
-    owners = set(entries)
-    apexes = sorted((o for o in owners if not o.startswith("*.")), key=sort_key)
-    out: list[str] = []
-    for apex in apexes:
-        out.append(apex)
-        if "*." + apex in owners:
-            out.append("*." + apex)
-    return out
 
 
 def _records(action: str, op: OperatorConfig) -> list[str]:
@@ -53,14 +33,22 @@ def _records(action: str, op: OperatorConfig) -> list[str]:
     return [f"A {a}" for a in page.a] + [f"AAAA {a}" for a in page.aaaa]
 
 
-def body_lines(entries: ZoneEntries, op: OperatorConfig) -> Iterator[str]:
+def _templates(op: OperatorConfig) -> dict[str, tuple[str, ...]]:
+    return {action: tuple(_records(action, op)) for action in ("nxdomain", "nodata", "drop", "redirect")}
+
+
+def body_lines(content: ZoneContent, op: OperatorConfig) -> Iterator[str]:
     """One line per record, canonical order, each with the orders that require it."""
-    templates = {action: _records(action, op) for action in ("nxdomain", "nodata", "drop", "redirect")}
-    for owner in canonical_owners(entries):
-        entry = entries[owner]
-        comment = " ; " + ",".join(entry.order_ids)
-        for record in templates[entry.action]:
-            yield f"{owner} {record}{comment}\n"
+    templates = _templates(op)
+    comments: dict[tuple[str, ...], str] = {}
+    entries = content.entries
+    for owner in content.owners:
+        action, ids = entries[owner]
+        comment = comments.get(ids)
+        if comment is None:
+            comment = comments[ids] = " ; " + ",".join(ids) + "\n"
+        for record in templates[action]:
+            yield f"{owner} {record}{comment}"
 
 
 @dataclass(frozen=True)
@@ -71,15 +59,28 @@ class RenderedZone:
     checksum: str  # SHA-256 of the body: what changed, independent of the serial
     entries: int  # records in the body
     names: int  # distinct blocked names
+    content: ZoneContent | None = field(default=None, compare=False, repr=False)
 
     def text(self, serial: int, config: Config) -> bytes:
         return header(self, serial, config) + self.body
 
 
-def render_body(entries: ZoneEntries, op: OperatorConfig) -> RenderedZone:
-    body = "".join(body_lines(entries, op)).encode("ascii")
-    names = sum(1 for owner in entries if not owner.startswith("*."))
-    return RenderedZone(op.id, op.origin, body, hashlib.sha256(body).hexdigest(), body.count(b"\n"), names)
+def render_body(content: ZoneContent, op: OperatorConfig,
+                cache: dict[tuple[Any, ...], RenderedZone] | None = None) -> RenderedZone:
+    """The zone body; operators with the same content and templates share one rendering."""
+    templates = _templates(op)
+    key = (id(content), content.key, tuple((a, templates[a]) for a in sorted(content.actions)))
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None and hit.content is content:
+        return RenderedZone(op.id, op.origin, hit.body, hit.checksum, hit.entries, hit.names, content)
+    body = "".join(body_lines(content, op)).encode("ascii")
+    zone = RenderedZone(op.id, op.origin, body, hashlib.sha256(body).hexdigest(), body.count(b"\n"),
+                        content.names, content)
+    if cache is not None:
+        if len(cache) > 16:
+            cache.clear()
+        cache[key] = zone
+    return zone
 
 
 def header(zone: RenderedZone, serial: int, config: Config) -> bytes:

@@ -55,14 +55,31 @@ class LineList(list):
 
 
 class _StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        # An alias re-uses a node already built: refusing it makes alias bombs impossible.
-        if node in self.constructed_objects or node in self.recursive_objects:
-            raise YamlError("anchors and aliases are not allowed", node.start_mark.line + 1)
-        return super().construct_object(node, deep=deep)
+    pass
+
+
+_CONSTRUCT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
+def _child(loader: _StrictLoader, node: yaml.Node) -> Any:
+    """Build one child node, refusing aliases and values that do not fit their tag.
+
+    An alias re-uses a node already built: refusing it makes alias bombs impossible. Checked
+    here, per child, rather than in `construct_object`, which runs for every scalar.
+    """
+    if node in loader.constructed_objects or node in loader.recursive_objects:
+        raise YamlError("anchors and aliases are not allowed", node.start_mark.line + 1)
+    try:
+        return loader.construct_object(node, deep=True)
+    except _CONSTRUCT_ERRORS:
+        # PyYAML's constructors crash on explicit tags that do not fit the value
+        # (`!!int abc`, `!!bool maybe`, `!!map [1]`): one clear error instead.
+        raise YamlError(f"value does not fit its tag {node.tag!r}", node.start_mark.line + 1) from None
 
 
 def _construct_map(loader: _StrictLoader, node: yaml.MappingNode) -> LineDict:
+    if not isinstance(node, yaml.MappingNode):
+        raise YamlError(f"value does not fit its tag {node.tag!r}", node.start_mark.line + 1)
     data = LineDict()
     data.line = node.start_mark.line + 1
     data.lines = {}
@@ -70,18 +87,20 @@ def _construct_map(loader: _StrictLoader, node: yaml.MappingNode) -> LineDict:
         line = key_node.start_mark.line + 1
         if key_node.tag == "tag:yaml.org,2002:merge":
             raise YamlError("merge keys (<<) are not allowed", line)
-        key = loader.construct_object(key_node, deep=True)
+        key = _child(loader, key_node)
         if not isinstance(key, str | int | float | bool) or key is None:
             raise YamlError("mapping keys must be plain scalars", line)
         if key in data:
             raise YamlError(f"duplicate key {key!r} (first at line {data.lines[key]})", line)
-        data[key] = loader.construct_object(value_node, deep=True)
+        data[key] = _child(loader, value_node)
         data.lines[key] = line
     return data
 
 
 def _construct_seq(loader: _StrictLoader, node: yaml.SequenceNode) -> LineList:
-    data = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    if not isinstance(node, yaml.SequenceNode):
+        raise YamlError(f"value does not fit its tag {node.tag!r}", node.start_mark.line + 1)
+    data = LineList(_child(loader, child) for child in node.value)
     data.line = node.start_mark.line + 1
     data.lines = [child.start_mark.line + 1 for child in node.value]
     return data
@@ -126,10 +145,14 @@ def loads_mapping(data: bytes) -> LineDict:
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         raise YamlError(f"invalid YAML: {problem}", mark.line + 1 if mark else None) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids; str(exc) spans two lines
+        line = text[: exc.position].count("\n") + 1 if isinstance(exc.position, int) else None
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        raise YamlError(f"invalid YAML: character U+{char:04X} is not allowed ({exc.reason})", line) from None
     except yaml.YAMLError as exc:
-        raise YamlError(f"invalid YAML: {exc}") from None
+        raise YamlError("invalid YAML: " + " ".join(str(exc).split())) from None
     except RecursionError:
         raise YamlError("nesting too deep") from None
     finally:
