@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from blocker import __version__
+from blocker import __version__, cli_legal
 from blocker.audit import AuditLog
 from blocker.config import Config, ConfigError, load_config
 from blocker.legaltime import LegalTimeError, parse_instant, zone
@@ -265,7 +265,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing (same as plan)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_apply)
+
+    p = add("run", "the daemon: publish on every change and at every start/lift instant (foreground)")
+    p.add_argument("--orders", metavar="DIR", help="overrides config orders_dir")
+    p.add_argument("--state-dir", metavar="DIR", help="overrides config state_dir")
+    p.add_argument("--out", metavar="DIR", help="overrides config zones_dir")
+    p.add_argument("--listen", metavar="HOST:PORT", help="overrides config http.listen (/metrics, /healthz)")
+    p.add_argument("--log-format", choices=("plain", "json"), help="overrides config log_format")
+    p.set_defaults(func=cmd_run)
+
+    cli_legal.register(add)
     return parser
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from blocker import logs
+    from blocker.daemon import Daemon, DaemonError
+
+    overrides = {
+        "orders_dir": Path(args.orders) if args.orders else None,
+        "state_dir": Path(args.state_dir) if args.state_dir else None,
+        "zones_dir": Path(args.out) if args.out else None,
+        "http_listen": args.listen,
+    }
+    config = config.with_paths(**overrides)
+    logs.setup(args.log_format or config.log_format)
+    daemon = Daemon(config, Path(args.config) if args.config else None, overrides)
+    try:
+        return daemon.run()
+    except DaemonError as exc:
+        raise CliError(str(exc), EXIT_INVALID) from None
 
 
 def _publish_args(p: argparse.ArgumentParser) -> None:

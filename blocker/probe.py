@@ -47,8 +47,11 @@ EXPECTATIONS: tuple[str, ...] = ("blocked", "resolves")
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp")
 AUTHORITY_MODES: tuple[str, ...] = ("rpz", "empty", "any")
 
-# RFC 8914 extended errors that only a filtering resolver sends: Blocked, Censored, Filtered.
-POLICY_EDE: frozenset[int] = frozenset({15, 16, 17})
+# RFC 8914 extended errors that only a filtering resolver sends: Forged Answer, Blocked, Censored,
+# Filtered. With SERVFAIL, also Prohibited (Knot Resolver's answer to `rpz-drop.`); with REFUSED,
+# Prohibited is an access-control refusal, so not a block.
+POLICY_EDE: frozenset[int] = frozenset({4, 15, 16, 17})
+POLICY_REFUSAL_EDE: frozenset[int] = POLICY_EDE | {18}
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,7 +149,7 @@ _HEADER_PLAIN = b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"   # same without the
 # OPT RR: root owner, TYPE 41, UDP payload 1232 (the DNS Flag Day 2020 size), no flags, no options.
 _OPT = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
 
-_NOERROR, _FORMERR, _NXDOMAIN = 0, 1, 3
+_NOERROR, _FORMERR, _SERVFAIL, _NXDOMAIN, _REFUSED = 0, 1, 2, 3, 5
 _A, _NS, _CNAME, _SOA, _PTR, _AAAA, _DNAME, _OPT_TYPE = 1, 2, 5, 6, 12, 28, 39, 41
 _NAME_TYPES = frozenset({_NS, _CNAME, _PTR, _DNAME})
 _RCODE_TEXT: tuple[str, ...] = tuple(dns.rcode.to_text(i) for i in range(16))
@@ -270,16 +273,20 @@ def _rrs(data: bytes, off: int, count: int) -> tuple[list[tuple[int, int, int]],
     return out, off
 
 
-def _authority_soa(data: bytes, off: int, count: int) -> str | None:
-    """Owner (lower case, final dot) of the first SOA in the authority section, or None."""
+def _soa_owners(data: bytes, off: int, count: int) -> tuple[list[str], int]:
+    """Owners (lower case, final dot) of the SOA records among `count` records, and the next offset."""
+    owners: list[str] = []
     for _ in range(count):
-        owner, off = _read_name(data, off)
-        rtype = (data[off] << 8) | data[off + 1]
-        rdlen = (data[off + 8] << 8) | data[off + 9]
-        if rtype == _SOA:
-            return owner
-        off += 10 + rdlen
-    return None
+        if data[off] == 0:          # the root name, e.g. OPT: nothing to decode
+            off += 1
+        else:
+            owner, off = _read_name(data, off)
+            if ((data[off] << 8) | data[off + 1]) == _SOA:
+                owners.append(owner)
+        off += 10 + ((data[off + 8] << 8) | data[off + 9])
+    if off > len(data):
+        raise ValueError("truncated record")
+    return owners, off
 
 
 def _ede_codes(data: bytes, off: int, count: int) -> tuple[int, ...]:
@@ -349,16 +356,19 @@ def classify(spec: _Spec, data: bytes, rules: _Rules) -> _Outcome:
     """Verdict for one matched reply. A verdict of None means: retry (SERVFAIL, REFUSED, TC...).
 
     What counts as a block, on top of the answer's shape (NXDOMAIN, NODATA, redirect target):
-    an SOA of the RPZ origin in the authority section, an NXDOMAIN whose SOA is owned by the
-    name itself (synthesized: a name that does not exist owns nothing), or an extended error
-    Blocked/Censored/Filtered. No natural answer carries these, so every signature mode accepts
-    them. The mode decides the one ambiguous case, a negative answer with an empty authority
-    section: a block for "empty" and "any" (Unbound, PowerDNS), inconclusive for "rpz" (BIND,
-    whose blocks always carry the RPZ SOA). A negative answer with another zone's SOA is natural.
+    an SOA of the RPZ origin in the authority section (Knot Resolver) or the additional section
+    (BIND), an NXDOMAIN whose SOA is owned by the name itself (synthesized: a name that does not
+    exist owns nothing), or an extended error Forged/Blocked/Censored/Filtered (Knot Resolver,
+    PowerDNS). No natural answer carries these, so every signature mode accepts them. The mode
+    decides the one ambiguous case, a negative answer with nothing in its authority section: a
+    block for "empty" and "any" (Unbound, PowerDNS), inconclusive for "rpz" (BIND, whose blocks
+    always carry the RPZ SOA). A negative answer with another zone's SOA is natural.
+    A SERVFAIL or REFUSED carrying a policy extended error is a policy refusal to answer, which
+    is how Knot Resolver applies `rpz-drop.` (SERVFAIL, EDE 18 Prohibited): the "drop" form.
     """
     rcode = data[3] & 0x0F
     if rcode != _NOERROR and rcode != _NXDOMAIN:
-        return None, _RCODE_TEXT[rcode], (), _RCODE_TEXT[rcode]
+        return _failure(spec, data, rules, rcode)
     if data[2] & 0x02:
         return None, _RCODE_TEXT[rcode], (), "truncated"
     ancount = (data[6] << 8) | data[7]
@@ -376,13 +386,32 @@ def classify(spec: _Spec, data: bytes, rules: _Rules) -> _Outcome:
     return _verdict(check, rules, form, _RCODE_TEXT[rcode], answer, note)
 
 
+def _failure(spec: _Spec, data: bytes, rules: _Rules, rcode: int) -> _Outcome:
+    """SERVFAIL, REFUSED, FORMERR...: retry, unless an extended error says policy refused it."""
+    text = _RCODE_TEXT[rcode]
+    arcount = (data[10] << 8) | data[11]
+    if arcount and rcode in (_SERVFAIL, _REFUSED):
+        try:
+            counts = ((data[6] << 8) | data[7]) + ((data[8] << 8) | data[9])
+            _, off = _rrs(data, 12 + len(spec.question), counts)
+            codes = set(_ede_codes(data, off, arcount))
+        except (ValueError, IndexError):
+            codes = set()
+        policy = codes & (POLICY_REFUSAL_EDE if rcode == _SERVFAIL else POLICY_EDE)
+        if policy:
+            note = f"refused by policy ({text}, extended error {min(policy)})"
+            return _verdict(spec.check, rules, "drop", text, (), note)
+    return None, text, (), text
+
+
 def _policy_form(spec: _Spec, data: bytes, rules: _Rules, rcode: int, ancount: int,
                  nscount: int) -> tuple[str | None, tuple[str, ...], str]:
     """Which block signature a NOERROR/NXDOMAIN reply matches: (form, answer texts, note).
 
     form is "nxdomain", "nodata", "redirect", "rewritten" (a policy answer of no known form),
     None (a natural answer) or "ambiguous" (a negative answer that carries nothing to tell a
-    natural one from a policy one on this resolver). note explains a None/ambiguous form.
+    natural one from a policy one on this resolver). note explains a None/ambiguous form, or
+    what marked a "rewritten" answer.
     """
     off = 12 + len(spec.question)
     answer: tuple[str, ...] = ()
@@ -393,20 +422,18 @@ def _policy_form(spec: _Spec, data: bytes, rules: _Rules, rcode: int, ancount: i
         if rules.can_redirect and _redirected(data, records, rules):
             return "redirect", answer, ""
         has_data = any(t == spec.qtype for t, _, _ in records)
+    authority, off = _soa_owners(data, off, nscount)
+    soa = authority[0] if authority else None
     arcount = (data[10] << 8) | data[11]
+    marker = _policy_marker(data, off, arcount, rules) if arcount else ""
     if has_data and rcode == _NOERROR:
-        if arcount and _has_policy_ede(data, off, nscount, arcount):
-            return "rewritten", answer, "an answer flagged Blocked/Censored/Filtered (EDE)"
+        if marker or soa == rules.origin:
+            return "rewritten", answer, marker or "RPZ SOA in authority"
         return None, answer, _NOT_BLOCKED_NORMAL
     negative = "nxdomain" if rcode == _NXDOMAIN else "nodata"
-    soa = _authority_soa(data, off, nscount) if nscount else None
-    if soa == rules.origin:
-        return negative, answer, ""
-    if rcode == _NXDOMAIN and soa == spec.qname:
-        # A name cannot both not exist and own an SOA: a synthesized answer (Knot Resolver).
-        return negative, answer, ""
-    if arcount and _has_policy_ede(data, off, nscount, arcount):
-        return negative, answer, ""
+    if soa == rules.origin or marker or (rcode == _NXDOMAIN and soa == spec.qname):
+        # (A name cannot both not exist and own an SOA: that NXDOMAIN was synthesized.)
+        return negative, answer, marker if marker.startswith("SOA of policy zone") else ""
     if soa is not None:
         return None, answer, f"{negative.upper()} from the real zone (SOA {soa})"
     if nscount == 0 and rules.empty_is_policy:
@@ -414,10 +441,20 @@ def _policy_form(spec: _Spec, data: bytes, rules: _Rules, rcode: int, ancount: i
     return "ambiguous", answer, f"{negative.upper()} without an SOA: cannot tell a natural answer from a block"
 
 
-def _has_policy_ede(data: bytes, off: int, nscount: int, arcount: int) -> bool:
-    """Whether the reply carries an extended error that only a filter sets (off: authority start)."""
-    _, additional = _rrs(data, off, nscount)
-    return any(code in POLICY_EDE for code in _ede_codes(data, additional, arcount))
+def _policy_marker(data: bytes, off: int, count: int, rules: _Rules) -> str:
+    """What in the additional section marks a policy answer ("" if nothing): an SOA, or an EDE.
+
+    BIND adds the SOA of the policy zone that rewrote the answer to the additional section; a
+    natural answer never has an SOA there. Another operator's zone on the same resolver is a
+    block all the same (the name does not resolve), so any SOA counts; the reason names it.
+    """
+    owners = _soa_owners(data, off, count)[0]
+    if rules.origin in owners:
+        return "RPZ SOA in additional"
+    if owners:
+        return f"SOA of policy zone {owners[0]} in additional"
+    codes = [code for code in _ede_codes(data, off, count) if code in POLICY_EDE]
+    return f"extended error {codes[0]}" if codes else ""
 
 
 def _redirected(data: bytes, records: list[tuple[int, int, int]], rules: _Rules) -> bool:
@@ -441,17 +478,19 @@ def _verdict(check: Check, rules: _Rules, form: str | None, rcode: str, answer: 
             return "resolves", rcode, answer, "" if note == _NOT_BLOCKED_NORMAL else note
         if form == "ambiguous":
             return "error", rcode, answer, note
-        return "overblocked", rcode, answer, note or f"the answer matches the {form} block signature"
+        what = f"the answer matches the {form} block signature"
+        return "overblocked", rcode, answer, f"{what} ({note})" if note else what
     action = check.action
     if action == "redirect" and not rules.can_redirect:
         return "error", rcode, answer, "the signature names no redirect target to recognise"
     if form == action:
-        return "blocked", rcode, answer, ""
+        return "blocked", rcode, answer, note
     if form is None or form == "ambiguous":
         if action == "drop":
-            note = f"the resolver answered ({note}); the order requires drop"
+            said = "" if note == _NOT_BLOCKED_NORMAL else f": {note}"
+            note = f"the resolver answered{said}; the order requires drop"
         return "not-blocked", rcode, answer, note
-    what = note or f"the answer matches the {form} block signature"
+    what = f"the answer matches the {form} block signature" + (f" ({note})" if note else "")
     return "not-blocked", rcode, answer, f"{what}; the order requires {action}"
 
 

@@ -1,0 +1,394 @@
+"""The daemon: keep every operator's zone in step with the orders, to the second, unattended.
+
+Each reconcile recomputes the whole desired state from the orders and publishes what
+differs; scheduled jobs at each order's start and lift instant only decide *when* to
+reconcile, never *what*. A periodic reconcile and a poll of the orders folder back them up.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from blocker import __version__
+from blocker.audit import AuditLog
+from blocker.config import Config, ConfigError, load_config
+from blocker.legaltime import fmt_instant
+from blocker.metrics import Snapshot, observe_reconcile, registry_for, render
+from blocker.orders import LoadResult, Order, OrderCache, load_orders, stat_signature
+from blocker.plan import Caches, Plan, compute_plan
+from blocker.policy import ZoneEntries, next_transition
+from blocker.reconcile import FLAG_ORPHANED, Effective, OperatorOutcome, effective_orders, publish_lock, publish_plan
+from blocker.state import State
+
+log = logging.getLogger("blocker.daemon")
+CATCHUP_THRESHOLD = timedelta(seconds=2)  # a transition applied later than this is a catch-up
+ACTOR = "daemon"
+
+
+class DaemonError(Exception):
+    """The daemon cannot start; the message says why, for a person."""
+
+
+@dataclass
+class Health:
+    ok: bool = False
+    reasons: list[str] = field(default_factory=lambda: ["starting"])
+    flags: dict[str, Any] = field(default_factory=dict)
+    last_reconcile: datetime | None = None
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: Path | None = None,
+                 overrides: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.overrides = overrides or {}
+        self.state_dir = config.state_dir
+        self.snapshot = Snapshot()
+        self.registry = registry_for(self.snapshot)
+        self.health = Health()
+        self.order_cache = OrderCache()
+        self.caches = Caches()
+        self.previous: dict[str, ZoneEntries] = {}
+        self.invalid_seen: dict[str, tuple[str, ...]] = {}
+        self.scheduled: dict[str, datetime] = {}
+        self.folder_signature: tuple[Any, ...] | None = None
+        self._reconcile_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._hup = False
+        self._lock_file: Any = None
+        self.state: State | None = None
+        self.audit = AuditLog(self.state_dir, actor=ACTOR)
+        self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": config.misfire_grace,
+        })
+        self.http: ThreadingHTTPServer | None = None
+
+    # lifecycle -----------------------------------------------------------------------------
+    def acquire_lock(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / "daemon.lock"
+        fh = path.open("a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise DaemonError(f"another blocker daemon is running on state dir {self.state_dir} (pid {holder}); "
+                              "one daemon per state directory") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._lock_file = fh
+
+    def start_http(self) -> None:
+        host, port = self.config.http_listen
+        daemon = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] == "/metrics":
+                    body, status, ctype = render(daemon.registry), 200, "text/plain; version=0.0.4; charset=utf-8"
+                elif self.path.split("?")[0] == "/healthz":
+                    status, payload = daemon.health_payload()
+                    body, ctype = json.dumps(payload, indent=1).encode(), "application/json"
+                else:
+                    body, status, ctype = b"not found: try /metrics or /healthz\n", 404, "text/plain"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        try:
+            self.http = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise DaemonError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self.http.daemon_threads = True
+        threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
+        log.info("listening", extra={"address": f"{host}:{self.http.server_address[1]}"})
+
+    def run(self) -> int:
+        self.acquire_lock()
+        try:
+            self.state = State(self.state_dir)
+            self.start_http()
+            self.audit.append("daemon-start", {"version": __version__, "pid": os.getpid(),
+                                               "config": self.config.source,
+                                               "orders_dir": str(self.config.orders_dir),
+                                               "zones_dir": str(self.config.zones_dir)})
+            log.info("daemon started", extra={"version": __version__, "orders_dir": str(self.config.orders_dir),
+                                              "zones_dir": str(self.config.zones_dir),
+                                              "state_dir": str(self.state_dir)})
+            self._install_signals()
+            self.reconcile("start")
+            self._schedule_periodic()
+            self.scheduler.start()
+            while not self._stop.is_set():
+                self._wake.wait(1.0)
+                self._wake.clear()
+                if self._hup and not self._stop.is_set():
+                    self._hup = False
+                    self.reload_config()
+                    self.reconcile("sighup")
+            return 0
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+            self.http = None
+        if self.state is not None:
+            self.audit.append("daemon-stop", {"pid": os.getpid()})
+            log.info("daemon stopped")
+            self.state.close()
+            self.state = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _install_signals(self) -> None:
+        def on_stop(signum: int, _frame: Any) -> None:
+            log.info("stopping", extra={"signal": signal.Signals(signum).name})
+            self.stop()
+
+        def on_hup(_signum: int, _frame: Any) -> None:
+            self._hup = True
+            self._wake.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def reload_config(self) -> None:
+        """SIGHUP: re-read the config file; a broken one keeps the running config (fail closed)."""
+        if self.config_path is None:
+            return
+        try:
+            fresh = load_config(self.config_path).with_paths(**self.overrides)
+        except ConfigError as exc:
+            log.error("config reload failed, keeping the running config", extra={"error": str(exc)})
+            return
+        if fresh != self.config:
+            self.config = fresh
+            self.order_cache = OrderCache()
+            self.caches = Caches()
+            self.previous = {}
+            log.info("config reloaded", extra={"config": str(self.config_path)})
+
+    # scheduling ----------------------------------------------------------------------------
+    def _schedule_periodic(self) -> None:
+        self.scheduler.add_job(self.reconcile, IntervalTrigger(seconds=self.config.reconcile_interval),
+                               args=["periodic"], id="reconcile:periodic", replace_existing=True)
+        self.scheduler.add_job(self.watch, IntervalTrigger(seconds=self.config.watch_interval),
+                               id="watch:orders", replace_existing=True)
+
+    def watch(self) -> None:
+        signature = stat_signature(self.config.orders_dir)
+        if signature != self.folder_signature:
+            self.reconcile("orders-changed")
+
+    def _schedule_transitions(self, orders: dict[str, Order], now: datetime) -> None:
+        wanted: dict[str, datetime] = {}
+        for order in orders.values():
+            for kind, instant in (("start", order.start), ("end", order.end)):
+                if instant > now:
+                    wanted[f"transition:{order.id}:{kind}"] = instant.astimezone(UTC)
+        for job_id in set(self.scheduled) - set(wanted):
+            if self.scheduler.get_job(job_id) is not None:
+                self.scheduler.remove_job(job_id)
+            del self.scheduled[job_id]
+        for job_id, instant in wanted.items():
+            if self.scheduled.get(job_id) == instant and self.scheduler.get_job(job_id) is not None:
+                continue
+            self.scheduler.add_job(self.reconcile, DateTrigger(run_date=instant), args=[job_id, instant],
+                                   id=job_id, replace_existing=True)
+            self.scheduled[job_id] = instant
+
+    # the reconcile -------------------------------------------------------------------------
+    def reconcile(self, reason: str, instant: datetime | None = None) -> bool:
+        with self._reconcile_lock:
+            started = time.monotonic()
+            try:
+                with publish_lock(self.state_dir):
+                    ok = self._reconcile(reason, instant)
+            except Exception as exc:  # the daemon keeps running: the next reconcile tries again
+                log.exception("reconcile failed", extra={"reason": reason})
+                self.health = Health(False, [f"reconcile failed: {type(exc).__name__}: {exc}"],
+                                     self.health.flags, datetime.now(UTC))
+                ok = False
+            with self.snapshot.lock:
+                observe_reconcile(self.snapshot, time.monotonic() - started, ok)
+                self.snapshot.last_reconcile_ts = time.time()
+            return ok
+
+    def _reconcile(self, reason: str, instant: datetime | None) -> bool:
+        assert self.state is not None
+        config = self.config
+        self.folder_signature = stat_signature(config.orders_dir)
+        now = datetime.now(UTC)
+        if instant is not None and now < instant:  # a timer that woke a hair early
+            time.sleep((instant - now).total_seconds())
+            now = datetime.now(UTC)
+        result = load_orders(config.orders_dir, config, self.order_cache)
+        self._report_invalid(result)
+        eff = effective_orders(result, config, self.state, self.audit, now, actor=ACTOR)
+        zones = self.state.zones()
+        plan = compute_plan(eff.orders, now, config, config.zones_dir, caches=self.caches,
+                            previous=self.previous or None,
+                            last_publish={op: z.published_at for op, z in zones.items()})
+        self._report_catchups(plan, now)
+        outcomes = publish_plan(plan, config, config.zones_dir, self.state, self.audit, actor=ACTOR, now=now)
+        failed = {o.operator: o for o in outcomes if not o.published}
+        for op_plan in plan.operators:
+            if op_plan.operator in failed:
+                self.previous.pop(op_plan.operator, None)
+            else:
+                self.previous[op_plan.operator] = op_plan.entries
+        self._log_outcomes(outcomes, reason)
+        self._schedule_transitions(eff.orders, now)
+        self._update(result, eff, plan, outcomes, now)
+        return not any(not o.published or (o.reload is not None and not o.reload.ok) for o in outcomes)
+
+    def _report_invalid(self, result: LoadResult) -> None:
+        current: dict[str, tuple[str, ...]] = {}
+        for error in result.errors:
+            current.setdefault(error.path, ())
+            current[error.path] += (str(error),)
+        for path, errors in sorted(current.items()):
+            if self.invalid_seen.get(path) != errors:  # once per change, not once per reconcile
+                for line in errors:
+                    log.error("invalid order file: last good version stays in force", extra={"problem": line})
+                self.audit.append("order-invalid", {"file": path, "errors": list(errors)}, actor=ACTOR)
+        for path in set(self.invalid_seen) - set(current):
+            log.info("order file valid again", extra={"file": path})
+        self.invalid_seen = current
+
+    def _report_catchups(self, plan: Plan, now: datetime) -> None:
+        seen: set[tuple[str, str, str]] = set()
+        for op_plan in plan.operators:
+            for change in op_plan.changes:
+                for why in change.reasons:
+                    if why not in ("started", "expired", "lifted"):
+                        continue
+                    ids = change.order_ids if why == "started" else change.old_order_ids
+                    for order_id in ids:
+                        order = plan.orders.get(order_id)
+                        key = (order_id, op_plan.operator, why)
+                        if order is None or key in seen:
+                            continue
+                        seen.add(key)
+                        at = order.start if why == "started" else order.end
+                        if (why == "started") != (order.active_at(now)):
+                            continue
+                        late = now - at
+                        data = {"order": order_id, "operator": op_plan.operator, "transition": why,
+                                "instant": fmt_instant(at, order.tz), "late_seconds": round(late.total_seconds(), 3)}
+                        if late > CATCHUP_THRESHOLD:
+                            log.warning("catch-up: transition applied late", extra=data)
+                            self.audit.append("catch-up", data, actor=ACTOR)
+                            with self.snapshot.lock:
+                                self.snapshot.last_catchup_seconds = late.total_seconds()
+                        else:
+                            log.info("transition applied", extra=data)
+
+    def _log_outcomes(self, outcomes: list[OperatorOutcome], reason: str) -> None:
+        for o in outcomes:
+            if not o.published:
+                log.error("publish failed; the previous zone stays", extra={"operator": o.operator, "error": o.error})
+            elif o.reload is not None and not o.reload.ok:
+                log.error("zone published but reload failed: not yet in effect",
+                          extra={"operator": o.operator, "serial": o.serial, "error": o.reload.message})
+            else:
+                log.info("zone published", extra={"operator": o.operator, "serial": o.serial, "reason": reason})
+
+    def _update(self, result: LoadResult, eff: Effective, plan: Plan, outcomes: list[OperatorOutcome],
+                now: datetime) -> None:
+        assert self.state is not None
+        zones = self.state.zones()
+        reasons: list[str] = []
+        failed_ops = {o.operator for o in outcomes if not o.published}
+        for op_plan in plan.operators:
+            record = zones.get(op_plan.operator)
+            if op_plan.operator in failed_ops:
+                reasons.append(f"{op_plan.operator}: publish failed")
+            elif record is None or record.checksum != op_plan.zone.checksum:
+                reasons.append(f"{op_plan.operator}: published zone is not current")
+            elif not record.in_effect:
+                reasons.append(f"{op_plan.operator}: reload failed: {record.reload_message}")
+        orphaned = sorted(i for i, f in eff.flags.items() if f == FLAG_ORPHANED)
+        flags = {
+            "orders_invalid": sorted(result.invalid_files),
+            "orders_orphaned": orphaned,
+            "removals_held": {p.operator: len(p.held) for p in plan.operators if p.held},
+        }
+        self.health = Health(not reasons, reasons, flags, now)
+        s = self.snapshot
+        with s.lock:
+            statuses: dict[str, int] = {}
+            for order in eff.orders.values():
+                status = order.status_at(now)
+                statuses[status] = statuses.get(status, 0) + 1
+            s.orders_by_status = statuses
+            s.order_windows = {o.id: (o.start.timestamp(), o.end.timestamp()) for o in eff.orders.values()}
+            s.orders_invalid = len(result.invalid_files)
+            s.orders_orphaned = len(orphaned)
+            for op, record in zones.items():
+                s.zone_names[op], s.zone_records[op], s.zone_serial[op] = record.names, record.records, record.serial
+                s.zone_publish_ts[op] = record.published_at.timestamp()
+                s.zone_in_effect[op] = record.in_effect
+            s.removals_held = {p.operator: len(p.held) for p in plan.operators}
+            for o in outcomes:
+                s.publish_failures.setdefault(o.operator, 0)
+                s.reload_failures.setdefault(o.operator, 0)
+                if not o.published:
+                    s.publish_failures[o.operator] += 1
+                elif o.reload is not None and not o.reload.ok:
+                    s.reload_failures[o.operator] += 1
+            upcoming = next_transition(eff.orders.values(), now)
+            s.next_transition_ts = upcoming.timestamp() if upcoming else None
+
+    def health_payload(self) -> tuple[int, dict[str, Any]]:
+        h = self.health
+        reasons = list(h.reasons)
+        if h.last_reconcile is not None:
+            age = (datetime.now(UTC) - h.last_reconcile).total_seconds()
+            if age > 3 * self.config.reconcile_interval + 30:
+                reasons.append(f"last reconcile {age:.0f} s ago")
+        ok = h.ok and not reasons
+        payload = {
+            "status": "ok" if ok else "unhealthy",
+            "reasons": reasons,
+            "last_reconcile": h.last_reconcile.isoformat() if h.last_reconcile else None,
+            **h.flags,
+        }
+        return (200 if ok else 503), payload

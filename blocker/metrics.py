@@ -1,0 +1,156 @@
+"""Prometheus metrics, built at scrape time from the daemon's current snapshot.
+
+A custom collector rather than long-lived labelled gauges: an order that leaves the folder
+leaves the metrics with it, and label sets stay bounded (operator, order, resolver; never a
+domain name).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from blocker import __version__
+
+RECONCILE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class Snapshot:
+    """Everything /metrics shows; the daemon replaces parts of it under `lock`."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    orders_by_status: dict[str, int] = field(default_factory=dict)
+    order_windows: dict[str, tuple[float, float]] = field(default_factory=dict)  # order -> (start, end)
+    orders_invalid: int = 0
+    orders_orphaned: int = 0
+    zone_names: dict[str, int] = field(default_factory=dict)
+    zone_records: dict[str, int] = field(default_factory=dict)
+    zone_serial: dict[str, int] = field(default_factory=dict)
+    zone_publish_ts: dict[str, float] = field(default_factory=dict)
+    zone_in_effect: dict[str, bool] = field(default_factory=dict)
+    removals_held: dict[str, int] = field(default_factory=dict)
+    publish_failures: dict[str, int] = field(default_factory=dict)
+    reload_failures: dict[str, int] = field(default_factory=dict)
+    next_transition_ts: float | None = None
+    reconciles: dict[str, int] = field(default_factory=dict)  # result -> count
+    reconcile_buckets: list[int] = field(default_factory=lambda: [0] * len(RECONCILE_BUCKETS))
+    reconcile_count: int = 0
+    reconcile_sum: float = 0.0
+    last_reconcile_ts: float = 0.0
+    last_catchup_seconds: float = 0.0
+    # probes
+    probe_checks: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (operator, resolver, verdict)
+    probe_last_pass_ts: dict[str, float] = field(default_factory=dict)
+    probe_oldest_unverified: dict[str, float] = field(default_factory=dict)
+    resolver_serial: dict[tuple[str, str], int] = field(default_factory=dict)
+    resolver_up: dict[tuple[str, str], bool] = field(default_factory=dict)
+    time_to_block: dict[tuple[str, str], float] = field(default_factory=dict)  # (order, operator)
+    time_to_lift: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+def observe_reconcile(s: Snapshot, seconds: float, ok: bool) -> None:
+    """Call with `s.lock` held."""
+    s.reconciles["ok" if ok else "failed"] = s.reconciles.get("ok" if ok else "failed", 0) + 1
+    s.reconcile_count += 1
+    s.reconcile_sum += seconds
+    for i, bound in enumerate(RECONCILE_BUCKETS):
+        if seconds <= bound:
+            s.reconcile_buckets[i] += 1
+
+
+def _gauge(name: str, doc: str, labels: list[str], values: dict, value_of=lambda v: v) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], float(value_of(value)))
+    return family
+
+
+class BlockerCollector(Collector):
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.s = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.s
+        with s.lock:
+            yield _gauge("blocker_build_info", "Build information.", ["version"], {__version__: 1})
+            statuses = {k: s.orders_by_status.get(k, 0) for k in ("pending", "active", "expired", "lifted")}
+            yield _gauge("blocker_orders", "Orders by status at the last reconcile.", ["status"], statuses)
+            yield _gauge("blocker_order_start_timestamp_seconds", "When each order comes into force.", ["order"],
+                         {k: v[0] for k, v in s.order_windows.items()})
+            yield _gauge("blocker_order_end_timestamp_seconds", "When each order stops (lift instant).", ["order"],
+                         {k: v[1] for k, v in s.order_windows.items()})
+            yield GaugeMetricFamily("blocker_orders_invalid", "Order files that are invalid now (their last good "
+                                    "version stays in force).", value=s.orders_invalid)
+            yield GaugeMetricFamily("blocker_orders_orphaned", "Orders in force whose file was removed.",
+                                    value=s.orders_orphaned)
+            yield _gauge("blocker_zone_entries", "Blocked names in the published zone.", ["operator"], s.zone_names)
+            yield _gauge("blocker_zone_records", "Records in the published zone.", ["operator"], s.zone_records)
+            yield _gauge("blocker_zone_serial", "SOA serial of the published zone.", ["operator"], s.zone_serial)
+            yield _gauge("blocker_zone_publish_timestamp_seconds", "When the zone was last published.",
+                         ["operator"], s.zone_publish_ts)
+            yield _gauge("blocker_zone_in_effect", "1 when the resolver reload for the published zone succeeded.",
+                         ["operator"], s.zone_in_effect, int)
+            yield _gauge("blocker_zone_removals_held", "Removals held back until a human runs apply --force.",
+                         ["operator"], s.removals_held)
+            failures = CounterMetricFamily("blocker_publish_failures", "Zone publishes that failed.",
+                                           labels=["operator"])
+            for op, n in sorted(s.publish_failures.items()):
+                failures.add_metric([op], n)
+            yield failures
+            reloads = CounterMetricFamily("blocker_reload_failures", "Resolver reloads that failed.",
+                                          labels=["operator"])
+            for op, n in sorted(s.reload_failures.items()):
+                reloads.add_metric([op], n)
+            yield reloads
+            if s.next_transition_ts is not None:
+                yield GaugeMetricFamily("blocker_next_transition_timestamp_seconds",
+                                        "Next instant an order starts or lifts.", value=s.next_transition_ts)
+            runs = CounterMetricFamily("blocker_reconciles", "Reconciles by result.", labels=["result"])
+            for result in ("ok", "failed"):
+                runs.add_metric([result], s.reconciles.get(result, 0))
+            yield runs
+            yield _histogram(s)
+            yield GaugeMetricFamily("blocker_last_reconcile_timestamp_seconds", "When the last reconcile ended.",
+                                    value=s.last_reconcile_ts)
+            yield GaugeMetricFamily("blocker_last_catchup_lateness_seconds",
+                                    "How late the last caught-up transition was applied.", value=s.last_catchup_seconds)
+            yield _gauge("blocker_probe_checks", "Checks of the last probe pass by verdict.",
+                         ["operator", "resolver", "verdict"], s.probe_checks)
+            yield _gauge("blocker_probe_last_pass_timestamp_seconds", "When the last full probe pass ended.",
+                         ["operator"], s.probe_last_pass_ts)
+            yield _gauge("blocker_probe_oldest_unverified_seconds",
+                         "Age of the oldest active entry not yet seen blocked on every resolver.",
+                         ["operator"], s.probe_oldest_unverified)
+            yield _gauge("blocker_resolver_serial", "Zone serial a resolver serves (where it can be asked).",
+                         ["operator", "resolver"], s.resolver_serial)
+            yield _gauge("blocker_resolver_up", "1 when the resolver answered the last probe pass.",
+                         ["operator", "resolver"], s.resolver_up, int)
+            yield _gauge("blocker_order_time_to_block_seconds",
+                         "From the order's start to the first probe that saw it blocked on every resolver.",
+                         ["order", "operator"], s.time_to_block)
+            yield _gauge("blocker_order_time_to_lift_seconds",
+                         "From the order's end to the first probe that saw its names resolve again.",
+                         ["order", "operator"], s.time_to_lift)
+
+
+def _histogram(s: Snapshot) -> HistogramMetricFamily:
+    buckets = [(repr(bound), n) for bound, n in zip(RECONCILE_BUCKETS, s.reconcile_buckets, strict=True)]
+    buckets.append(("+Inf", s.reconcile_count))
+    return HistogramMetricFamily("blocker_reconcile_duration_seconds", "Time a reconcile takes.",
+                                 buckets=buckets, sum_value=s.reconcile_sum)
+
+
+def registry_for(snapshot: Snapshot) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BlockerCollector(snapshot))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
