@@ -1,0 +1,28 @@
+-- blocker RPZ zones for PowerDNS Recursor 4.8 (verified with 4.8.8, Debian 12): the Lua config file.
+-- Append to the file named by lua-config-file (Debian: /etc/powerdns/recursor.lua), see recursor.conf.
+--
+-- Placeholders (Python string.Template syntax, a dollar sign and braces; replace them by hand or render the file):
+--   ${origin}     the operator's RPZ zone origin, e.g. orange.rpz.blocker.
+--   ${zone_file}  the file blocker publishes, e.g. /var/lib/blocker/zones/orange.rpz
+-- The lines between "blocker:zone-begin" and "blocker:zone-end" are repeated once per operator zone.
+--
+-- After blocker rewrites a file, it runs:
+--   rec_control --timeout=60 reload-lua-config
+--   rec_control --timeout=60 wipe-cache NAME$ ...   (each name whose rule was added, changed or removed)
+-- (--timeout: the default, 5 s, is close to the 3 s a 1M-name zone takes to load.)
+-- reload-lua-config re-executes this whole file, so every zone listed here is read again.
+-- wipe-cache is needed because PowerDNS Recursor 4.8 answers from its packet cache BEFORE applying
+-- RPZ: a name asked before it was blocked keeps its cached address, and a lifted name its cached
+-- NXDOMAIN, until that entry's TTL runs out (measured: 60 s after a lift with $TTL 60). NAME$ wipes
+-- the name and everything under it, from the record, negative and packet caches.
+-- Caution: if a file is missing or has a syntax error, the reload drops that zone entirely (every
+-- block of the operator is lifted) and rec_control still exits 0; only the log says so. Publish
+-- by atomic rename, and check a known-blocked name (or a canary) after every reload.
+-- rpzFile() keeps no SOA: the serial in force cannot be read back (dump-rpz shows serial 0).
+
+-- policyName: the name logged and exported (protobuf, metrics) when a rule of this zone matches.
+-- extendedErrorCode 15 ("Blocked", RFC 8914): tells a client that asks with EDNS why it got no answer
+-- (added to every rewritten answer of the zone, redirects included).
+-- blocker:zone-begin
+rpzFile("${zone_file}", {policyName = "${origin}", extendedErrorCode = 15})
+-- blocker:zone-end
