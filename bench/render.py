@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from blocker.config import load_config  # noqa: E402
 from blocker.orders import OrderCache, load_orders  # noqa: E402
-from blocker.plan import compute_plan  # noqa: E402
+from blocker.plan import Caches, compute_plan  # noqa: E402
 from blocker.reconcile import publish_plan  # noqa: E402
 
 AT = "2026-12-15T12:00:00+01:00"
@@ -59,19 +59,19 @@ def cold_render(orders: Path, out: Path) -> None:
 def warm_path(orders: Path, out: Path, state_dir: Path) -> None:
     config = load_config(None)
     at = datetime.fromisoformat(AT).astimezone(UTC)
-    cache = OrderCache()
+    cache, caches = OrderCache(), Caches()
     t0 = time.perf_counter()
     result = load_orders(orders, config, cache)
-    plan = compute_plan(result.orders, at, config, out)
+    plan = compute_plan(result.orders, at, config, out, caches=caches)
     publish_plan(plan, config, out, None, None)
     first = time.perf_counter() - t0
     previous = {p.operator: p.entries for p in plan.operators}
-    changed = orders / "bench-0007.yaml"
-    changed.write_text(changed.read_text().replace("site0000-o0007", "site0000-o0007-renamed"))
+    changed = orders / "bench-0007.yaml"  # a mirror site added to an order in force
+    changed.write_text(changed.read_text() + "  - mirror-site0000-o0007.bench07.example\n")
     t0 = time.perf_counter()
     result = load_orders(orders, config, cache)
     t_load = time.perf_counter() - t0
-    plan = compute_plan(result.orders, at, config, out, previous=previous)
+    plan = compute_plan(result.orders, at, config, out, previous=previous, caches=caches)
     t_plan = time.perf_counter() - t0 - t_load
     outcomes = publish_plan(plan, config, out, None, None)
     total = time.perf_counter() - t0

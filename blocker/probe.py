@@ -6,13 +6,22 @@ notes measured dnspython's make_query/to_wire/from_wire at ~63 us a query, which
 ~7,000 checks/s. Here each query's wire is built once per check (only the 16-bit ID is patched per
 send), each resolver gets ONE non-blocking UDP socket read with a draining reader callback, replies
 are matched to queries by (ID, question) from the raw bytes, and only what a verdict needs is read
-from the wire: the header (rcode, flags, counts) decides the common cases, and the answer and
-authority sections are walked only when needed. Timeouts are one ordered deque per lane swept by
-one timer, not a task or a call_later per query. TCP uses one pipelined stream per resolver.
+from the wire: the header (rcode, flags, counts) decides the common cases, and the sections are
+walked only when needed. Timeouts are one ordered deque per lane swept by one timer, not a task or
+a call_later per query. TCP uses one pipelined stream per resolver (plus a connection of its own
+for each drop check, see _TcpLane._solo). Measured with bench/probe.py: see its docstring.
 
 A verdict is never inferred from silence, except for the `drop` action, where silence IS the
 block: a timeout there counts as blocked only when the same resolver (same transport) answered
-something after that query was sent, so a dead resolver never looks compliant.
+something after that query was sent, so a dead resolver never looks compliant. Errors (timeouts,
+SERVFAIL, REFUSED... after retries) are never compliant: exit_code() gives 2 when only they stand
+between a pass and a clean bill.
+
+Block signatures as observed on Debian 12 (see classify() for the rules derived from them):
+Unbound 1.17 answers a block with an empty authority section (and AA); BIND 9.18 adds the RPZ's SOA
+to the ADDITIONAL section; Knot Resolver 5.6 puts the RPZ's SOA in the authority section (for NODATA
+an SOA owned by the name) with EDE 15/4, and answers `rpz-drop.` with SERVFAIL + EDE 18; PowerDNS
+Recursor 4.8 answers with an empty authority and EDE 15 (as configured by blocker's snippet).
 """
 
 from __future__ import annotations
@@ -89,10 +98,17 @@ class ResolverTarget:
 
 @dataclass(frozen=True)
 class Signature:
-    """What a blocked answer looks like on this operator's resolvers."""
+    """What a blocked answer looks like on this operator's resolvers.
+
+    nxdomain_authority says what a blocked NXDOMAIN/NODATA carries: "rpz" the RPZ's SOA (BIND,
+    which puts it in the additional section; Knot Resolver, in the authority section), "empty"
+    nothing in the authority section (Unbound, PowerDNS), "any" either. Marks that no natural
+    answer carries (the RPZ's SOA, a policy EDE) count in every mode; the mode only decides
+    whether an empty authority section is a block ("empty", "any") or proves nothing ("rpz").
+    """
 
     rpz_origin: str                       # e.g. "orange.rpz.blocker."
-    nxdomain_authority: str = "any"       # "rpz" (BIND) | "empty" (Unbound) | "any"
+    nxdomain_authority: str = "any"       # "rpz" (BIND) | "empty" (Unbound, PowerDNS) | "any"
     redirect_a: tuple[str, ...] = ()
     redirect_aaaa: tuple[str, ...] = ()
     redirect_cname: str | None = None
@@ -103,7 +119,7 @@ class CheckResult:
     """The verdict on one check, from one resolver, over one transport, with its evidence."""
 
     name: str
-    resolver: str
+    resolver: str               # the ResolverTarget's name, or its address when it has none
     transport: str
     expected: str
     verdict: Verdict
@@ -575,6 +591,13 @@ class _Lane:
     def send_some(self, budget: int, now: float) -> int:
         raise NotImplementedError
 
+    @staticmethod
+    def begin(job: _Job, now: float) -> None:
+        """Count an attempt; the first one starts the check's clock."""
+        job.attempt += 1
+        if job.first_sent < 0:
+            job.first_sent = now
+
     def next_qid(self) -> int:
         pending = self.pending
         qid = self.qid
@@ -682,22 +705,16 @@ class _UdpLane(_Lane):
                 break
             except OSError as exc:
                 # A connected UDP socket reports an earlier ICMP error on the next call.
-                self._begin(job, now)
+                self.begin(job, now)
                 self.engine.attempt_failed(job, _os_reason(exc), now)
                 continue
-            self._begin(job, now)
+            self.begin(job, now)
             job.qid = qid
             pending[qid] = job
             timeouts.append((deadline, qid, job, job.attempt))
             sent += 1
         self.engine.in_flight += sent
         return sent
-
-    @staticmethod
-    def _begin(job: _Job, now: float) -> None:
-        job.attempt += 1
-        if job.first_sent < 0:
-            job.first_sent = now
 
     def _wait_writable(self) -> None:
         if not self.writable_wait and self.sock is not None:
@@ -795,11 +812,10 @@ class _TcpLane(_Lane):
         self.stream: _TcpStream | None = None
         self.connecting = False
         self.addr: tuple | None = None
-        self.family = socket.AF_INET
 
     async def open(self) -> None:
         infos = await self.engine.loop.getaddrinfo(self.target.host, self.target.port, type=socket.SOCK_STREAM)
-        self.family, _, _, _, self.addr = infos[0]
+        self.addr = infos[0][4]
 
     def close(self) -> None:
         stream, self.stream = self.stream, None
@@ -827,7 +843,7 @@ class _TcpLane(_Lane):
                 continue
             wire = ids[qid] + (spec.tail if job.edns else spec.tail_plain)
             out.append(len(wire).to_bytes(2, "big") + wire)
-            _UdpLane._begin(job, now)
+            self.begin(job, now)
             job.qid = qid
             pending[qid] = job
             timeouts.append((deadline, qid, job, job.attempt))
@@ -844,7 +860,7 @@ class _TcpLane(_Lane):
         (Unbound does), which would also kill every query pipelined with it; alone on its
         connection, "closed without an answer" is attributable and counts as silence.
         """
-        _UdpLane._begin(job, now)
+        self.begin(job, now)
         self.engine.spawn(self._solo_exchange(job, _ID_BYTES[qid] + job.spec.tail))
 
     async def _solo_exchange(self, job: _Job, wire: bytes) -> None:
@@ -884,7 +900,7 @@ class _TcpLane(_Lane):
             jobs = list(self.queue)
             self.queue.clear()
             for job in jobs:
-                _UdpLane._begin(job, now)
+                self.begin(job, now)
                 self.engine.attempt_failed(job, reason, now)
             self.engine.pump()
             return
@@ -949,7 +965,6 @@ class _Engine:
                 self.lanes.append(lane_type(self, target, bucket))
         self.total = len(checks) * len(self.lanes)
         self.results: list[CheckResult | None] = [None] * self.total
-        self.jobs: list[_Job] = []
         specs = _specs(checks)
         n_lanes = len(self.lanes)
         for ci, spec in enumerate(specs):
@@ -961,6 +976,7 @@ class _Engine:
         self.reported = -1
         self.idle: asyncio.Future[None] = self.loop.create_future()
         self.timer: asyncio.TimerHandle | None = None
+        self.failure: BaseException | None = None
 
     # --- running
     async def run(self) -> list[CheckResult]:
@@ -976,6 +992,8 @@ class _Engine:
             self.pump()
             await self.idle
             await self.settle_drops()
+            if self.failure is not None:
+                raise self.failure
         finally:
             self.shutdown()
         self.report(force=True)
@@ -1042,6 +1060,8 @@ class _Engine:
 
     def crash(self, exc: BaseException) -> None:
         """An exception in a callback (or the progress hook): make probe() raise it."""
+        if self.failure is None:
+            self.failure = exc
         if not self.idle.done():
             self.idle.set_exception(exc)
 

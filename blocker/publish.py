@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -79,10 +80,13 @@ def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: 
 
 
 def reload_argv(op: OperatorConfig, zone_path: Path, serial: int) -> list[str] | None:
-    """The command that makes this operator's resolver read the new zone (None: nothing to run)."""
+    """The command that makes this operator's resolver read the new zone (None: nothing to run).
+
+    knot-resolver has no command-line tool that takes a piped command reliably: blocker talks
+    to its control socket itself (see `kresd_control`), so it has no argv here.
+    """
     hook = op.reload
-    zone_name = op.origin.rstrip(".")
-    if hook.kind == "none":
+    if hook.kind in ("none", "knot-resolver"):
         return None
     if hook.kind == "command":
         values = {"zone_file": str(zone_path), "origin": op.origin, "operator": op.id, "serial": str(serial)}
@@ -94,7 +98,7 @@ def reload_argv(op: OperatorConfig, zone_path: Path, serial: int) -> list[str] |
             argv += ["-s", host or hook.server, *(["-p", port] if host else [])]
         if hook.key_file:
             argv += ["-k", hook.key_file]
-        return [*argv, *hook.command, "reload", zone_name]
+        return [*argv, *hook.command, "reload", op.origin]
     if hook.kind == "unbound":
         argv = ["unbound-control"]
         if hook.key_file:
@@ -103,17 +107,50 @@ def reload_argv(op: OperatorConfig, zone_path: Path, serial: int) -> list[str] |
             argv += ["-s", hook.server.replace(":", "@")]
         return [*argv, *hook.command, "auth_zone_reload", op.origin]
     if hook.kind == "powerdns-recursor":
-        argv = ["rec_control"]
-        if hook.socket:
-            argv.append(f"--socket-dir={hook.socket}")
-        return [*argv, *hook.command, "reload-lua-config"]
-    if hook.kind == "knot-resolver":
-        # kresd re-reads an RPZ file it watches (policy.rpz(..., true)); a socket, when given,
-        # lets blocker ask for the reload explicitly through kresd's control socket.
-        if not hook.socket:
-            return None
-        return ["socat", "-", f"UNIX-CONNECT:{hook.socket}", *hook.command]
+        return [*_rec_control(op), "reload-lua-config"]
     raise PublishError(f"unknown reload kind {hook.kind!r}")
+
+
+def _rec_control(op: OperatorConfig) -> list[str]:
+    argv = ["rec_control", "--timeout=60"]
+    if op.reload.socket:
+        argv.append(f"--socket-dir={op.reload.socket}")
+    return [*argv, *op.reload.command]
+
+
+def flush_argvs(op: OperatorConfig, changed: list[str], batch: int = 500) -> list[list[str]]:
+    """PowerDNS Recursor 4.8 answers from its packet cache before RPZ: a name blocked after it
+    was asked keeps its cached address, a lifted one its cached NXDOMAIN, until the TTL ends
+    (PowerDNS issue #14854). `wipe-cache NAME$` drops the name and its subtree."""
+    if op.reload.kind != "powerdns-recursor" or not changed:
+        return []
+    names = sorted({name.removeprefix("*.") for name in changed})
+    return [[*_rec_control(op), "wipe-cache", *(f"{n}.$" for n in names[i:i + batch])]
+            for i in range(0, len(names), batch)]
+
+
+def kresd_control(socket_path: str, command: str, expect: str, timeout: float) -> tuple[bool, str]:
+    """Send one Lua expression to every kresd instance's control socket (a folder of sockets, or
+    one socket), and check each answer contains `expect`."""
+    target = Path(socket_path)
+    paths = sorted(target.iterdir()) if target.is_dir() else [target]
+    if not paths:
+        return False, f"no kresd control socket in {socket_path}"
+    answers = []
+    ok = True
+    for path in paths:
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(timeout)
+                sock.connect(str(path))
+                sock.sendall(command.encode() + b"\n")
+                sock.shutdown(socket.SHUT_WR)
+                out = b"".join(iter(lambda s=sock: s.recv(65536), b"")).decode(errors="replace")
+        except OSError as exc:
+            return False, f"{path}: {exc.strerror or exc}"
+        answers.append(f"{path.name}: {' '.join(out.replace('>', ' ').split())}")
+        ok = ok and expect in out
+    return ok, "; ".join(answers)
 
 
 @dataclass(frozen=True)
@@ -123,10 +160,7 @@ class ReloadResult:
     argv: tuple[str, ...] = ()
 
 
-def run_reload(op: OperatorConfig, zone_path: Path, serial: int, timeout: float) -> ReloadResult:
-    argv = reload_argv(op, zone_path, serial)
-    if argv is None:
-        return ReloadResult(True, "no reload hook configured")
+def _run(argv: list[str], timeout: float) -> ReloadResult:
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
@@ -138,3 +172,21 @@ def run_reload(op: OperatorConfig, zone_path: Path, serial: int, timeout: float)
         return ReloadResult(False, f"{argv[0]} exited {proc.returncode}: {output}", tuple(argv))
     return ReloadResult(True, output or "ok", tuple(argv))
 
+
+def run_reload(op: OperatorConfig, zone_path: Path, serial: int, timeout: float,
+               changed: list[str] | None = None) -> ReloadResult:
+    """Ask the operator's resolver to load the new zone; then flush caches where it needs it."""
+    if op.reload.kind == "knot-resolver":
+        if not op.reload.socket:
+            return ReloadResult(False, "reload.socket (kresd control socket or folder) is required")
+        ok, message = kresd_control(op.reload.socket, f"blocker_reload('{op.origin}')", "blocker-reloaded", timeout)
+        return ReloadResult(ok, message, ("kresd-control", op.reload.socket))
+    argv = reload_argv(op, zone_path, serial)
+    if argv is None:
+        return ReloadResult(True, "no reload hook configured")
+    result = _run(argv, timeout)
+    for flush in flush_argvs(op, changed or []) if result.ok else []:
+        flushed = _run(flush, timeout)
+        if not flushed.ok:
+            return ReloadResult(False, f"reloaded, but cache flush failed: {flushed.message}", flushed.argv)
+    return result

@@ -172,7 +172,8 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
                                             op_plan.zone.entries, published_at, False, "reload pending"), order_ids)
         if audit is not None:
             _audit_publish(audit, op_plan, serial, order_ids, actor)
-        result = run_reload(op, path, serial, config.reload_timeout)
+        changed = [c.owner for c in op_plan.changes]
+        result = run_reload(op, path, serial, config.reload_timeout, changed)
         if state is not None:
             state.mark_in_effect(operator, result.ok, result.message)
         if audit is not None:

@@ -62,7 +62,20 @@ class RenderedZone:
     content: ZoneContent | None = field(default=None, compare=False, repr=False)
 
     def text(self, serial: int, config: Config) -> bytes:
-        return header(self, serial, config) + self.body
+        return header(self, serial, config) + self.body + canary(self.operator, serial)
+
+
+def canary_owner(operator: str) -> str:
+    """A name whose TXT rule carries the serial: probes ask it to learn which version a resolver
+    applies (the one check all four resolvers answer alike). Outside special-use TLDs, which
+    Unbound answers itself before RPZ."""
+    return f"serial.{operator}.canary.blocker"
+
+
+def canary(operator: str, serial: int) -> bytes:
+    # Last line of the file: a zone loaded only in part (Unbound and kresd stop or skip at a bad
+    # line) lacks it, so a probe sees the old serial rather than a false "up to date".
+    return f'{canary_owner(operator)} TXT "{serial}"\n'.encode("ascii")
 
 
 def render_body(content: ZoneContent, op: OperatorConfig,
@@ -144,6 +157,8 @@ def read_entries(path: Path) -> ZoneEntries:
                 continue
             record, _, comment = line.partition(" ; ")
             owner, rtype, rdata = record.split(" ", 2)
+            if rtype == "TXT":  # the serial canary
+                continue
             rdata = rdata.strip()
             action = ACTION_OF_TARGET.get(rdata, "redirect") if rtype == "CNAME" else "redirect"
             if owner not in entries:
@@ -164,9 +179,11 @@ def structural_check(data: bytes, origin: str) -> list[str]:
     if not text.endswith("\n"):
         problems.append("truncated (no final newline)")
     checksum = _HEADER_RE.search(text)
-    if checksum is not None:
-        body_start = text.index("\n@ IN NS ")
-        body = data[text.index("\n", body_start + 1) + 1:]
-        if hashlib.sha256(body).hexdigest() != checksum.group(1):
+    if checksum is not None and not problems:
+        body_start = text.index("\n", text.index("\n@ IN NS ") + 1) + 1
+        body_end = text.rfind("\n", 0, len(text) - 1) + 1  # the canary is the last line
+        if not text[body_end:].startswith("serial."):
+            problems.append("missing the serial canary as last line")
+        elif hashlib.sha256(data[body_start:body_end]).hexdigest() != checksum.group(1):
             problems.append("body does not match its content-sha256")
     return problems
