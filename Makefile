@@ -32,7 +32,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check blocker tests bench
 
 run: run-debs $(VENV)/.installed
-	$(PY) -m blocker status
+	$(PY) deploy/local-run.py
 
 bench: debs $(VENV)/.installed
 	$(PY) bench/render.py

@@ -33,6 +33,7 @@ from blocker.orders import LoadResult, Order, OrderCache, load_orders, stat_sign
 from blocker.plan import Caches, Plan, compute_plan
 from blocker.policy import ZoneEntries, next_transition
 from blocker.reconcile import FLAG_ORPHANED, Effective, OperatorOutcome, effective_orders, publish_lock, publish_plan
+from blocker.rpz import read_meta
 from blocker.state import State
 
 log = logging.getLogger("blocker.daemon")
@@ -337,13 +338,17 @@ class Daemon:
         zones = self.state.zones()
         reasons: list[str] = []
         failed_ops = {o.operator for o in outcomes if not o.published}
+        served: dict[str, int] = {}
         for op_plan in plan.operators:
             record = zones.get(op_plan.operator)
+            on_disk = read_meta(self.config.zones_dir / f"{op_plan.operator}.rpz")
+            if on_disk is not None:
+                served[op_plan.operator] = on_disk.serial
             if op_plan.operator in failed_ops:
                 reasons.append(f"{op_plan.operator}: publish failed")
-            elif record is None or record.checksum != op_plan.zone.checksum:
+            elif on_disk is None or on_disk.checksum != op_plan.zone.checksum:
                 reasons.append(f"{op_plan.operator}: published zone is not current")
-            elif not record.in_effect:
+            elif record is not None and record.checksum == on_disk.checksum and not record.in_effect:
                 reasons.append(f"{op_plan.operator}: reload failed: {record.reload_message}")
         orphaned = sorted(i for i, f in eff.flags.items() if f == FLAG_ORPHANED)
         flags = {
@@ -362,10 +367,15 @@ class Daemon:
             s.order_windows = {o.id: (o.start.timestamp(), o.end.timestamp()) for o in eff.orders.values()}
             s.orders_invalid = len(result.invalid_files)
             s.orders_orphaned = len(orphaned)
-            for op, record in zones.items():
-                s.zone_names[op], s.zone_records[op], s.zone_serial[op] = record.names, record.records, record.serial
-                s.zone_publish_ts[op] = record.published_at.timestamp()
-                s.zone_in_effect[op] = record.in_effect
+            for op_plan in plan.operators:
+                op = op_plan.operator
+                s.zone_names[op], s.zone_records[op] = op_plan.zone.names, op_plan.zone.entries
+                if op in served:
+                    s.zone_serial[op] = served[op]
+                record = zones.get(op)
+                if record is not None:
+                    s.zone_publish_ts[op] = record.published_at.timestamp()
+                    s.zone_in_effect[op] = record.in_effect
             s.removals_held = {p.operator: len(p.held) for p in plan.operators}
             for o in outcomes:
                 s.publish_failures.setdefault(o.operator, 0)
