@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -274,8 +275,104 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("plain", "json"), help="overrides config log_format")
     p.set_defaults(func=cmd_run)
 
+    p = add("probe", "check on real resolvers that every block holds and every lift took")
+    p.add_argument("--operator", metavar="OP", required=True)
+    p.add_argument("--resolver", metavar="HOST:PORT", action="append",
+                   help="resolver to probe (repeatable; default: the operator's resolvers in the config)")
+    p.add_argument("--orders", metavar="DIR")
+    p.add_argument("--at", metavar="ISO8601", help="expected state at this instant (default: now)")
+    p.add_argument("--control", metavar="NAME", action="append",
+                   help="a name that must resolve (repeatable; replaces the config's control names)")
+    p.add_argument("--out", metavar="DIR", help="zones folder, for the published serial (default: zones_dir)")
+    p.add_argument("--tcp", action="store_true", help="probe over TCP as well as UDP")
+    p.add_argument("--json", action="store_true", help="JSON array, one object per check")
+    p.set_defaults(func=cmd_probe)
+
     cli_legal.register(add)
     return parser
+
+
+def cmd_probe(args: argparse.Namespace, config: Config) -> int:
+    import asyncio
+
+    from blocker.config import ResolverConfig, parse_listen
+    from blocker.expectations import expected_checks, signature_for, targets_for
+    from blocker.names import NameError_, normalize_name
+    from blocker.probe import exit_code, probe_sync, read_canaries
+    from blocker.rpz import canary_owner
+
+    if args.operator not in config.operators:
+        raise CliError(f"unknown operator {args.operator!r} (known: {', '.join(sorted(config.operators))})",
+                       EXIT_USAGE)
+    op = config.operators[args.operator]
+    transports = ("udp", "tcp") if args.tcp else ("udp",)
+    if args.resolver:
+        resolvers = []
+        for text in args.resolver:
+            host, port = parse_listen(text if ":" in text else f"{text}:53", "--resolver")
+            resolvers.append(ResolverConfig(host, port, transports=transports))
+        op = replace(op, resolvers=tuple(resolvers))
+    elif args.tcp:
+        op = replace(op, resolvers=tuple(replace(r, transports=transports) for r in op.resolvers))
+    if not op.resolvers:
+        raise CliError(f"no resolver to probe: give --resolver or set operators.{op.id}.resolvers", EXIT_USAGE)
+    try:
+        controls = [normalize_name(n) for n in args.control] if args.control else list(config.control_names)
+    except NameError_ as exc:
+        raise CliError(f"--control: {exc}", EXIT_USAGE) from None
+    at = parse_at(args.at, config)
+    result = _valid_orders(args, config)
+    checks = expected_checks(result.orders.values(), op.id, at, recent_days=config.probe_recent_window_days,
+                             control_names=controls)
+    targets = targets_for(op)
+    bar = None
+    if sys.stderr.isatty() and not args.json and len(checks) * len(targets) > 200:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(checks) * sum(len(t.transports) for t in targets), unit="check", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    results = probe_sync(checks, targets, signature_for(op), timeout=config.probe_timeout,
+                         retries=config.probe_retries, concurrency=config.probe_concurrency,
+                         rate_per_resolver=config.probe_rate_per_resolver, progress=progress)
+    if bar is not None:
+        bar.close()
+    published = read_meta((Path(args.out) if args.out else config.zones_dir) / f"{op.id}.rpz")
+    serials = asyncio.run(read_canaries(targets, canary_owner(op.id), config.probe_timeout))
+    if args.json:
+        print(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        _print_probe(results, checks)
+    for target, serial in zip(targets, serials, strict=True):
+        if published is None:
+            break
+        if serial is None:
+            print(f"{target.address}: serves no canary serial for {op.id} (zone not loaded?)", file=sys.stderr)
+        elif serial != published.serial:
+            print(f"{target.address}: STALE: serves serial {serial}, published {published.serial}", file=sys.stderr)
+    return exit_code(results)
+
+
+def _print_probe(results: list, checks: list) -> None:
+    rows: dict[tuple[str, str], dict[str, int]] = {}
+    for r in results:
+        counts = rows.setdefault((r.resolver, r.transport), {})
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    verdicts = ["blocked", "resolves", "not-blocked", "overblocked", "error"]
+    table = [[res, tr, *[str(c.get(v, 0)) for v in verdicts]] for (res, tr), c in sorted(rows.items())]
+    print(_table(table, ["RESOLVER", "TRANSPORT", *[v.upper() for v in verdicts]]))
+    bad = [r for r in results if r.verdict in ("not-blocked", "overblocked", "error")]
+    for r in bad[:50]:
+        ids = ",".join(r.order_ids) or "-"
+        print(f"  {r.verdict}: {r.name} on {r.resolver}/{r.transport} (expected {r.expected}; orders {ids}; "
+              f"rcode {r.rcode or 'none'}) {r.reason}")
+    if len(bad) > 50:
+        print(f"  ... and {len(bad) - 50} more (use --json)")
+    print(f"{len(checks)} checks x resolvers: {len(results)} results, {len(bad)} not holding")
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:

@@ -7,6 +7,7 @@ reconcile, never *what*. A periodic reconcile and a poll of the orders folder ba
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
@@ -26,14 +27,16 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from blocker import __version__
 from blocker.audit import AuditLog
-from blocker.config import Config, ConfigError, load_config
+from blocker.config import Config, ConfigError, OperatorConfig, load_config
+from blocker.expectations import expected_checks, signature_for, targets_for
 from blocker.legaltime import fmt_instant
 from blocker.metrics import Snapshot, observe_reconcile, registry_for, render
 from blocker.orders import LoadResult, Order, OrderCache, load_orders, stat_signature
 from blocker.plan import Caches, Plan, compute_plan
-from blocker.policy import ZoneEntries, next_transition
+from blocker.policy import PolicyCache, ZoneEntries, desired, next_transition
+from blocker.probe import Check, CheckResult, probe_sync, read_canaries
 from blocker.reconcile import FLAG_ORPHANED, Effective, OperatorOutcome, effective_orders, publish_lock, publish_plan
-from blocker.rpz import read_meta
+from blocker.rpz import canary_owner, read_meta
 from blocker.state import State
 
 log = logging.getLogger("blocker.daemon")
@@ -80,6 +83,10 @@ class Daemon:
             "coalesce": True, "max_instances": 1, "misfire_grace_time": config.misfire_grace,
         })
         self.http: ThreadingHTTPServer | None = None
+        self.orders: dict[str, Order] = {}
+        self._probe_lock = threading.Lock()
+        self._probe_cache = PolicyCache()
+        self._verdicts: dict[tuple[str, str, str, str, str], str] = {}
 
     # lifecycle -----------------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -146,6 +153,9 @@ class Daemon:
             self.reconcile("start")
             self._schedule_periodic()
             self.scheduler.start()
+            if any(op.resolvers for op in self.config.operators.values()):
+                self.scheduler.add_job(self.probe_pass, DateTrigger(run_date=datetime.now(UTC)), args=["start"],
+                                       id="probe:start", replace_existing=True)
             while not self._stop.is_set():
                 self._wake.wait(1.0)
                 self._wake.clear()
@@ -212,6 +222,9 @@ class Daemon:
                                args=["periodic"], id="reconcile:periodic", replace_existing=True)
         self.scheduler.add_job(self.watch, IntervalTrigger(seconds=self.config.watch_interval),
                                id="watch:orders", replace_existing=True)
+        if any(op.resolvers for op in self.config.operators.values()):
+            self.scheduler.add_job(self.probe_pass, IntervalTrigger(seconds=self.config.probe_interval),
+                                   args=["periodic"], id="probe:periodic", replace_existing=True)
 
     def watch(self) -> None:
         signature = stat_signature(self.config.orders_dir)
@@ -278,6 +291,11 @@ class Daemon:
         self._log_outcomes(outcomes, reason)
         self._schedule_transitions(eff.orders, now)
         self._update(result, eff, plan, outcomes, now)
+        self.orders = dict(eff.orders)
+        if outcomes and any(op.resolvers for op in config.operators.values()) and self.scheduler.running:
+            # Prove the new zone at once: the next periodic pass may be minutes away.
+            self.scheduler.add_job(self.probe_pass, DateTrigger(run_date=datetime.now(UTC) + timedelta(seconds=1)),
+                                   args=["after-publish"], id="probe:after-publish", replace_existing=True)
         return not any(not o.published or (o.reload is not None and not o.reload.ok) for o in outcomes)
 
     def _report_invalid(self, result: LoadResult) -> None:
@@ -386,6 +404,109 @@ class Daemon:
                     s.reload_failures[o.operator] += 1
             upcoming = next_transition(eff.orders.values(), now)
             s.next_transition_ts = upcoming.timestamp() if upcoming else None
+
+    # probes ------------------------------------------------------------------------------
+    def probe_pass(self, reason: str) -> None:
+        """Probe every operator's resolvers for the state in force now; record what was proven."""
+        with self._probe_lock:
+            for op in self.config.operators.values():
+                if not op.resolvers:
+                    continue
+                try:
+                    self._probe_operator(op, reason)
+                except Exception:  # a probe failure must never stop the daemon
+                    log.exception("probe pass failed", extra={"operator": op.id})
+
+    def _probe_operator(self, op: OperatorConfig, reason: str) -> None:
+        config, orders, now = self.config, dict(self.orders), datetime.now(UTC)
+        content = desired(orders.values(), op.id, now, self._probe_cache)
+        checks = expected_checks(orders.values(), op.id, now, recent_days=config.probe_recent_window_days,
+                                 control_names=config.control_names, content=content)
+        targets = targets_for(op)
+        results = probe_sync(checks, targets, signature_for(op), timeout=config.probe_timeout,
+                             retries=config.probe_retries, concurrency=config.probe_concurrency,
+                             rate_per_resolver=config.probe_rate_per_resolver)
+        serials = asyncio.run(read_canaries(targets, canary_owner(op.id), config.probe_timeout))
+        labels = (t.name or t.address for t in targets)  # the label probe results carry
+        self._record_probe(op, orders, checks, results, dict(zip(labels, serials, strict=True)), now, reason)
+
+    def _record_probe(self, op: OperatorConfig, orders: dict[str, Order], checks: list[Check],
+                      results: list[CheckResult], serials: dict[str, int | None], now: datetime, reason: str) -> None:
+        assert self.state is not None
+        counts: dict[str, int] = {}
+        per_resolver: dict[tuple[str, str], int] = {}
+        up: dict[str, bool] = {}
+        by_order: dict[str, list[CheckResult]] = {}
+        changes = []
+        for r in results:
+            counts[r.verdict] = counts.get(r.verdict, 0) + 1
+            per_resolver[(r.resolver, r.verdict)] = per_resolver.get((r.resolver, r.verdict), 0) + 1
+            up[r.resolver] = up.get(r.resolver, False) or r.verdict != "error"
+            for order_id in r.order_ids:
+                by_order.setdefault(order_id, []).append(r)
+            name = r.name.split(".", 1)[1] if r.kind == "subdomain" else r.name
+            key = (op.id, r.kind, name, r.resolver, r.transport)
+            before = self._verdicts.get(key)
+            if before is not None and before != r.verdict:
+                changes.append({"operator": op.id, "name": name, "kind": r.kind, "resolver": r.resolver,
+                                "transport": r.transport, "from": before, "to": r.verdict,
+                                "orders": list(r.order_ids), "reason": r.reason})
+            self._verdicts[key] = r.verdict
+        for change in changes[:200]:
+            self.audit.append("probe-verdict-change", change, actor=ACTOR)
+        verified, failing = [], []
+        for order_id, rs in sorted(by_order.items()):
+            order = orders.get(order_id)
+            if order is None:
+                continue
+            if order.active_at(now):
+                ok = all(r.verdict == "blocked" for r in rs if r.expected == "blocked")
+                kind, since = "blocked", order.start
+            else:
+                ok = all(r.verdict == "resolves" for r in rs)
+                kind, since = "lifted", order.end
+            self.state.record_probe_outcome(order_id, op.id, ok, now)
+            (verified if ok else failing).append(order_id)
+            if ok and self.state.record_first(order_id, op.id, kind, now):
+                data = {"order": order_id, "operator": op.id, "kind": kind, "at": fmt_instant(now),
+                        "after_seconds": round((now - since).total_seconds(), 3)}
+                log.info(f"first probe pass that proves the order {'blocked' if kind == 'blocked' else 'lifted'}",
+                         extra=data)
+                self.audit.append("order-verified", data, actor=ACTOR)
+        published = read_meta(self.config.zones_dir / f"{op.id}.rpz")
+        stale = [addr for addr, serial in serials.items()
+                 if published is not None and serial != published.serial]
+        self.audit.append("probe-pass", {
+            "operator": op.id, "reason": reason, "checks": len(results), "verdicts": counts,
+            "orders": verified + failing, "verified": verified, "failing": failing,
+            "published_serial": published.serial if published else None, "resolver_serials": serials,
+            "stale": stale,
+        }, actor=ACTOR)
+        if failing or stale:
+            log.warning("probe pass: not every check holds", extra={"operator": op.id, "failing": ",".join(failing),
+                                                                    "stale": ",".join(stale), "verdicts": counts})
+        firsts = self.state.firsts()
+        s = self.snapshot
+        with s.lock:
+            for key in [k for k in s.probe_checks if k[0] == op.id]:
+                del s.probe_checks[key]
+            for (resolver, verdict), n in per_resolver.items():
+                s.probe_checks[(op.id, resolver, verdict)] = n
+            for resolver, alive in up.items():
+                s.resolver_up[(op.id, resolver)] = alive
+            for addr, serial in serials.items():
+                if serial is not None:
+                    s.resolver_serial[(op.id, addr)] = serial
+            s.probe_last_pass_ts[op.id] = now.timestamp()
+            unverified = [(now - o.start).total_seconds() for o in orders.values()
+                          if op.id in o.operators and o.active_at(now) and (o.id, op.id, "blocked") not in firsts]
+            s.probe_oldest_unverified[op.id] = max(unverified, default=0.0)
+            for (order_id, operator, kind), at in firsts.items():
+                order = orders.get(order_id)
+                if order is None or operator != op.id:
+                    continue
+                target = s.time_to_block if kind == "blocked" else s.time_to_lift
+                target[(order_id, operator)] = (at - (order.start if kind == "blocked" else order.end)).total_seconds()
 
     def health_payload(self) -> tuple[int, dict[str, Any]]:
         h = self.health

@@ -12,7 +12,16 @@ _RESERVED = set(vars(logging.makeLogRecord({})))
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")}
+    fields = {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")}
+    if record.exc_info and record.exc_info[1] is not None:
+        # One line, no traceback: the exception's type and message, and where it was raised.
+        exc = record.exc_info[1]
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}" if tb else "?"
+        fields["error"] = f"{type(exc).__name__}: {exc} (at {where})"
+    return fields
 
 
 class PlainFormatter(logging.Formatter):

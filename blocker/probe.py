@@ -1361,7 +1361,31 @@ async def read_serial(resolver: ResolverTarget, origin: str, timeout: float = 2.
     return None
 
 
+async def read_canary(resolver: ResolverTarget, name: str, timeout: float = 2.0) -> int | None:
+    """The serial in the zone's canary TXT (`serial.<operator>.canary.blocker`) as this resolver
+    APPLIES it: the one read-back all four resolvers answer alike (BIND's SOA shows the version
+    loaded, which may not be applied yet). None when it does not answer with one."""
+    query = dns.message.make_query(dns.name.from_text(name), "TXT", use_edns=0, payload=1232)
+    try:
+        if "udp" in resolver.transports:
+            reply, _ = await dns.asyncquery.udp_with_fallback(query, resolver.host, timeout=timeout,
+                                                              port=resolver.port)
+        else:
+            reply = await dns.asyncquery.tcp(query, resolver.host, timeout=timeout, port=resolver.port)
+    except (dns.exception.DNSException, OSError, EOFError):
+        return None
+    for rrset in reply.answer:
+        if rrset.rdtype == dns.rdatatype.TXT:
+            text = b"".join(rrset[0].strings).decode("ascii", errors="replace")
+            return int(text) if text.isdigit() else None
+    return None
+
+
+async def read_canaries(resolvers: Sequence[ResolverTarget], name: str, timeout: float = 2.0) -> list[int | None]:
+    return list(await asyncio.gather(*(read_canary(r, name, timeout) for r in resolvers)))
+
+
 __all__ = [
     "ACTIONS", "Check", "CheckResult", "ResolverTarget", "Signature", "Verdict", "classify", "classify_reply",
-    "encode_name", "exit_code", "probe", "probe_sync", "read_serial",
+    "encode_name", "exit_code", "probe", "probe_sync", "read_canaries", "read_canary", "read_serial",
 ]

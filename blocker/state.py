@@ -7,11 +7,13 @@ committed state, and the CLI can read it while the daemon runs.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS zones (
@@ -78,6 +80,42 @@ def from_iso(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
+class _Locked:
+    """A sqlite3 connection whose statements run under a lock (see State.__init__)."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
+        self.conn, self.lock = conn, lock
+
+    def execute(self, sql: str, params: tuple = ()) -> _Rows:
+        with self.lock:
+            cur = self.conn.execute(sql, params)
+            return _Rows(cur.fetchall(), cur.rowcount)
+
+    def executescript(self, sql: str) -> None:
+        with self.lock:
+            self.conn.executescript(sql)
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+class _Rows:
+    """Rows fetched while the lock was held, so no cursor outlives it."""
+
+    def __init__(self, rows: list, rowcount: int) -> None:
+        self.rows, self.rowcount = rows, rowcount
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list:
+        return self.rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+
 @dataclass(frozen=True)
 class ZoneRecord:
     operator: str
@@ -107,10 +145,16 @@ class State:
         if not readonly:
             state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / "state.sqlite3"
+        # The daemon's reconciles and probe passes run in scheduler threads: one connection shared
+        # by all of them, every statement and transaction under one re-entrant lock.
+        self._lock = threading.RLock()
         if readonly:
-            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
         else:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db = _Locked(conn, self._lock)
+        if not readonly:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
@@ -126,14 +170,15 @@ class State:
         self.db.close()
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def tx(self) -> Iterator[_Locked]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     # zones -------------------------------------------------------------------------------
     def zone(self, operator: str) -> ZoneRecord | None:
