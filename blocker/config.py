@@ -96,6 +96,7 @@ class Config:
     max_removal_share: float
     removal_guard_min: int
     reload_timeout: float
+    publish_verify_timeout: float
     http_listen: tuple[str, int]
     reconcile_interval: float
     watch_interval: float
@@ -293,7 +294,8 @@ def build(data: dict[str, Any], source: str) -> Config:
         raise ConfigError(f"legal.holidays_country: {country!r} is not a country python-holidays knows") from None
     rpz = top.section("rpz", {"ttl", "soa", "ns"})
     soa = rpz.section("soa", {"mname", "rname", "refresh", "retry", "expire", "minimum"})
-    pub = top.section("publish", {"check", "max_removal_share", "removal_guard_min", "reload_timeout"})
+    pub = top.section("publish", {"check", "max_removal_share", "removal_guard_min", "reload_timeout",
+                                  "verify_timeout"})
     check = pub.get("check", str)
     if check not in ("auto", "named-checkzone", "structural", "none"):
         raise ConfigError("publish.check: expected auto, named-checkzone, structural or none")
@@ -343,6 +345,7 @@ def build(data: dict[str, Any], source: str) -> Config:
         max_removal_share=float(share),
         removal_guard_min=int(pub.number("removal_guard_min")),
         reload_timeout=float(pub.number("reload_timeout", 1)),
+        publish_verify_timeout=float(pub.number("verify_timeout")),
         http_listen=parse_listen(top.section("http", {"listen"}).get("listen", str), "http.listen"),
         reconcile_interval=float(daemon.number("reconcile_interval", 1)),
         watch_interval=float(daemon.number("watch_interval", 0.1)),

@@ -476,6 +476,11 @@ class Daemon:
         published = read_meta(self.config.zones_dir / f"{op.id}.rpz")
         stale = [addr for addr, serial in serials.items()
                  if published is not None and serial != published.serial]
+        record = self.state.zone(op.id)
+        if (published is not None and serials and not stale and record is not None and not record.in_effect
+                and record.serial == published.serial):
+            # The reload's own check timed out, but every resolver now applies the zone.
+            self.state.mark_in_effect(op.id, True, f"serial {published.serial} verified by a probe pass")
         self.audit.append("probe-pass", {
             "operator": op.id, "reason": reason, "checks": len(results), "verdicts": counts,
             "orders": verified + failing, "verified": verified, "failing": failing,

@@ -8,6 +8,7 @@ runs `apply --force`.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from blocker.audit import AuditLog
-from blocker.config import Config
+from blocker.config import Config, OperatorConfig
 from blocker.legaltime import fmt_instant
 from blocker.orders import LoadResult, Order, parse_order
 from blocker.plan import Plan
@@ -174,6 +175,8 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
             _audit_publish(audit, op_plan, serial, order_ids, actor)
         changed = [c.owner for c in op_plan.changes]
         result = run_reload(op, path, serial, config.reload_timeout, changed)
+        if result.ok and op.resolvers and op.reload.kind != "none":
+            result = verify_served(op, serial, config.publish_verify_timeout, result)
         if state is not None:
             state.mark_in_effect(operator, result.ok, result.message)
         if audit is not None:
@@ -226,3 +229,26 @@ def publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def verify_served(op: OperatorConfig, serial: int, timeout: float, reloaded: ReloadResult) -> ReloadResult:
+    """After a reload, ask each resolver which serial it applies (the zone's canary), until all
+    serve `serial` or `timeout` passes: a reload command that exits 0 proves nothing on BIND
+    (deferred by min-update-interval) or PowerDNS (a bad file silently drops the zone)."""
+    from blocker.expectations import targets_for
+    from blocker.probe import read_canaries
+    from blocker.rpz import canary_owner
+
+    targets = targets_for(op)
+    deadline = time.monotonic() + timeout
+    while True:
+        served = asyncio.run(read_canaries(targets, canary_owner(op.id), 1.0))
+        behind = [f"{t.name or t.address} serves {s if s is not None else 'no canary'}"
+                  for t, s in zip(targets, served, strict=True) if s is None or serial_gt(serial, s)]
+        if not behind:
+            return ReloadResult(True, f"{reloaded.message}; serial {serial} served by all {len(targets)} resolver(s)",
+                                reloaded.argv)
+        if time.monotonic() > deadline:
+            return ReloadResult(False, f"reloaded, but serial {serial} not served after {timeout:g} s: "
+                                + "; ".join(behind), reloaded.argv)
+        time.sleep(0.2)
