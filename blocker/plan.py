@@ -99,6 +99,8 @@ class Plan:
 
 def _removal_reasons(ids: Iterable[str], owner: str, operator: str, orders: Mapping[str, Order],
                      at: datetime) -> tuple[str, ...]:
+    if not ids:  # a line no order asked for (hand-edited, another tool): nothing explains removing it
+        return ("orphaned",)
     reasons = set()
     for order_id in ids:
         order = orders.get(order_id)

@@ -49,6 +49,8 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
+from blocker.config import ResolverConfig
+
 Verdict = Literal["blocked", "not-blocked", "overblocked", "resolves", "error"]
 VERDICTS: tuple[str, ...] = ("blocked", "not-blocked", "overblocked", "resolves", "error")
 ACTIONS: tuple[str, ...] = ("nxdomain", "nodata", "drop", "redirect")
@@ -79,21 +81,9 @@ class Check:
     kind: str = "target"   # "target" | "subdomain" | "lifted" | "control" (why the check exists)
 
 
-@dataclass(frozen=True)
-class ResolverTarget:
-    """One resolver of an operator, and the transports to probe it over."""
-
-    host: str
-    port: int = 53
-    name: str = ""
-    site: str = ""
-    transports: tuple[str, ...] = ("udp",)
-
-    @property
-    def address(self) -> str:
-        """host:port, with brackets around an IPv6 literal so the port stays readable."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+# One resolver of an operator, and the transports to probe it over: the config's own type, so a
+# configured resolver is probed as it is written.
+ResolverTarget = ResolverConfig
 
 
 @dataclass(frozen=True)
@@ -1336,6 +1326,20 @@ def probe_sync(checks: Sequence[Check], resolvers: Sequence[ResolverTarget], sig
                              progress=progress))
 
 
+async def _ask(resolver: ResolverTarget, qname: dns.name.Name, rdtype: str,
+               timeout: float) -> dns.message.Message | None:
+    """One plain dnspython query (UDP with TCP fallback, or TCP only); None when nothing came back."""
+    query = dns.message.make_query(qname, rdtype, use_edns=0, payload=1232)
+    try:
+        if "udp" in resolver.transports:
+            reply, _ = await dns.asyncquery.udp_with_fallback(query, resolver.host, timeout=timeout,
+                                                              port=resolver.port)
+            return reply
+        return await dns.asyncquery.tcp(query, resolver.host, timeout=timeout, port=resolver.port)
+    except (dns.exception.DNSException, OSError, EOFError):
+        return None
+
+
 async def read_serial(resolver: ResolverTarget, origin: str, timeout: float = 2.0) -> int | None:
     """The SOA serial of the RPZ zone as this resolver serves it; None when it does not serve it.
 
@@ -1344,16 +1348,8 @@ async def read_serial(resolver: ResolverTarget, origin: str, timeout: float = 2.
     name in the answer (REFUSED, NXDOMAIN, a timeout, a dead port) gives None.
     """
     qname = dns.name.from_text(origin)
-    query = dns.message.make_query(qname, "SOA", use_edns=0, payload=1232)
-    try:
-        if "udp" in resolver.transports:
-            reply, _ = await dns.asyncquery.udp_with_fallback(query, resolver.host, timeout=timeout,
-                                                              port=resolver.port)
-        else:
-            reply = await dns.asyncquery.tcp(query, resolver.host, timeout=timeout, port=resolver.port)
-    except (dns.exception.DNSException, OSError, EOFError):
-        return None
-    if reply.rcode() != dns.rcode.NOERROR:
+    reply = await _ask(resolver, qname, "SOA", timeout)
+    if reply is None or reply.rcode() != dns.rcode.NOERROR:
         return None
     for rrset in reply.answer:
         if rrset.rdtype == dns.rdatatype.SOA and rrset.name == qname:
@@ -1365,14 +1361,8 @@ async def read_canary(resolver: ResolverTarget, name: str, timeout: float = 2.0)
     """The serial in the zone's canary TXT (`serial.<operator>.canary.blocker`) as this resolver
     APPLIES it: the one read-back all four resolvers answer alike (BIND's SOA shows the version
     loaded, which may not be applied yet). None when it does not answer with one."""
-    query = dns.message.make_query(dns.name.from_text(name), "TXT", use_edns=0, payload=1232)
-    try:
-        if "udp" in resolver.transports:
-            reply, _ = await dns.asyncquery.udp_with_fallback(query, resolver.host, timeout=timeout,
-                                                              port=resolver.port)
-        else:
-            reply = await dns.asyncquery.tcp(query, resolver.host, timeout=timeout, port=resolver.port)
-    except (dns.exception.DNSException, OSError, EOFError):
+    reply = await _ask(resolver, dns.name.from_text(name), "TXT", timeout)
+    if reply is None:
         return None
     for rrset in reply.answer:
         if rrset.rdtype == dns.rdatatype.TXT:

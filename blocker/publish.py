@@ -43,6 +43,10 @@ def check_zone(path: Path, data: bytes, origin: str, mode: str) -> list[str]:
     return structural_check(data, origin)
 
 
+def _uses_checker(mode: str) -> bool:
+    return mode in ("named-checkzone", "auto") and shutil.which("named-checkzone") is not None
+
+
 # Bodies named-checkzone accepted in this process, with the longest origin they were checked
 # under: operators sharing one body then need only the structural check (their owners are
 # the same relative names; only a longer origin could push a name past 255 octets).
@@ -51,10 +55,12 @@ _CHECKED: dict[str, int] = {}
 
 def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: str | None = None) -> None:
     """Atomically replace `path` with `data` after checking it; the old file stays on any failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        # Inside the try: an unwritable or missing folder is a publish error like any other.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(tmp_name)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -64,7 +70,8 @@ def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: 
             problems = structural_check(data, origin)
         else:
             problems = check_zone(tmp, data, origin, check)
-            if not problems and body_checksum is not None and check != "none":
+            # Remember only what named-checkzone itself accepted (not a structural pass).
+            if not problems and body_checksum is not None and _uses_checker(check):
                 if len(_CHECKED) > 64:
                     _CHECKED.clear()
                 _CHECKED[body_checksum] = len(origin)
@@ -75,7 +82,7 @@ def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: 
     except OSError as exc:
         raise PublishError(f"{path}: cannot write: {exc.strerror or exc}") from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 

@@ -21,7 +21,9 @@ SERIAL_MOD = 2**32
 CNAME_TARGETS = {"nxdomain": ".", "nodata": "*.", "drop": "rpz-drop."}
 ACTION_OF_TARGET = {v: k for k, v in CNAME_TARGETS.items()}
 _HEADER_RE = re.compile(r"^; content-sha256: ([0-9a-f]{64})$", re.M)
-_SOA_RE = re.compile(r"^@ IN SOA \S+ \S+ (\d+) ", re.M)
+# blocker writes `@ IN SOA`; a zone another writer left in the folder may carry a TTL and/or the
+# class (`@ 60 IN SOA`): its serial must count too, or the first render after it could go back.
+_SOA_RE = re.compile(r"^@(?:[ \t]+\d+)?(?:[ \t]+IN)?[ \t]+SOA[ \t]+\S+[ \t]+\S+[ \t]+(\d+)[ \t]", re.M)
 
 
 def _records(action: str, op: OperatorConfig) -> list[str]:
