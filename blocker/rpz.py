@@ -80,6 +80,20 @@ def canary(operator: str, serial: int) -> bytes:
     return f'{canary_owner(operator)} TXT "{serial}"\n'.encode("ascii")
 
 
+def _join_chunked(lines: Iterator[str], size: int = 65536) -> bytes:
+    """Join a stream of lines without holding every line object at once (1.5M lines would be
+    ~120 MB of small strings): encode in chunks, join the chunks."""
+    chunks: list[bytes] = []
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= size:
+            chunks.append("".join(batch).encode("ascii"))
+            batch.clear()
+    chunks.append("".join(batch).encode("ascii"))
+    return b"".join(chunks)
+
+
 def render_body(content: ZoneContent, op: OperatorConfig,
                 cache: dict[tuple[Any, ...], RenderedZone] | None = None) -> RenderedZone:
     """The zone body; operators with the same content and templates share one rendering."""
@@ -88,7 +102,7 @@ def render_body(content: ZoneContent, op: OperatorConfig,
     hit = cache.get(key) if cache is not None else None
     if hit is not None and hit.content is content:
         return RenderedZone(op.id, op.origin, hit.body, hit.checksum, hit.entries, hit.names, content)
-    body = "".join(body_lines(content, op)).encode("ascii")
+    body = _join_chunked(body_lines(content, op))
     zone = RenderedZone(op.id, op.origin, body, hashlib.sha256(body).hexdigest(), body.count(b"\n"),
                         content.names, content)
     if cache is not None:
