@@ -26,7 +26,7 @@ from blocker.orders import LoadResult, Order, parse_order
 from blocker.plan import Plan
 from blocker.publish import PublishError, ReloadResult, run_reload, write_zone
 from blocker.rpz import next_serial, read_meta, serial_gt
-from blocker.state import State, ZoneRecord
+from blocker.state import OrderVersion, State, ZoneRecord
 
 FLAG_INVALID = "invalid-file"  # file is broken now: its last good version stays in force
 FLAG_ORPHANED = "orphaned"  # file is gone while the order is still in force
@@ -88,8 +88,8 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
             if prev is None:
                 audit.append("order-added", _order_summary(order), actor=actor)
             else:
-                old = parse_order(prev.content, prev.path, config)
-                changes = field_diff(old, order) if isinstance(old, Order) else {}
+                old = _stored_order(state, prev, config)
+                changes = field_diff(old, order) if old is not None else {}
                 audit.append("order-changed", {**_order_summary(order), "changes": changes}, actor=actor)
             if order.lifted_early and order.lifted is not None:
                 audit.append("order-lifted-early", {"order": order_id, "at": fmt_instant(order.lifted.at),
@@ -97,8 +97,8 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
     for order_id, version in sorted(last.items()):
         if order_id in result.orders:
             continue
-        old = parse_order(version.content, version.path, config)
-        if not isinstance(old, Order):
+        old = _stored_order(state, version, config)
+        if old is None:
             continue  # no longer valid under this config: nothing safe to keep
         if old.end <= at:
             eff.orders[order_id] = old  # ended: contributes no entry, but explains its removal
@@ -117,6 +117,25 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
                              actor=actor)
             state.forget_order(order_id)
     return eff
+
+
+_STORED: dict[tuple[str, str, str], Order | None] = {}
+
+
+def _fingerprint(config: Config) -> str:
+    # What a parse depends on is all in the config; its repr identifies it across reloads.
+    return hashlib.sha256(repr(config).encode()).hexdigest()
+
+
+def _stored_order(state: State, version: OrderVersion, config: Config) -> Order | None:
+    """A stored version re-parsed (once per digest and config): it is what stays in force."""
+    key = (version.order_id, version.digest, _fingerprint(config))
+    if key not in _STORED:
+        if len(_STORED) > 4096:
+            _STORED.clear()
+        parsed = parse_order(state.content_of(version.order_id, version.digest), version.path, config)
+        _STORED[key] = parsed if isinstance(parsed, Order) else None
+    return _STORED[key]
 
 
 def _order_summary(order: Order) -> dict[str, Any]:
