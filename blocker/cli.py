@@ -295,11 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_probe(args: argparse.Namespace, config: Config) -> int:
     import asyncio
 
-    from blocker.config import ResolverConfig, parse_listen
+    from blocker.config import ResolverConfig
     from blocker.expectations import expected_checks, signature_for, targets_for
     from blocker.names import NameError_, normalize_name
     from blocker.probe import exit_code, probe_sync, read_canaries
-    from blocker.rpz import canary_owner
+    from blocker.rpz import canary_owner, serial_gt
 
     if args.operator not in config.operators:
         raise CliError(f"unknown operator {args.operator!r} (known: {', '.join(sorted(config.operators))})",
@@ -309,7 +309,7 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
     if args.resolver:
         resolvers = []
         for text in args.resolver:
-            host, port = parse_listen(text if ":" in text else f"{text}:53", "--resolver")
+            host, port = _resolver_address(text)
             resolvers.append(ResolverConfig(host, port, transports=transports))
         op = replace(op, resolvers=tuple(resolvers))
     elif args.tcp:
@@ -321,7 +321,10 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
     except NameError_ as exc:
         raise CliError(f"--control: {exc}", EXIT_USAGE) from None
     at = parse_at(args.at, config)
-    result = _valid_orders(args, config)
+    try:
+        result = _valid_orders(args, config)
+    except CliError as exc:  # no verdict is possible without every order: not a "block missing" (1)
+        raise CliError(str(exc), EXIT_USAGE) from None
     checks = expected_checks(result.orders.values(), op.id, at, recent_days=config.probe_recent_window_days,
                              control_names=controls)
     targets = targets_for(op)
@@ -352,9 +355,32 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
             break
         if serial is None:
             print(f"{target.address}: serves no canary serial for {op.id} (zone not loaded?)", file=sys.stderr)
-        elif serial != published.serial:
+        elif serial_gt(published.serial, serial):
             print(f"{target.address}: STALE: serves serial {serial}, published {published.serial}", file=sys.stderr)
+        elif serial != published.serial:
+            print(f"{target.address}: serves serial {serial}, newer than {published.serial} in the zones folder "
+                  "(another publisher?)", file=sys.stderr)
     return exit_code(results)
+
+
+def _resolver_address(text: str) -> tuple[str, int]:
+    """HOST:PORT, [V6]:PORT, or a bare address (port 53)."""
+    import ipaddress
+
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+        if not 0 < number < 65536:
+            raise ValueError
+    except ValueError:
+        raise CliError(f"--resolver: expected IP, IP:PORT or [IPv6]:PORT, got {text!r}", EXIT_USAGE) from None
+    return host, number
 
 
 def _print_probe(results: list, checks: list) -> None:

@@ -254,6 +254,10 @@ def _operator(op_id: str, value: Any) -> OperatorConfig:
     if authority not in ("any", "rpz", "empty"):
         raise ConfigError(f"{where}.signature.nxdomain_authority: expected any, rpz or empty")
     resolvers = tuple(_resolver(v, f"{where}.resolvers[{i}]") for i, v in enumerate(r.get("resolvers", list, [])))
+    labels = [res.name or res.address for res in resolvers]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}.resolvers: two resolvers share a name or address (metrics and probe results "
+                          "are labelled by it)")
     return OperatorConfig(
         id=op_id,
         name=r.get("name", str, op_id),

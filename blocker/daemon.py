@@ -28,14 +28,23 @@ from apscheduler.triggers.interval import IntervalTrigger
 from blocker import __version__
 from blocker.audit import AuditLog
 from blocker.config import Config, ConfigError, OperatorConfig, load_config
-from blocker.expectations import expected_checks, signature_for, targets_for
+from blocker.expectations import RANDOM_LABEL_PREFIX, expected_checks, signature_for, targets_for
 from blocker.legaltime import fmt_instant
 from blocker.metrics import Snapshot, observe_reconcile, registry_for, render
 from blocker.orders import LoadResult, Order, OrderCache, load_orders, stat_signature
 from blocker.plan import Caches, Plan, compute_plan
 from blocker.policy import PolicyCache, ZoneEntries, desired, next_transition
 from blocker.probe import Check, CheckResult, probe_sync, read_canaries
-from blocker.reconcile import FLAG_ORPHANED, Effective, OperatorOutcome, effective_orders, publish_lock, publish_plan
+from blocker.publish import run_reload
+from blocker.reconcile import (
+    FLAG_ORPHANED,
+    Effective,
+    OperatorOutcome,
+    effective_orders,
+    publish_lock,
+    publish_plan,
+    verify_served,
+)
 from blocker.rpz import canary_owner, read_meta
 from blocker.state import State
 
@@ -68,7 +77,8 @@ class Daemon:
         self.health = Health()
         self.order_cache = OrderCache()
         self.caches = Caches()
-        self.previous: dict[str, ZoneEntries] = {}
+        # operator -> (checksum, entries) of the zone this daemon last published or found current
+        self.previous: dict[str, tuple[str, ZoneEntries]] = {}
         self.invalid_seen: dict[str, tuple[str, ...]] = {}
         self.scheduled: dict[str, datetime] = {}
         self.folder_signature: tuple[Any, ...] | None = None
@@ -162,6 +172,8 @@ class Daemon:
                 if self._hup and not self._stop.is_set():
                     self._hup = False
                     self.reload_config()
+                    # Re-read every file, even one whose mtime, size and inode look unchanged.
+                    self.order_cache = OrderCache()
                     self.reconcile("sighup")
             return 0
         finally:
@@ -277,18 +289,27 @@ class Daemon:
         self._report_invalid(result)
         eff = effective_orders(result, config, self.state, self.audit, now, actor=ACTOR)
         zones = self.state.zones()
+        # Remembered entries hold only while the zone on disk is the one they came from: another
+        # publisher (`blocker apply --force`) may have replaced it since.
+        previous = {}
+        for operator, (checksum, entries) in self.previous.items():
+            meta = read_meta(config.zones_dir / f"{operator}.rpz")
+            if meta is not None and meta.checksum == checksum:
+                previous[operator] = entries
         plan = compute_plan(eff.orders, now, config, config.zones_dir, caches=self.caches,
-                            previous=self.previous or None,
+                            previous=previous or None,
                             last_publish={op: z.published_at for op, z in zones.items()})
         self._report_catchups(plan, now)
         outcomes = publish_plan(plan, config, config.zones_dir, self.state, self.audit, actor=ACTOR, now=now)
+        retried = self._retry_reloads(plan, {o.operator for o in outcomes})
         failed = {o.operator: o for o in outcomes if not o.published}
         for op_plan in plan.operators:
             if op_plan.operator in failed:
                 self.previous.pop(op_plan.operator, None)
             else:
-                self.previous[op_plan.operator] = op_plan.entries
+                self.previous[op_plan.operator] = (op_plan.zone.checksum, op_plan.entries)
         self._log_outcomes(outcomes, reason)
+        outcomes += retried
         self._schedule_transitions(eff.orders, now)
         self._update(result, eff, plan, outcomes, now)
         self.orders = dict(eff.orders)
@@ -297,6 +318,38 @@ class Daemon:
             self.scheduler.add_job(self.probe_pass, DateTrigger(run_date=datetime.now(UTC) + timedelta(seconds=1)),
                                    args=["after-publish"], id="probe:after-publish", replace_existing=True)
         return not any(not o.published or (o.reload is not None and not o.reload.ok) for o in outcomes)
+
+    def _retry_reloads(self, plan: Plan, done: set[str]) -> list[OperatorOutcome]:
+        """A zone on disk whose reload failed is reloaded again on every reconcile until it takes:
+        with nothing else changing, no publish would ever ask again."""
+        assert self.state is not None
+        zones = self.state.zones()
+        retried = []
+        for op_plan in plan.operators:
+            operator = op_plan.operator
+            record = zones.get(operator)
+            if operator in done or record is None or record.in_effect:
+                continue
+            path = self.config.zones_dir / f"{operator}.rpz"
+            meta = read_meta(path)
+            if meta is None or (meta.serial, meta.checksum) != (record.serial, record.checksum):
+                continue
+            op = self.config.operators[operator]
+            result = run_reload(op, path, record.serial, self.config.reload_timeout)
+            if result.ok and op.resolvers and op.reload.kind != "none":
+                result = verify_served(op, record.serial, self.config.publish_verify_timeout, result)
+            self.state.mark_in_effect(operator, result.ok, result.message)
+            self.audit.append("reload", {"operator": operator, "serial": record.serial, "ok": result.ok,
+                                         "message": result.message, "argv": list(result.argv), "retry": True},
+                              actor=ACTOR)
+            extra = {"operator": operator, "serial": record.serial}
+            if result.ok:
+                log.info("reload retried: zone now in effect", extra=extra)
+            else:
+                log.error("reload retried and failed again: not yet in effect",
+                          extra={**extra, "error": result.message})
+            retried.append(OperatorOutcome(operator, True, record.serial, result, "" if result.ok else result.message))
+        return retried
 
     def _report_invalid(self, result: LoadResult) -> None:
         current: dict[str, tuple[str, ...]] = {}
@@ -444,7 +497,8 @@ class Daemon:
             up[r.resolver] = up.get(r.resolver, False) or r.verdict != "error"
             for order_id in r.order_ids:
                 by_order.setdefault(order_id, []).append(r)
-            name = r.name.split(".", 1)[1] if r.kind == "subdomain" else r.name
+            # Subdomain checks ask a fresh random label each pass: key them by the parent name.
+            name = r.name.split(".", 1)[1] if r.name.startswith(RANDOM_LABEL_PREFIX) else r.name
             key = (op.id, r.kind, name, r.resolver, r.transport)
             before = self._verdicts.get(key)
             if before is not None and before != r.verdict:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from blocker.config import OperatorConfig
+from blocker.names import MAX_NAME
 from blocker.orders import Order
 from blocker.policy import ZoneContent, desired
 from blocker.probe import Check, ResolverTarget, Signature
@@ -22,9 +23,23 @@ def _covered(name: str, entries: dict) -> bool:
     return any("*." + ".".join(labels[i:]) in entries for i in range(1, len(labels)))
 
 
+RANDOM_LABEL_PREFIX = "probe-"
+
+
 def random_label() -> str:
     # A fresh label per pass: the answer cannot come from a cache filled by an earlier probe.
-    return "probe-" + secrets.token_hex(4)
+    return RANDOM_LABEL_PREFIX + secrets.token_hex(4)
+
+
+def _under(label: str, parent: str) -> str | None:
+    """`label.parent`, the label cut to fit a name's 253 octets; None when no subdomain fits
+    (a name that long has no subdomain to probe, and a too-long one would fail the whole pass)."""
+    room = MAX_NAME - len(parent) - 1
+    if room < 1:
+        return None
+    if len(label) > room:
+        label = label[-room:].lstrip("-") or label[-1]
+    return f"{label}.{parent}"
 
 
 def expected_checks(orders: Iterable[Order], operator: str, at: datetime, *, recent_days: int,
@@ -38,7 +53,9 @@ def expected_checks(orders: Iterable[Order], operator: str, at: datetime, *, rec
     for owner in content.owners:
         action, ids = entries[owner]
         if owner.startswith("*."):
-            checks.append(Check(f"{sub}.{owner[2:]}", "blocked", action, ids, kind="subdomain"))
+            name = _under(sub, owner[2:])
+            if name is not None:
+                checks.append(Check(name, "blocked", action, ids, kind="subdomain"))
         else:
             checks.append(Check(owner, "blocked", action, ids, kind="target"))
     since = at - timedelta(days=recent_days)
@@ -47,9 +64,9 @@ def expected_checks(orders: Iterable[Order], operator: str, at: datetime, *, rec
         if operator not in order.operators or not since < order.end <= at:
             continue
         for target in order.targets:
-            names = [target.name] + ([f"{sub}.{target.name}"] if target.subdomains else [])
+            names = [target.name] + ([_under(sub, target.name)] if target.subdomains else [])
             for name in names:
-                if name not in seen and not _covered(name, entries):
+                if name is not None and name not in seen and not _covered(name, entries):
                     seen.add(name)
                     checks.append(Check(name, "resolves", None, (order.id,), kind="lifted"))
     for name in control_names:
