@@ -188,3 +188,84 @@ class AuditLog:
 def concerns(record: dict[str, Any], order_id: str) -> bool:
     data = record.get("data", {})
     return data.get("order") == order_id or order_id in data.get("orders", ())
+
+
+
+@dataclass(frozen=True)
+class CheckedLine:
+    """One line of the log as read, with the verdict of the same checks `verify` runs."""
+
+    number: int
+    raw: bytes
+    record: dict[str, Any] | None  # None when the line does not even parse
+    bad_line: int | None = None  # the first bad line so far: None while the chain holds through this one
+    problem: str = ""  # why that line is bad
+
+
+def checked_lines(log: AuditLog) -> Iterator[CheckedLine]:
+    """Every line in one pass, each checked against the chain so far.
+
+    Readers that both use the records and must say whether the chain holds (audit show, the
+    evidence pack) need one pass, not a `verify()` and a `records()` that may see different files
+    while the daemon appends. After the first problem the chain cannot be trusted: later lines
+    are still yielded (the legal team sees them) and carry that first problem.
+    """
+    prev, bad_line, problem = GENESIS, None, ""
+    try:
+        fh = log.path.open("rb")
+    except FileNotFoundError:
+        return
+    with fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = None
+            if not isinstance(record, dict):
+                record = None
+            if bad_line is None:
+                why = AuditLog._check_line(raw, number, prev)
+                if why is None:
+                    assert record is not None
+                    prev = record["hash"]
+                else:
+                    bad_line, problem = number, why
+            yield CheckedLine(number, raw, record, bad_line, problem)
+
+
+def verify_live(log: AuditLog, *, retry_delay: float = 0.2) -> VerifyResult:
+    """`verify()` that is safe while the daemon appends.
+
+    `verify()` reads the log, then the head file: a record appended in between makes the head
+    run ahead of what was read, which looks like records cut off the end. Here the head is read
+    first, so it can only be behind the log, never ahead of it, unless records were really
+    removed. A last line without its end of line is retried once: it may be an append in flight.
+    """
+    import time
+
+    for attempt in (0, 1):
+        head = log.head()
+        prev, count, head_hash = GENESIS, 0, None
+        failed: VerifyResult | None = None
+        for line in checked_lines(log):
+            if line.bad_line is not None:
+                failed = VerifyResult(False, count, prev, line.bad_line, line.problem)
+                break
+            assert line.record is not None
+            prev, count = line.record["hash"], count + 1
+            if head is not None and count == head[0]:
+                head_hash = prev
+        if failed is not None:
+            assert failed.bad_line is not None
+            in_flight = failed.reason.startswith("record is truncated") and (head is None or head[0] < failed.bad_line)
+            if in_flight and attempt == 0:
+                time.sleep(retry_delay)  # an append in flight: its end of line is about to land
+                continue
+            return failed
+        if head is not None and head[0] > count:
+            reason = f"the log ends at record {count} but its head file says {head[0]} (records were cut off)"
+            return VerifyResult(False, count, prev, count + 1, reason)
+        if head is not None and head_hash != head[1]:
+            return VerifyResult(False, count, prev, head[0], f"record {head[0]} does not match the head file")
+        return VerifyResult(True, count, prev)
+    raise AssertionError("unreachable")

@@ -23,7 +23,14 @@ from blocker.orders import LoadResult, load_orders
 from blocker.plan import Caches, Plan, compute_plan
 from blocker.policy import desired
 from blocker.publish import PublishError, write_zone
-from blocker.reconcile import Effective, effective_orders, publish_lock, publish_plan, scheme_serial
+from blocker.reconcile import (
+    FLAG_ORPHANED,
+    Effective,
+    effective_orders,
+    publish_lock,
+    publish_plan,
+    scheme_serial,
+)
 from blocker.rpz import next_serial, read_meta, render_body
 from blocker.state import State
 
@@ -197,12 +204,20 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
             if plan.held:
                 raise CliError(f"refused: {len(plan.held)} removal(s) need review; "
                                "run `blocker apply --force` once they are intended", EXIT_REFUSED)
+            orphaned = sorted(i for i, flag in eff.flags.items() if flag == FLAG_ORPHANED)
+            if orphaned:
+                raise CliError(f"refused: order(s) {', '.join(orphaned)} in force lost their file (kept in force "
+                               "from the state); lift them with `lifted:` in a file, or run "
+                               "`blocker apply --force` to drop them", EXIT_REFUSED)
             if not plan.has_changes:
                 print("nothing to apply")
                 return EXIT_OK
             audit.append("apply", {"checksum": plan.checksum, "force": args.force,
                                    "operators": [p.operator for p in plan.operators if p.changed]})
-            outcomes = publish_plan(plan, config, Path(args.out) if args.out else config.zones_dir, state, audit)
+            # With --at, the zones published are the state at that instant: record them as such, so
+            # later plans explain changes relative to it.
+            outcomes = publish_plan(plan, config, Path(args.out) if args.out else config.zones_dir, state, audit,
+                                    now=plan.at if args.at else None)
     except PublishError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     failed = False

@@ -298,6 +298,12 @@ def build(data: dict[str, Any], source: str) -> Config:
         raise ConfigError(f"legal.holidays_country: {country!r} is not a country python-holidays knows") from None
     rpz = top.section("rpz", {"ttl", "soa", "ns"})
     soa = rpz.section("soa", {"mname", "rname", "refresh", "retry", "expire", "minimum"})
+    for key, value in (("rpz.ns", rpz.get("ns", str)), ("rpz.soa.mname", soa.get("mname", str)),
+                       ("rpz.soa.rname", soa.get("rname", str))):
+        try:
+            normalize_origin(value)
+        except NameError_ as exc:
+            raise ConfigError(f"{key}: {exc}") from None
     pub = top.section("publish", {"check", "max_removal_share", "removal_guard_min", "reload_timeout",
                                   "verify_timeout"})
     check = pub.get("check", str)

@@ -181,16 +181,20 @@ class Daemon:
 
     def shutdown(self) -> None:
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+            # Not wait=True: APScheduler then waits for running jobs while holding its job-store
+            # lock, and a reconcile job calling add_job/get_job would deadlock the stop.
+            self.scheduler.shutdown(wait=False)
         if self.http is not None:
             self.http.shutdown()
             self.http.server_close()
             self.http = None
-        if self.state is not None:
-            self.audit.append("daemon-stop", {"pid": os.getpid()})
-            log.info("daemon stopped")
-            self.state.close()
-            self.state = None
+        # A reconcile or probe pass still running finishes first; one starting later finds no state.
+        with self._reconcile_lock, self._probe_lock:
+            if self.state is not None:
+                self.audit.append("daemon-stop", {"pid": os.getpid()})
+                log.info("daemon stopped")
+                self.state.close()
+                self.state = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -263,6 +267,8 @@ class Daemon:
     # the reconcile -------------------------------------------------------------------------
     def reconcile(self, reason: str, instant: datetime | None = None) -> bool:
         with self._reconcile_lock:
+            if self.state is None:  # stopped
+                return False
             started = time.monotonic()
             try:
                 with publish_lock(self.state_dir):
@@ -462,6 +468,8 @@ class Daemon:
     def probe_pass(self, reason: str) -> None:
         """Probe every operator's resolvers for the state in force now; record what was proven."""
         with self._probe_lock:
+            if self.state is None:  # stopped
+                return
             for op in self.config.operators.values():
                 if not op.resolvers:
                     continue

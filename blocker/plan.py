@@ -196,7 +196,9 @@ class Caches:
     policy: PolicyCache = field(default_factory=PolicyCache)
     render: dict[tuple[Any, ...], RenderedZone] = field(default_factory=dict)
     # Within one plan: operators with the same previous and desired entries share one diff.
-    diffs: dict[tuple[int, int, datetime | None], list[Change]] = field(default_factory=dict)
+    # The memo keeps the keyed dicts alive: an id() is only unique while its object lives.
+    diffs: dict[tuple[int, int, datetime | None], tuple[ZoneEntries, ZoneEntries, list[Change]]] = field(
+        default_factory=dict)
 
 
 def plan_operator(operator: str, orders: Mapping[str, Order], at: datetime, config: Config, *,
@@ -206,10 +208,11 @@ def plan_operator(operator: str, orders: Mapping[str, Order], at: datetime, conf
     caches = caches or Caches()
     content = desired(orders.values(), operator, at, caches.policy)
     memo_key = (id(previous), id(content.entries), last_publish)
-    changes = caches.diffs.get(memo_key)
+    hit = caches.diffs.get(memo_key)
+    changes = hit[2] if hit is not None and hit[0] is previous and hit[1] is content.entries else None
     if changes is None:
         changes = diff(previous, content.entries, operator, orders, at, last_publish, content.owners)
-        caches.diffs[memo_key] = changes
+        caches.diffs[memo_key] = (previous, content.entries, changes)
     allowed, held, guard = apply_guards(changes, previous, config, force)
     if held:
         entries = dict(content.entries)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from blocker.audit import fsync_dir
 from blocker.config import OperatorConfig
-from blocker.rpz import structural_check
+from blocker.rpz import canary_owner, structural_check
 
 
 class PublishError(Exception):
@@ -128,10 +128,11 @@ def _rec_control(op: OperatorConfig) -> list[str]:
 def flush_argvs(op: OperatorConfig, changed: list[str], batch: int = 500) -> list[list[str]]:
     """PowerDNS Recursor 4.8 answers from its packet cache before RPZ: a name blocked after it
     was asked keeps its cached address, a lifted one its cached NXDOMAIN, until the TTL ends
-    (PowerDNS issue #14854). `wipe-cache NAME$` drops the name and its subtree."""
-    if op.reload.kind != "powerdns-recursor" or not changed:
+    (PowerDNS issue #14854). `wipe-cache NAME$` drops the name and its subtree. The serial canary
+    changes with every publish: without it, a probe asking it would see the old serial for its TTL."""
+    if op.reload.kind != "powerdns-recursor":
         return []
-    names = sorted({name.removeprefix("*.") for name in changed})
+    names = sorted({name.removeprefix("*.") for name in changed} | {canary_owner(op.id)})
     return [[*_rec_control(op), "wipe-cache", *(f"{n}.$" for n in names[i:i + batch])]
             for i in range(0, len(names), batch)]
 

@@ -137,7 +137,8 @@ def next_serial(previous: int | None, scheme: int) -> int:
     if previous is None:
         return scheme or 1
     bumped = (previous + 1) % SERIAL_MOD
-    return scheme if serial_gt(scheme, bumped) else bumped
+    # Both comparisons: a scheme exactly 2^31 away from `previous` is undefined under RFC 1982.
+    return scheme if serial_gt(scheme, bumped) and serial_gt(scheme, previous) else bumped
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def read_meta(path: Path) -> ZoneMeta | None:
     try:
         with path.open("r", encoding="ascii", errors="replace") as fh:
             head = fh.read(4096)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no zone there (yet): publishing will say why
         return None
     soa = _SOA_RE.search(head)
     if soa is None:
@@ -165,7 +166,7 @@ def read_entries(path: Path) -> ZoneEntries:
     entries: ZoneEntries = {}
     try:
         fh = path.open("r", encoding="ascii")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no zone there (yet): publishing will say why
         return entries
     with fh:
         for line in fh:

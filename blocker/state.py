@@ -281,3 +281,14 @@ class State:
     def set_meta(self, key: str, value: str) -> None:
         with self.tx() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
+
+    # read-only helpers for the legal reports ------------------------------------------------
+    def version_summary(self) -> dict[str, tuple[int, datetime]]:
+        """Per order: how many file versions were applied, and when the first one was seen.
+
+        The report needs "when did we receive it" for every order without loading every
+        version's content (`order_versions` does, and 1,000 orders are tens of MB of text).
+        """
+        rows = self.db.execute("SELECT order_id, COUNT(*), MIN(first_seen) FROM order_versions "
+                               "GROUP BY order_id").fetchall()
+        return {o: (n, datetime.fromisoformat(first)) for o, n, first in rows}

@@ -990,8 +990,11 @@ security-poll-suffix=
         """pdns 4.8 answers from its packet cache first: a name blocked after it was asked keeps
         its cached address, and a lifted name its cached NXDOMAIN, until the entry's TTL runs
         out. wipe-cache NAME$ drops the name and its subtree from every cache."""
+        # The serial canary changes with every publish: wipe it too, or a probe asking it within
+        # its TTL would read the previous serial.
         names = [absolute(name).removeprefix("*.") for name in names]
-        return self.rec_control("wipe-cache", *(f"{name}$" for name in names)) if names else None
+        names += [canary_name(zone.origin) for zone in self.zones]
+        return self.rec_control("wipe-cache", *(f"{name}$" for name in names))
 
     def served_serial(self, origin: str) -> int | None:
         """Not available: rpzFile() zones keep no SOA (dump-rpz shows a fake one, serial 0)."""
