@@ -14,7 +14,7 @@ from html import escape
 
 from blocker.audit import VerifyResult
 from blocker.legaltime import fmt_instant, zone
-from blocker.report import OperatorRow, ReportRow, TimelineEvent, fmt_duration
+from blocker.report import OperatorRow, ReportRow, TimelineEvent, fmt_duration, seconds_between
 
 COLORS = {  # event kind -> colour (the list repeats the kind in words: printouts may be grey)
     "order": "#1f4e9c", "publish": "#6a3d9a", "verify": "#1b7f3b", "failure": "#c0392b", "lift": "#b9770e",
@@ -36,8 +36,10 @@ th { background: #eef2f8; font-weight: 600; }
 tr { break-inside: avoid; }
 table.facts th { width: 190px; }
 .mono { font-family: "DejaVu Sans Mono", "Liberation Mono", monospace; font-size: 12px; word-break: break-all; }
-.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px;
-         font-weight: 600; vertical-align: middle; }
+table.ops { font-size: 12px; }
+.nowrap { white-space: nowrap; word-break: normal; }
+.badge { white-space: nowrap; display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff;
+         font-size: 12px; font-weight: 600; vertical-align: middle; }
 .warn { background: #fdecea; border: 1px solid #c0392b; padding: 8px 10px; margin: 8px 0; }
 .ok { background: #eaf6ee; border: 1px solid #1b7f3b; padding: 8px 10px; margin: 8px 0; }
 .order { margin-top: 28px; }
@@ -97,7 +99,7 @@ def facts_table(row: ReportRow) -> str:
         ("Decision date", esc(o.decision_date.isoformat())), ("Operators", esc(", ".join(o.operators))),
         ("Action", esc(o.action)), ("Start", esc(fmt_instant(o.start, o.tz))),
         ("Lift instant", f"<b>{esc(fmt_instant(o.end, o.tz))}</b>"), ("Rule", esc(o.rule)),
-        ("Early lift", lifted), ("Status", badge(row.status, STATUS_COLORS.get(row.status, "#444"))
+        ("Early lift", lifted or "none"), ("Status", badge(row.status, STATUS_COLORS.get(row.status, "#444"))
                                  + (f" {badge(row.flag, '#c0392b')}" if row.flag else "")),
         ("Days remaining", esc(remaining)), ("Received (first applied)", _when(row.received, row)),
         ("Versions applied", esc(row.versions)), ("File", f'<span class="mono">{esc(o.path)}</span>'),
@@ -132,22 +134,23 @@ def operators_table(row: ReportRow) -> str:
                 badge(r.lift, lift_color) + removed, _when(r.lift_verified, row)]
 
     return table(["Operator", "Block", "First published", "Block seen on all resolvers", "Time to block",
-                  "Last verified", "Failed passes", "Lift", "Lift verified"], [op_cells(r) for r in row.operators])
+                  "Last verified", "Failed passes", "Lift", "Lift verified"], [op_cells(r) for r in row.operators],
+                 "ops")
 
 
-def timeline_svg(row: ReportRow, width: int = 1000, height: int = 92) -> str:
+def timeline_svg(row: ReportRow, width: int = 1000, height: int = 108) -> str:
     """The order's window as a bar, T as a line, and one mark per event, positioned in time."""
     events = list(row.timeline)
     o = row.order
-    lo = min([o.start, *(e.at for e in events)])
-    hi = max([o.end, *(e.at for e in events)])
-    span = max((hi - lo).total_seconds(), 1.0)
+    lo = min([o.start, *(e.at for e in events)], key=lambda t: t.timestamp())
+    hi = max([o.end, *(e.at for e in events)], key=lambda t: t.timestamp())
+    span = max(seconds_between(hi, lo), 1.0)
     pad = 40
 
     def x(at: datetime) -> float:
-        return pad + (width - 2 * pad) * (at - lo).total_seconds() / span
+        return pad + (width - 2 * pad) * seconds_between(at, lo) / span
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {width} {height}" '
+    parts = [f'<svg width="100%" viewBox="0 0 {width} {height}" '
              f'role="img" aria-label="timeline of {esc(o.id)}">',
              f'<line x1="{pad}" y1="50" x2="{width - pad}" y2="50" stroke="#bbb" stroke-width="2"/>',
              f'<rect x="{x(o.start):.1f}" y="44" width="{max(x(o.end) - x(o.start), 2):.1f}" height="12" '
@@ -168,10 +171,11 @@ def timeline_svg(row: ReportRow, width: int = 1000, height: int = 92) -> str:
         parts.append(f'<text x="{width - 4 if edge == "right" else 4}" y="74" font-size="11" '
                      f'text-anchor="{"end" if edge == "right" else "start"}" fill="#c0392b">'
                      f"report instant {esc(fmt_instant(row.at, o.tz)[:10])} {'→' if edge == 'right' else '←'}</text>")
-    parts.append(f'<text x="{x(o.start):.1f}" y="88" font-size="11" text-anchor="middle">'
-                 f"start {esc(fmt_instant(o.start, o.tz)[:10])}</text>")
-    parts.append(f'<text x="{x(o.end):.1f}" y="88" font-size="11" text-anchor="middle">'
-                 f"lift {esc(fmt_instant(o.end, o.tz)[:10])}</text>")
+    close = x(o.end) - x(o.start) < 170  # two labels would overlap: the lift's goes one line down
+    for at, label, y in ((o.start, "start", 88), (o.end, "lift", 102 if close else 88)):
+        anchor = "start" if x(at) < 120 else "end" if x(at) > width - 120 else "middle"
+        parts.append(f'<text x="{x(at):.1f}" y="{y}" font-size="11" text-anchor="{anchor}">'
+                     f"{label} {esc(fmt_instant(at, o.tz)[:10])}</text>")
     parts.append("</svg>")
     return "".join(parts)
 
@@ -181,7 +185,8 @@ def timeline_table(row: ReportRow, events: Sequence[TimelineEvent] | None = None
     for e in row.timeline if events is None else events:
         dot = f'<span class="dot" style="background:{COLORS.get(e.kind, "#555")}"></span>'
         seq = "" if e.seq is None else str(e.seq)
-        rows.append([f'<span class="mono">{esc(fmt_instant(e.at, row.order.tz))}</span>', dot + esc(e.kind),
+        rows.append([f'<span class="mono nowrap">{esc(fmt_instant(e.at, row.order.tz))}</span>',
+                     f'<span class="nowrap">{dot}{esc(e.kind)}</span>',
                      esc(e.operator or ""), esc(e.text), esc(seq)])
     return table(["Instant", "Kind", "Operator", "What happened", "Audit #"], rows)
 

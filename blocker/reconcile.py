@@ -168,6 +168,8 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
     outcomes = []
     for op_plan in plan.operators:
         if not op_plan.changed:
+            if state is not None and op_plan.previous is not None:
+                _adopt(state, audit, op_plan, plan.orders, now or datetime.now(UTC), actor)
             continue
         operator, op = op_plan.operator, config.operators[op_plan.operator]
         path = zones_dir / f"{operator}.rpz"
@@ -248,6 +250,23 @@ def publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _adopt(state: State, audit: AuditLog | None, op_plan: Any, orders: Mapping[str, Order], at: datetime,
+           actor: str | None) -> None:
+    """A current zone the state does not know (written by `render`, or before this state dir
+    existed) is recorded as found, so reports and later plans know which serial carries what."""
+    recorded = state.zone(op_plan.operator)
+    assert op_plan.previous is not None
+    if recorded is not None and recorded.checksum == op_plan.zone.checksum:
+        return
+    order_ids = sorted({i for e in op_plan.entries.values() for i in e.order_ids})
+    state.record_publish(ZoneRecord(op_plan.operator, op_plan.previous.serial, op_plan.zone.checksum,
+                                    op_plan.zone.names, op_plan.zone.entries, at, True,
+                                    "adopted: zone already current on disk"), order_ids)
+    if audit is not None:
+        audit.append("zone-adopted", {"operator": op_plan.operator, "serial": op_plan.previous.serial,
+                                      "checksum": op_plan.zone.checksum, "orders": order_ids}, actor=actor)
 
 
 def verify_served(op: OperatorConfig, serial: int, timeout: float, reloaded: ReloadResult) -> ReloadResult:

@@ -22,7 +22,7 @@ import csv
 import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from blocker.audit import AuditLog, VerifyResult, checked_lines
@@ -64,6 +64,22 @@ class Facts:
     flags: dict[str, str] = field(default_factory=dict)  # order id -> invalid-file | orphaned
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # order id -> audit records
     audit: VerifyResult | None = None  # the chain as read while gathering; None without a log
+    _spans: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict, repr=False)
+
+    def span(self, operator: str, order_id: str) -> tuple[int, int] | None:
+        """Indexes in `publishes[operator]` of the first and last serial carrying the order.
+
+        Built once per operator: 1,000 orders times thousands of publishes must not be a
+        nested scan for every report.
+        """
+        if operator not in self._spans:
+            index: dict[str, tuple[int, int]] = {}
+            for i, (_serial, _at, ids) in enumerate(self.publishes.get(operator, [])):
+                for order in ids:
+                    first = index.get(order, (i, i))[0]
+                    index[order] = (first, i)
+            self._spans[operator] = index
+        return self._spans[operator].get(order_id)
 
 
 @dataclass(frozen=True)
@@ -170,6 +186,12 @@ class ReportRow:
         }
 
 
+def seconds_between(later: datetime, earlier: datetime) -> float:
+    """Elapsed seconds, via UTC: Python subtracts two datetimes that share a tzinfo by their wall
+    clocks, which is an hour off across a DST change."""
+    return (later.astimezone(UTC) - earlier.astimezone(UTC)).total_seconds()
+
+
 def _iso(at: datetime | None, order: Order) -> str | None:
     return None if at is None else fmt_instant(at, order.tz)
 
@@ -201,7 +223,7 @@ def days_remaining(order: Order, at: datetime) -> int | None:
     included (1 on the last day), and it stays right across DST changes where dividing seconds
     by 86,400 would not.
     """
-    if at >= order.end:
+    if seconds_between(order.end, at) <= 0:
         return None
     tz = order.tz
     return (order.end.astimezone(tz).date() - at.astimezone(tz).date()).days
@@ -238,6 +260,7 @@ def gather(state: State | None, audit: AuditLog | None, at: datetime, *, paths: 
     `paths` maps order file paths to order ids, so that records naming only a file (an order
     file that went invalid) reach the right order's timeline.
     """
+    at = at.astimezone(UTC)
     facts = Facts(has_state=state is not None, flags=dict(flags or {}))
     paths = paths or {}
     if state is not None:
@@ -249,6 +272,11 @@ def gather(state: State | None, audit: AuditLog | None, at: datetime, *, paths: 
         for order_id, (count, first) in state.version_summary().items():
             facts.versions[order_id] = count
             facts.received[order_id] = first
+    # probe_last holds each order's latest pass; the audit's probe-pass records are only tallied
+    # when some of it is after T (a report as at a past instant): counting every order of every
+    # pass of a year-old trail is most of a report's time otherwise.
+    tally = not facts.probe_last or any(t is not None and t > at
+                                        for ok, bad, _n in facts.probe_last.values() for t in (ok, bad))
     if audit is not None:
         read = 0
         for line in checked_lines(audit):
@@ -262,7 +290,8 @@ def gather(state: State | None, audit: AuditLog | None, at: datetime, *, paths: 
             if ts is None or ts > at:
                 continue
             if record.get("event") == "probe-pass":
-                _tally(facts, record, ts)
+                if tally:
+                    _tally(facts, record, ts)
                 continue
             if record.get("event") in NOT_IN_TIMELINE:
                 continue
@@ -296,6 +325,7 @@ def probe_outcome(facts: Facts, order_id: str, operator: str, at: datetime
     `probe_last` holds only the latest values: they are used while they are not after T, else
     the audit's probe-pass records (counted up to T while gathering) answer.
     """
+    at = at.astimezone(UTC)
     last_ok, last_bad, failures = facts.probe_last.get((order_id, operator), (None, None, 0))
     tally = facts.tallies.get((order_id, operator), ProbeTally())
     if last_ok is None or last_ok > at:
@@ -306,16 +336,16 @@ def probe_outcome(facts: Facts, order_id: str, operator: str, at: datetime
 
 
 def operator_row(order: Order, operator: str, facts: Facts, at: datetime) -> OperatorRow:
+    at = at.astimezone(UTC)
     history = facts.publishes.get(operator, [])
-    with_order = [(s, t) for s, t, ids in history if order.id in ids]
-    first_serial, first_published = with_order[0] if with_order else (None, None)
-    last_with = with_order[-1][1] if with_order else None
-    in_current = bool(history) and order.id in history[-1][2]
-    removed_serial = removed_at = None
-    if last_with is not None and not in_current:
-        later = [(s, t) for s, t, ids in history if t > last_with and order.id not in ids]
-        if later:
-            removed_serial, removed_at = later[0]
+    span = facts.span(operator, order.id)
+    first_serial = first_published = removed_serial = removed_at = None
+    in_current = False
+    if span is not None:
+        first_serial, first_published, _ = history[span[0]]
+        in_current = span[1] == len(history) - 1
+        if not in_current:  # the publish right after the last one carrying it is the one without it
+            removed_serial, removed_at, _ = history[span[1] + 1]
     blocked = facts.firsts.get((order.id, operator, "blocked"))
     lifted = facts.firsts.get((order.id, operator, "lifted"))
     last_ok, last_bad, failures = probe_outcome(facts, order.id, operator, at)
@@ -343,10 +373,10 @@ def operator_row(order: Order, operator: str, facts: Facts, at: datetime) -> Ope
     return OperatorRow(
         operator=operator, block=block, first_published=first_published, first_serial=first_serial,
         block_verified=blocked,
-        time_to_block=None if blocked is None else (blocked - order.start).total_seconds(),
+        time_to_block=None if blocked is None else seconds_between(blocked, order.start),
         last_verified=last_ok, last_failure=last_bad, failures=failures, lift=lift,
         removed_at=removed_at, removed_serial=removed_serial, lift_verified=lifted,
-        time_to_lift=None if lifted is None else (lifted - order.end).total_seconds(),
+        time_to_lift=None if lifted is None else seconds_between(lifted, order.end),
     )
 
 
@@ -374,9 +404,10 @@ def _describe(record: dict[str, Any]) -> tuple[str, str, str | None]:
     if event == "entries-lifted":
         return "lift", f"{data.get('count')} name(s) removed in serial {data.get('serial')}", op
     if event == "order-verified":
-        what = "block" if data.get("kind") == "blocked" else "lift"
         after = fmt_duration(data.get("after_seconds"))
-        return "verify", f"{what} verified on every resolver ({after} after the instant)", op
+        if data.get("kind") == "blocked":
+            return "verify", f"block verified on every resolver ({after} after the start)", op
+        return "verify", f"lift verified on every resolver ({after} after the lift)", op
     if event == "probe-verdict-change":
         bad = data.get("to") in ("not-blocked", "overblocked", "error")
         return ("failure" if bad else "verify",
@@ -423,13 +454,14 @@ def build_timeline(order: Order, records: Iterable[dict[str, Any]], op_rows: Ite
         if r.lift_verified is not None and (r.operator, "lifted") not in seen_verified:
             events.append(TimelineEvent(r.lift_verified, "verify", "lift verified on every resolver "
                                         f"({fmt_duration(r.time_to_lift)} after the lift)", r.operator))
-    return sorted(events, key=lambda e: (e.at, e.seq or 0))
+    return sorted(events, key=lambda e: (e.at.astimezone(UTC), e.seq or 0))
 
 
 def build_row(order: Order, facts: Facts, at: datetime) -> ReportRow:
+    at = at.astimezone(UTC)  # compared with instants in other zones: never by wall clock
     ops = tuple(operator_row(order, op, facts, at) for op in order.operators)
     timeline = build_timeline(order, facts.events.get(order.id, ()), ops, at)
-    remaining = None if at >= order.end else (order.end - at).total_seconds()
+    remaining = None if at >= order.end else seconds_between(order.end, at)
     return ReportRow(
         order=order, at=at, status=order.status_at(at), flag=facts.flags.get(order.id),
         received=facts.received.get(order.id), versions=facts.versions.get(order.id, 0),
@@ -476,10 +508,11 @@ def expiring(rows: Iterable[ReportRow], at: datetime, within_seconds: float) -> 
     pass has seen every resolver answer as lifted (or its entries are still published). An
     operator whose zone never carried the order has nothing to lift and is not listed.
     """
+    at = at.astimezone(UTC)
     soon, unverified = [], []
     for row in rows:
         order = row.order
-        if row.status in ("active", "pending") and (order.end - at).total_seconds() <= within_seconds:
+        if row.status in ("active", "pending") and seconds_between(order.end, at) <= within_seconds:
             soon.append(Expiring(row, "expires-within", ()))
         elif row.status in ("expired", "lifted"):
             ops = tuple(r.operator for r in row.operators if r.lift in ("unverified", "in-zone"))
