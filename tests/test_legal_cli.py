@@ -28,6 +28,7 @@ import pytest
 
 from blocker.audit import AuditLog
 from blocker.state import State
+from tests.legal_samples import ALPHA, BRAVO
 
 BIN = Path(sys.executable).parent / "blocker"
 PARIS = ZoneInfo("Europe/Paris")
@@ -44,31 +45,8 @@ operators:
 """
 
 ORDERS = {
-    # 3 months from 2091-01-10: day D 2091-04-10, lifts 2091-04-11 00:00 (CEST since 2091-03-25).
-    "alpha": """\
-id: alpha
-court: Tribunal judiciaire de Paris
-case_number: RG 91/00001
-decision_date: 2091-01-09
-applicant: CNIL
-operators: [orange, sfr]
-start: 2091-01-10
-duration: 3 months
-targets:
-  - alpha.example
-  - url: https://files.alpha.example/d/leak.csv
-""",
-    # An explicit last day: lifts 2091-03-21 00:00 (CET).
-    "bravo": """\
-id: bravo
-court: Tribunal judiciaire de Nanterre
-case_number: RG 91/00002
-decision_date: 2091-02-27
-operators: [orange]
-start: 2091-03-01T09:00:00+01:00
-end: 2091-03-20
-targets: [bravo.example]
-""",
+    "alpha": ALPHA,
+    "bravo": BRAVO,
     # Pending at T: 10 days from 2091-06-01 (start day not counted), lifts 2091-06-12 00:00.
     "charlie": """\
 id: charlie

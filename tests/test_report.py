@@ -30,6 +30,7 @@ from blocker.report import (
     to_csv,
 )
 from blocker.state import State, ZoneRecord
+from tests.legal_samples import ALPHA, BRAVO
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -49,30 +50,7 @@ def paris(*args: int) -> datetime:
     return datetime(*args, tzinfo=PARIS)
 
 
-ALPHA = """\
-id: alpha
-court: Tribunal judiciaire de Paris
-case_number: RG 91/00001
-decision_date: 2091-01-09
-applicant: CNIL
-operators: [orange, sfr]
-start: 2091-01-10
-duration: 3 months
-targets:
-  - alpha.example
-  - url: https://files.alpha.example/d/leak.csv
-"""
 
-BRAVO = """\
-id: bravo
-court: Tribunal judiciaire de Nanterre
-case_number: RG 91/00002
-decision_date: 2091-02-27
-operators: [orange]
-start: 2091-03-01T09:00:00+01:00
-end: 2091-03-20
-targets: [bravo.example]
-"""
 
 CNIL_2024 = """\
 id: cnil-2024
