@@ -35,9 +35,58 @@ def _psl() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+@lru_cache(maxsize=1)
+def _psl_sets() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """The rules of that snapshot as set lookups: (rules, names a rule names at their own
+    depth, names a rule names at their parent's depth); built once from the same parsed data."""
+    rules: frozenset[str] = _psl()._publicsuffix  # the parsed rules, exactly as it matches them
+    own = set(rules)
+    parent = set()
+    for rule in rules:
+        if rule.startswith("!"):
+            own.add(rule[1:])
+            parent.add(rule[1:])
+        elif rule.startswith("*."):
+            own.add(rule[2:])
+            parent.add(rule[2:])
+    return rules, frozenset(own), frozenset(parent)
+
+
+def _is_public_labels(name: str) -> bool:
+    """`PublicSuffixList().is_public` for a lower-case name without empty labels or a trailing
+    dot, by set lookups. That method walks the suffixes longest first; the first rule found
+    decides: an exception `!s` gives depth(s) - 1, a wildcard `*.s` gives depth(s) + 1 (or
+    depth(s) when s is the whole name), an exact rule depth(s); no rule, depth 1. The name is
+    public when that count is its own depth, so only the rules on the name itself and on its
+    parent can make it so, and any rule on either is found before the shorter suffixes."""
+    parent = name.partition(".")[2]
+    if not parent:
+        return True  # a single label: an unknown TLD counts as public
+    rules, own, parents = _psl_sets()
+    if name in own:
+        if "!" + name in rules:
+            return False
+        if "*." + name in rules or name in rules:
+            return True
+    if parent in parents:
+        if "!" + parent in rules:
+            return False
+        if "*." + parent in rules:
+            return True
+    return False
+
+
 def is_public_suffix(name: str) -> bool:
     """True for `gg`, `co.uk`, `github.io`: blocking one would block a whole registry."""
-    return bool(_psl().is_public(name))
+    if not isinstance(name, str):
+        return bool(_psl().is_public(name))
+    # What `PublicSuffixList.is_public` does to a str before matching.
+    if name.endswith("."):
+        name = name[:-1]
+    name = name.lower()
+    if "" in name.split("."):
+        return False
+    return _is_public_labels(name)
 
 
 def _check_ascii_labels(name: str, raw: str) -> None:
@@ -84,7 +133,7 @@ def normalize_name(raw: object) -> str:
     if name.endswith("."):
         name = name[:-1]
     if _FAST_NAME.match(name) and "xn--" not in name:
-        if is_public_suffix(name):
+        if _is_public_labels(name):
             raise NameError_(f"{raw!r} is a public suffix: blocking it would block every domain under it")
         return name
     if not name:

@@ -6,11 +6,14 @@ A file either yields one `Order` whose every name and date has been checked, or 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -153,6 +156,9 @@ class Order:
         }
 
 
+_ORDER_FIELDS = tuple(f.name for f in fields(Order) if f.name != "targets")
+
+
 class _FileErrors:
     """Collects every problem in one file so that one run reports them all."""
 
@@ -175,33 +181,54 @@ class _FileErrors:
         return value.strip()
 
 
+_new_object = object.__new__
+_SET_NAME, _SET_SUBDOMAINS, _SET_KIND, _SET_SOURCE = (
+    Target.__dict__[f].__set__ for f in ("name", "subdomains", "kind", "source"))
+
+
+def _target(name: str, subdomains: bool, kind: str, source: str) -> Target:
+    """`Target(...)` at a third of the cost: the slots set directly, not through the four
+    `object.__setattr__` calls of a frozen dataclass's `__init__` (a million targets: ~1 s)."""
+    target = _new_object(Target)
+    _SET_NAME(target, name)
+    _SET_SUBDOMAINS(target, subdomains)
+    _SET_KIND(target, kind)
+    _SET_SOURCE(target, source)
+    return target
+
+
+_DOMAIN_KEYS = frozenset({"domain", "subdomains"})
+_URL_KEYS = frozenset({"url"})
+
+
 def _targets(err: _FileErrors, raw: Any) -> list[Target]:
     if not isinstance(raw, LineList) or not raw:
         err.add("targets", "expected a non-empty list of domains or {url: ...} / {domain: ..., subdomains: ...}")
         return []
     out: list[Target] = []
+    append = out.append
     for i, item in enumerate(raw):
-        where, line = f"targets[{i}]", raw.line_of(i)
         try:
             if isinstance(item, str):
                 name = normalize_name(item)
                 # Share one string when the order already wrote the normal form: a million targets
                 # are a million strings fewer.
-                out.append(Target(name, True, "domain", name if name == item else item))
-            elif isinstance(item, LineDict) and set(item) <= {"domain", "subdomains"} and "domain" in item:
+                append(_target(name, True, "domain", name if name == item else item))
+            elif isinstance(item, LineDict) and item.keys() <= _DOMAIN_KEYS and "domain" in item:
                 subdomains = item.get("subdomains", True)
                 if not isinstance(subdomains, bool):
-                    err.add(f"{where}.subdomains", "expected true or false", line)
+                    err.add(f"targets[{i}].subdomains", "expected true or false", raw.line_of(i))
                     continue
                 name = normalize_name(item["domain"])
                 written = str(item["domain"])
-                out.append(Target(name, subdomains, "domain", name if name == written else written))
-            elif isinstance(item, LineDict) and set(item) == {"url"}:
-                out.append(Target(host_from_url(item["url"]), False, "url-escalated", str(item["url"])))
+                append(_target(name, subdomains, "domain", name if name == written else written))
+            elif isinstance(item, LineDict) and item.keys() == _URL_KEYS:
+                append(_target(host_from_url(item["url"]), False, "url-escalated", str(item["url"])))
             else:
-                err.add(where, "expected a domain, {domain: NAME, subdomains: BOOL} or {url: URL}", line)
+                err.add(f"targets[{i}]", "expected a domain, {domain: NAME, subdomains: BOOL} or {url: URL}",
+                        raw.line_of(i))
         except NameError_ as exc:
-            err.add(where, str(exc), line)
+            err.add(f"targets[{i}]", str(exc), raw.line_of(i))
     return out
 
 
@@ -220,6 +247,21 @@ def _operators(err: _FileErrors, raw: Any, known: Iterable[str]) -> tuple[str, .
         else:
             result.append(op)
     return tuple(sorted(result))
+
+
+def _check_fits(err: _FileErrors, raw: Any, targets: list[Target], operators: tuple[str, ...],
+                config: Config) -> None:
+    """Each RPZ owner (`name`, `*.name`) plus the operator's origin must stay a valid DNS name:
+    one that does not fit would make the whole zone unloadable, lifting every block in it."""
+    if not operators or not isinstance(raw, list) or len(targets) != len(raw):
+        return
+    longest = max(len(config.operators[op].origin) for op in operators)
+    for i, target in enumerate(targets):
+        size = len(target.name) + (2 if target.subdomains else 0) + longest
+        if size > 253:
+            line = raw.line_of(i) if hasattr(raw, "line_of") else None
+            err.add(f"targets[{i}]", f"{target.name!r} is too long to block under the zone origin "
+                    f"({size} octets with the origin, at most 253)", line)
 
 
 def parse_order(data: bytes, path: str, config: Config) -> Order | list[OrderError]:
@@ -266,6 +308,7 @@ def parse_order(data: bytes, path: str, config: Config) -> Order | list[OrderErr
     window = _window(err, doc, tz, config) if tz is not None else None
     lifted = _lifted(err, doc.get("lifted"), tz) if "lifted" in doc and tz is not None else None
     targets = _targets(err, doc.get("targets"))
+    _check_fits(err, doc.get("targets"), targets, operators, config)
     if err.items:
         return err.items
     assert order_id and court and case_number and decision and window and tz is not None
@@ -355,35 +398,205 @@ class OrderCache:
     entries: dict[str, tuple[tuple[int, int, int], Order | list[OrderError]]] = field(default_factory=dict)
 
 
+def _order_entries(folder: Path) -> list[os.DirEntry[str]]:
+    """The order files of `folder`, by name: one scandir, and no stat for a regular file (its
+    type comes with the listing). Same choice as `Path.suffix in ORDER_SUFFIXES` (a hidden
+    file is skipped anyway) and `Path.is_file()` (symlinks followed)."""
+    with os.scandir(folder) as listing:
+        found = [e for e in listing if e.name.endswith(ORDER_SUFFIXES) and not e.name.startswith(".") and e.is_file()]
+    found.sort(key=lambda e: e.name)
+    return found
+
+
 def order_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix in ORDER_SUFFIXES and p.is_file()
-                  and not p.name.startswith("."))
+    return [folder / e.name for e in _order_entries(folder)]
 
 
-def load_orders(folder: Path, config: Config, cache: OrderCache | None = None) -> LoadResult:
+PARALLEL_MIN_FILES = 64  # fewer files to parse than this: in this process, no worker start-up
+
+
+def _read_and_parse(key: str, config: Config) -> tuple[Order | list[OrderError], bool]:
+    """One file's outcome, and whether it may be cached (a failed read is retried next time)."""
+    try:
+        return parse_order(read_bytes(Path(key)), key, config), True
+    except YamlError as exc:
+        return [OrderError(key, "(file)", exc.message, exc.line)], False
+    except OSError as exc:
+        return [OrderError(key, "(file)", f"cannot read: {exc.strerror or exc}")], False
+
+
+# A worker process returns each order in a compact form: its targets as a list of names and one
+# byte of flags each (subdomains, url-escalated, source written differently), the few sources
+# that differ from their name, and the other fields as they are. Pickling a million Target
+# objects and rebuilding them through the dataclass costs more than parsing them.
+_SUB, _URL, _SOURCE = 1, 2, 4
+_WORKER_CONFIG: Config | None = None
+
+
+def _pack(item: Order | list[OrderError]) -> Any:
+    if not isinstance(item, Order):
+        return item
+    names, flags, sources = [], bytearray(), []
+    for t in item.targets:
+        names.append(t.name)
+        flag = (_SUB if t.subdomains else 0) | (_URL if t.kind == "url-escalated" else 0)
+        if t.source != t.name:
+            flag |= _SOURCE
+            sources.append(t.source)
+        flags.append(flag)
+    fields = {f: getattr(item, f) for f in _ORDER_FIELDS}
+    return fields, names, bytes(flags), sources
+
+
+def _unpack(packed: Any) -> Order | list[OrderError]:
+    if isinstance(packed, list):
+        return packed
+    fields, names, flags, sources = packed
+    more = iter(sources)
+    targets = tuple(
+        _target(name, bool(flag & _SUB), "url-escalated" if flag & _URL else "domain",
+                next(more) if flag & _SOURCE else name)
+        for name, flag in zip(names, flags, strict=True))
+    return Order(targets=targets, **fields)
+
+
+def _init_worker(config: Config) -> None:
+    global _WORKER_CONFIG
+    _WORKER_CONFIG = config
+    # A worker only parses, and parsing makes no reference cycle: the cyclic collector would
+    # only walk the YAML nodes of each document again and again (~40% of a worker's time).
+    gc.disable()
+
+
+@contextmanager
+def _bulk(active: bool) -> Iterator[None]:
+    """Around a bulk load: no cyclic collection while a million targets are made (each one
+    would walk all of them again), then `gc.freeze()`, so that later collections skip them."""
+    if not active:
+        yield
+        return
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def _parse_in_worker(keys: list[str]) -> list[tuple[Any, bool]]:
+    assert _WORKER_CONFIG is not None
+    out = []
+    for key in keys:
+        item, cacheable = _read_and_parse(key, _WORKER_CONFIG)
+        out.append((_pack(item), cacheable))
+    return out
+
+
+def _workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _main_is_safe() -> bool:
+    """Can a worker process start without running this program again? Each one imports the
+    main module (as `__mp_main__`) unless it is a package's `__main__` (`python -m blocker`);
+    a script file must guard its entry point (the `blocker` console script, the bench, pytest
+    do): otherwise parse here."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None:
+        return name == "__main__" or name.endswith(".__main__")
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return True  # interactive, or `python -c`: nothing to import
+    try:
+        source = Path(path).read_text(errors="replace")
+    except OSError:
+        return False
+    return "__name__" in source and "__main__" in source
+
+
+def _parse_parallel(keys: list[str], config: Config, workers: int) -> Iterator[tuple[Order | list[OrderError], bool]]:
+    """`_read_and_parse` of every key, in order, by `workers` processes started by forkserver
+    (the daemon has threads: a plain fork could copy a lock one of them holds). When the pool
+    cannot start or breaks, the files not yet parsed are parsed here: same outcome."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    done = 0
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["blocker.orders"])
+        size = max(1, min(32, len(keys) // (workers * 8)))  # small batches: the workers finish together
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(config,)) as pool:
+            futures = [pool.submit(_parse_in_worker, keys[i:i + size]) for i in range(0, len(keys), size)]
+            try:
+                for future in futures:
+                    for packed, cacheable in future.result():
+                        done += 1
+                        yield _unpack(packed), cacheable
+            finally:
+                for future in futures:
+                    future.cancel()
+    except (BrokenProcessPool, OSError, ValueError, ImportError, NotImplementedError):
+        # No worker (no semaphores or sockets here, a killed worker, ...): no different outcome.
+        pass
+    for key in keys[done:]:
+        yield _read_and_parse(key, config)
+
+
+def load_orders(folder: Path, config: Config, cache: OrderCache | None = None, *,
+                workers: int | None = None) -> LoadResult:
+    """Every order file of `folder`, parsed (or taken from `cache` when unchanged on disk).
+
+    When more than `PARALLEL_MIN_FILES` files need parsing, they are parsed by one worker
+    process per core (`workers`: how many, whatever the count; 1: all here). Same outcome,
+    errors and order.
+    """
     result = LoadResult()
     if not folder.is_dir():
         result.errors.append(OrderError(str(folder), "(folder)", "orders folder does not exist"))
         return result
-    parsed: list[Order] = []
+    items: list[Order | list[OrderError]] = []  # per file, in path order
+    paths: list[str] = []
+    todo: list[tuple[int, str, tuple[int, int, int]]] = []  # (index in items, path, stamp) to parse
     seen_paths: set[str] = set()
-    for path in order_files(folder):
-        key = str(path)
+    for entry in _order_entries(folder):
+        key = str(folder / entry.name)
         seen_paths.add(key)
+        paths.append(key)
         try:
-            st = path.stat()
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-            hit = cache.entries.get(key) if cache is not None else None
-            if hit is not None and hit[0] == stamp:
-                item = hit[1]
-            else:
-                item = parse_order(read_bytes(path), key, config)
-                if cache is not None:
-                    cache.entries[key] = (stamp, item)
-        except YamlError as exc:
-            item = [OrderError(key, "(file)", exc.message, exc.line)]
+            st = entry.stat()
         except OSError as exc:
-            item = [OrderError(key, "(file)", f"cannot read: {exc.strerror or exc}")]
+            items.append([OrderError(key, "(file)", f"cannot read: {exc.strerror or exc}")])
+            continue
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        hit = cache.entries.get(key) if cache is not None else None
+        if hit is not None and hit[0] == stamp:
+            items.append(hit[1])
+        else:
+            todo.append((len(items), key, stamp))
+            items.append([])
+    if workers is None:
+        workers = _workers() if len(todo) > PARALLEL_MIN_FILES and _main_is_safe() else 1
+    keys = [key for _, key, _ in todo]
+    with _bulk(len(todo) > PARALLEL_MIN_FILES):
+        if workers > 1 and len(todo) > 1:
+            outcomes: Iterable[tuple[Order | list[OrderError], bool]] = _parse_parallel(keys, config, min(workers, 8))
+        else:
+            outcomes = (_read_and_parse(key, config) for key in keys)
+        for (index, key, stamp), (item, cacheable) in zip(todo, outcomes, strict=True):
+            items[index] = item
+            if cache is not None and cacheable:
+                cache.entries[key] = (stamp, item)
+    parsed: list[Order] = []
+    for key, item in zip(paths, items, strict=True):
         if isinstance(item, Order):
             parsed.append(item)
         else:

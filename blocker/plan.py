@@ -11,6 +11,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import compress, filterfalse
+from operator import ne
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,7 +20,7 @@ from blocker.config import Config
 from blocker.legaltime import fmt_instant
 from blocker.orders import Order
 from blocker.policy import Entry, PolicyCache, ZoneContent, ZoneEntries, canonical_order, desired, sort_key
-from blocker.rpz import RenderedZone, ZoneMeta, read_entries, read_meta, render_body
+from blocker.rpz import RenderedZone, ZoneMeta, entries_from_bytes, prune_renderings, read_meta, render_body
 
 JUSTIFIED = frozenset({"expired", "lifted"})
 
@@ -48,6 +50,17 @@ class OperatorPlan:
     changes: list[Change] = field(default_factory=list)
     held: list[Change] = field(default_factory=list)
     guard: str = ""  # why removals were held, in words
+    # The ids `entries` names, when the plan knows them without a pass over every entry.
+    known_order_ids: list[str] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def order_ids(self) -> list[str]:
+        """Sorted ids of every order an entry of the zone names (what publishing records):
+        `sorted({i for e in entries.values() for i in e.order_ids})`, without that pass over
+        1.5M entries when the orders in force say it."""
+        if self.known_order_ids is None:
+            self.known_order_ids = sorted({i for e in self.entries.values() for i in e.order_ids})
+        return self.known_order_ids
 
     @property
     def changed(self) -> bool:
@@ -127,45 +140,76 @@ def _addition_reasons(ids: Iterable[str], orders: Mapping[str, Order], known_ids
 
 
 def diff(previous: ZoneEntries, desired: ZoneEntries, operator: str, orders: Mapping[str, Order], at: datetime,
-         last_publish: datetime | None, ordered: Iterable[str] | None = None) -> list[Change]:
-    """Changes from `previous` to `desired`, in canonical order when `ordered` gives it."""
-    if previous == desired:  # compared at C speed: the usual reconcile changes nothing
+         last_publish: datetime | None, ordered: Iterable[str] | None = None,
+         candidates: Iterable[str] | None = None, known_ids: set[str] | None = None) -> list[Change]:
+    """Changes from `previous` to `desired`, in canonical order when `ordered` gives it.
+
+    `candidates`, when given, holds every owner whose entry may differ (a patched content knows
+    them): only those are compared. `known_ids`, when given, is every order id `previous` names.
+    """
+    if previous is desired or previous == desired:  # compared at C speed: the usual reconcile changes nothing
         return []
-    known_ids = {i for e in set(previous.values()) for i in e.order_ids}
+    known = known_ids  # order ids the previous zone names: built on first need
     added_why: dict[tuple[str, ...], tuple[str, ...]] = {}  # reasons depend only on the order ids
     removed_why: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def why_added(ids: tuple[str, ...]) -> tuple[str, ...]:
-        if ids not in added_why:
-            added_why[ids] = _addition_reasons(ids, orders, known_ids, last_publish, at)
-        return added_why[ids]
+        nonlocal known
+        reasons = added_why.get(ids)
+        if reasons is None:
+            if known is None:
+                known = {i for e in set(previous.values()) for i in e.order_ids}
+            reasons = added_why[ids] = _addition_reasons(ids, orders, known, last_publish, at)
+        return reasons
 
     def why_removed(ids: tuple[str, ...]) -> tuple[str, ...]:
         if ids not in removed_why:
             removed_why[ids] = _removal_reasons(ids, "", operator, orders, at)
         return removed_why[ids]
 
-    # Set operations on the dict views run at C speed; only what differs is visited in Python.
-    differing = {owner for owner, _ in desired.items() - previous.items()}
-    if ordered is not None and len(differing) > len(desired) // 4:
-        walk = [o for o in ordered if o in differing]
+    if candidates is not None:
+        differing = [o for o in candidates if previous.get(o) != desired.get(o)]
+        walk = sorted((o for o in differing if o in desired), key=sort_key)
+        gone = sorted((o for o in differing if o not in desired), key=sort_key)
     else:
-        walk = sorted(differing, key=sort_key)
+        if not previous and ordered is not None:  # a first publish: everything is added
+            walk = list(filter(desired.__contains__, ordered))
+        else:
+            # Compared at C speed; only what differs is visited in Python.
+            keys = list(desired)
+            different = list(compress(keys, map(ne, map(previous.get, keys), desired.values())))
+            if ordered is not None and len(different) > len(desired) // 4:
+                differing = set(different)
+                walk = [o for o in ordered if o in differing]
+            else:
+                walk = sorted(different, key=sort_key)
+        gone = sorted(filterfalse(desired.__contains__, previous), key=sort_key) if previous else []
     changes: list[Change] = []
+    append = changes.append
+    make = tuple.__new__
+    if not previous:
+        adds: dict[int, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}  # id(entry) -> its fields
+        for owner in walk:
+            new = desired[owner]
+            fields = adds.get(id(new))
+            if fields is None or fields[1] is not new.order_ids:
+                fields = adds[id(new)] = (new.action, new.order_ids, why_added(new.order_ids))
+            append(make(Change, (owner, "add", fields[0], fields[1], None, (), fields[2])))
+        return changes
     for owner in walk:
         new = desired[owner]
         old = previous.get(owner)
         if old is None:
-            changes.append(Change(owner, "add", new.action, new.order_ids, None, (), why_added(new.order_ids)))
+            append(Change(owner, "add", new.action, new.order_ids, None, (), why_added(new.order_ids)))
         else:
-            gone = tuple(i for i in old.order_ids if i not in new.order_ids)
+            gone_ids = tuple(i for i in old.order_ids if i not in new.order_ids)
             came = tuple(i for i in new.order_ids if i not in old.order_ids)
-            reasons = set(why_removed(gone) if gone else ()) | set(why_added(came) if came else ())
-            changes.append(Change(owner, "change", new.action, new.order_ids, old.action, old.order_ids,
-                                  tuple(sorted(reasons or {"order-changed"}))))
-    for owner in sorted(previous.keys() - desired.keys(), key=sort_key):
+            reasons = set(why_removed(gone_ids) if gone_ids else ()) | set(why_added(came) if came else ())
+            append(Change(owner, "change", new.action, new.order_ids, old.action, old.order_ids,
+                          tuple(sorted(reasons or {"order-changed"}))))
+    for owner in gone:
         old = previous[owner]
-        changes.append(Change(owner, "remove", None, (), old.action, old.order_ids, why_removed(old.order_ids)))
+        append(Change(owner, "remove", None, (), old.action, old.order_ids, why_removed(old.order_ids)))
     return changes
 
 
@@ -195,10 +239,10 @@ class Caches:
 
     policy: PolicyCache = field(default_factory=PolicyCache)
     render: dict[tuple[Any, ...], RenderedZone] = field(default_factory=dict)
-    # Within one plan: operators with the same previous and desired entries share one diff.
-    # The memo keeps the keyed dicts alive: an id() is only unique while its object lives.
-    diffs: dict[tuple[int, int, datetime | None], tuple[ZoneEntries, ZoneEntries, list[Change]]] = field(
-        default_factory=dict)
+    # Within one plan: operators with the same previous and desired entries share one diff. The
+    # value keeps what the key names by id() alive and is checked by identity, so a freed
+    # object's id reused by another cannot hit.
+    diffs: dict[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
 
 
 def plan_operator(operator: str, orders: Mapping[str, Order], at: datetime, config: Config, *,
@@ -207,20 +251,49 @@ def plan_operator(operator: str, orders: Mapping[str, Order], at: datetime, conf
     op = config.operators[operator]
     caches = caches or Caches()
     content = desired(orders.values(), operator, at, caches.policy)
-    memo_key = (id(previous), id(content.entries), last_publish)
+    # Every empty previous zone (a first publish) is the same: one diff serves all operators.
+    memo_key = (0 if not previous else id(previous), id(content.entries), id(orders), at, last_publish)
     hit = caches.diffs.get(memo_key)
-    changes = hit[2] if hit is not None and hit[0] is previous and hit[1] is content.entries else None
-    if changes is None:
-        changes = diff(previous, content.entries, operator, orders, at, last_publish, content.owners)
-        caches.diffs[memo_key] = (previous, content.entries, changes)
+    if (hit is not None and hit[2] is orders and hit[1] is content.entries
+            and (hit[0] is previous or (not previous and not hit[0]))):
+        changes = hit[3]
+    else:
+        base = content.patched_from() if content.patched_from is not None else None
+        candidates = known = None
+        if base is not None and base.entries is previous:
+            candidates = content.touched
+            if all(o.targets for o in base.orders):  # each order in force names at least one owner
+                known = {order_id for order_id, _ in base.key}
+        changes = diff(previous, content.entries, operator, orders, at, last_publish, content.owners, candidates,
+                       known)
+        caches.diffs[memo_key] = (previous, content.entries, orders, changes)
     allowed, held, guard = apply_guards(changes, previous, config, force)
+    order_ids = None
+    if len(content.orders) == len(content.key) and all(o.targets for o in content.orders):
+        # Every order in force names at least one owner, and folding only adds ids of orders in
+        # force; held entries add the ids they had (they are removals: no entry is replaced).
+        order_ids = sorted({order_id for order_id, _ in content.key} | {i for c in held for i in c.old_order_ids})
     if held:
         entries = dict(content.entries)
         for change in held:  # kept exactly as resolvers have them now
             entries[change.owner] = Entry(change.old_action or "nxdomain", change.old_order_ids)
         content = ZoneContent(entries, canonical_order(entries, content))
     zone = render_body(content, op, caches.render)
-    return OperatorPlan(operator, previous_meta, zone, content.entries, allowed, held, guard)
+    return OperatorPlan(operator, previous_meta, zone, content.entries, allowed, held, guard, order_ids)
+
+
+def _previous_entries(path: Path, seen: dict[tuple[int, str], ZoneEntries]) -> ZoneEntries:
+    """The entries of the zone at `path`; zones with the same bytes (operators with the same
+    content) are read once, and share one mapping, so their diffs are shared too."""
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):  # no zone there (yet): publishing will say why
+        return {}
+    fingerprint = (len(data), hashlib.sha256(data).hexdigest())
+    entries = seen.get(fingerprint)
+    if entries is None:
+        entries = seen[fingerprint] = entries_from_bytes(data)
+    return entries
 
 
 def compute_plan(orders: Mapping[str, Order], at: datetime, config: Config, zones_dir: Path, *,
@@ -231,11 +304,21 @@ def compute_plan(orders: Mapping[str, Order], at: datetime, config: Config, zone
     plans = []
     caches = caches or Caches()
     caches.diffs.clear()
-    for operator in operators or sorted(config.operators):
-        path = zones_dir / f"{operator}.rpz"
-        prev_entries = previous[operator] if previous is not None and operator in previous else read_entries(path)
-        plans.append(plan_operator(
-            operator, orders, at, config, previous=prev_entries, previous_meta=read_meta(path),
-            last_publish=(last_publish or {}).get(operator), force=force, caches=caches,
-        ))
+    seen: dict[tuple[int, str], ZoneEntries] = {}
+    try:
+        for operator in operators or sorted(config.operators):
+            path = zones_dir / f"{operator}.rpz"
+            if previous is not None and operator in previous:
+                prev_entries = previous[operator]
+            else:
+                prev_entries = _previous_entries(path, seen)
+            plans.append(plan_operator(
+                operator, orders, at, config, previous=prev_entries, previous_meta=read_meta(path),
+                last_publish=(last_publish or {}).get(operator), force=force, caches=caches,
+            ))
+    finally:
+        caches.diffs.clear()  # it holds whole zones: keep them no longer than this plan
+    # The renderings this plan uses are the ones the next plan patches; the others hold whole
+    # zones for nothing.
+    prune_renderings(caches.render, [p.zone for p in plans])
     return Plan(at, plans, dict(orders))

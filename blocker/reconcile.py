@@ -188,7 +188,7 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
                 audit.append("publish-failed", {"operator": operator, "error": str(exc)}, actor=actor)
             outcomes.append(OperatorOutcome(operator, False, None, None, str(exc)))
             continue
-        order_ids = sorted({i for e in op_plan.entries.values() for i in e.order_ids})
+        order_ids = list(op_plan.order_ids)
         if state is not None:
             state.record_publish(ZoneRecord(operator, serial, op_plan.zone.checksum, op_plan.zone.names,
                                             op_plan.zone.entries, published_at, False, "reload pending"), order_ids)
@@ -260,7 +260,7 @@ def _adopt(state: State, audit: AuditLog | None, op_plan: Any, orders: Mapping[s
     assert op_plan.previous is not None
     if recorded is not None and recorded.checksum == op_plan.zone.checksum:
         return
-    order_ids = sorted({i for e in op_plan.entries.values() for i in e.order_ids})
+    order_ids = list(op_plan.order_ids)
     state.record_publish(ZoneRecord(op_plan.operator, op_plan.previous.serial, op_plan.zone.checksum,
                                     op_plan.zone.names, op_plan.zone.entries, at, True,
                                     "adopted: zone already current on disk"), order_ids)

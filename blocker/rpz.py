@@ -8,14 +8,15 @@ entries in force and the serial: an unchanged state renders byte-identical.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from blocker.config import Config, OperatorConfig
-from blocker.policy import Entry, ZoneContent, ZoneEntries
+from blocker.policy import Entry, ZoneContent, ZoneEntries, sort_key
 
 SERIAL_MOD = 2**32
 CNAME_TARGETS = {"nxdomain": ".", "nodata": "*.", "drop": "rpz-drop."}
@@ -24,6 +25,13 @@ _HEADER_RE = re.compile(r"^; content-sha256: ([0-9a-f]{64})$", re.M)
 # blocker writes `@ IN SOA`; a zone another writer left in the folder may carry a TTL and/or the
 # class (`@ 60 IN SOA`): its serial must count too, or the first render after it could go back.
 _SOA_RE = re.compile(r"^@(?:[ \t]+\d+)?(?:[ \t]+IN)?[ \t]+SOA[ \t]+\S+[ \t]+\S+[ \t]+(\d+)[ \t]", re.M)
+# The same two patterns over bytes, for the structural check of a whole zone without decoding
+# it: `\S` spelled out as what str's `\S` is on ASCII (str's `\s` also holds \x1c-\x1f), and
+# any byte above 0x7f matches it like the U+FFFD that decoding with errors="replace" gives.
+_HEADER_RE_B = re.compile(rb"^; content-sha256: ([0-9a-f]{64})$", re.M)
+_NS_B = rb"[^ \t\n\r\f\v\x1c-\x1f]"
+_SOA_RE_B = re.compile(rb"^@(?:[ \t]+[0-9]+)?(?:[ \t]+IN)?[ \t]+SOA[ \t]+" + _NS_B + rb"+[ \t]+" + _NS_B
+                       + rb"+[ \t]+([0-9]+)[ \t]", re.M)
 
 
 def _records(action: str, op: OperatorConfig) -> list[str]:
@@ -64,7 +72,8 @@ class RenderedZone:
     content: ZoneContent | None = field(default=None, compare=False, repr=False)
 
     def text(self, serial: int, config: Config) -> bytes:
-        return header(self, serial, config) + self.body + canary(self.operator, serial)
+        # One join, one copy of the body (`a + b + c` would make two).
+        return b"".join((header(self, serial, config), self.body, canary(self.operator, serial)))
 
 
 def canary_owner(operator: str) -> str:
@@ -80,36 +89,146 @@ def canary(operator: str, serial: int) -> bytes:
     return f'{canary_owner(operator)} TXT "{serial}"\n'.encode("ascii")
 
 
-def _join_chunked(lines: Iterator[str], size: int = 65536) -> bytes:
-    """Join a stream of lines without holding every line object at once (1.5M lines would be
-    ~120 MB of small strings): encode in chunks, join the chunks."""
-    chunks: list[bytes] = []
-    batch: list[str] = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) >= size:
-            chunks.append("".join(batch).encode("ascii"))
-            batch.clear()
-    chunks.append("".join(batch).encode("ascii"))
-    return b"".join(chunks)
+class _Suffixes(dict):  # type: ignore[type-arg]
+    """Entry -> what follows the owner on its line (" CNAME . ; ids\n"), made on first need;
+    an entry whose action has several records (redirect to A and AAAA) gets one per record."""
+
+    def __init__(self, templates: dict[str, tuple[str, ...]]) -> None:
+        super().__init__()
+        self.templates = templates
+        self.comments: dict[tuple[str, ...], str] = {}
+        self.multi = False
+
+    def __missing__(self, entry: Entry) -> str | tuple[str, ...]:
+        action, ids = entry
+        comment = self.comments.get(ids)
+        if comment is None:
+            comment = self.comments[ids] = " ; " + ",".join(ids) + "\n"
+        records = self.templates[action]
+        value: str | tuple[str, ...]
+        if len(records) == 1:
+            value = " " + records[0] + comment
+        else:
+            value = tuple(" " + record + comment for record in records)
+            self.multi = True
+        self[entry] = value
+        return value
+
+
+def _render(owners: list[str], entries: ZoneEntries, templates: dict[str, tuple[str, ...]],
+            size: int = 65536) -> bytes:
+    """Exactly the bytes of `body_lines` joined, faster: what follows the owner on its line(s)
+    is made once per distinct entry, the owners and those suffixes are interleaved by slice
+    assignment, joined and encoded a chunk at a time into one growing buffer (no list of
+    chunks to join: that would hold the body twice)."""
+    out = io.BytesIO()
+    suffixes = _Suffixes(templates)
+    for start in range(0, len(owners), size):
+        part = owners[start:start + size]
+        sufs = list(map(suffixes.__getitem__, map(entries.__getitem__, part)))
+        if not suffixes.multi:
+            pieces: list[str] = [""] * (2 * len(part))
+            pieces[0::2] = part
+            pieces[1::2] = sufs  # type: ignore[assignment]
+        else:
+            pieces = []
+            for owner, suf in zip(part, sufs, strict=True):
+                if type(suf) is str:
+                    pieces += (owner, suf)
+                else:
+                    for line in suf:
+                        pieces += (owner, line)
+        out.write("".join(pieces).encode("ascii"))
+        del sufs, pieces
+    return out.getvalue()
+
+
+def _owner_lines(owner: str, entry: Entry, templates: dict[str, tuple[str, ...]]) -> bytes:
+    comment = " ; " + ",".join(entry.order_ids) + "\n"
+    return "".join(f"{owner} {record}{comment}" for record in templates[entry.action]).encode("ascii")
+
+
+def _find_lines(body: bytes, key: str, owner: bytes, lo: int) -> tuple[int, int]:
+    """The byte range of `owner`'s lines in a rendered body (canonical order, one owner's
+    records together), found by binary search over line starts from `lo`: (start, start)
+    when the owner is absent, start being where its lines would go."""
+    hi = len(body)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        start = body.rfind(b"\n", lo, mid) + 1 or lo
+        if sort_key(body[start:body.index(b" ", start)].decode("ascii")) < key:
+            lo = body.index(b"\n", start) + 1
+        else:
+            hi = start
+    end, head = lo, owner + b" "
+    while body.startswith(head, end):
+        end = body.index(b"\n", end) + 1
+    return lo, end
+
+
+def _patch_body(body: bytes, touched: Iterable[str], entries: ZoneEntries,
+                templates: dict[str, tuple[str, ...]]) -> tuple[bytes, int]:
+    """`body` with the lines of the `touched` owners replaced by what `entries` gives them
+    (nothing for an owner no longer there), and the change in the number of records."""
+    pieces: list[Any] = []
+    view = memoryview(body)
+    at = 0
+    delta = 0
+    for owner in sorted(touched, key=sort_key):
+        start, end = _find_lines(body, sort_key(owner), owner.encode("ascii"), at)
+        entry = entries.get(owner)
+        lines = _owner_lines(owner, entry, templates) if entry is not None else b""
+        delta += lines.count(b"\n") - body.count(b"\n", start, end)
+        pieces += (view[at:start], lines)
+        at = end
+    pieces.append(view[at:])
+    return b"".join(pieces), delta
+
+
+def _patch_base(content: ZoneContent, templates: dict[str, tuple[str, ...]],
+                cache: dict[tuple[Any, ...], RenderedZone]) -> RenderedZone | None:
+    """A cached rendering of the content `content` was patched from, made with the same
+    templates for every action it holds: the new body is that one with a few lines changed."""
+    base = content.patched_from() if content.patched_from is not None else None
+    if base is None or content.touched is None or len(content.touched) > max(1000, len(content.owners) // 64):
+        return None
+    for key, zone in cache.items():
+        if zone.content is base and all(templates[action] == records for action, records in key[2]):
+            return zone
+    return None
 
 
 def render_body(content: ZoneContent, op: OperatorConfig,
                 cache: dict[tuple[Any, ...], RenderedZone] | None = None) -> RenderedZone:
-    """The zone body; operators with the same content and templates share one rendering."""
+    """The zone body; operators with the same content and templates share one rendering, and a
+    content patched from an earlier one patches that one's rendering."""
     templates = _templates(op)
     key = (id(content), content.key, tuple((a, templates[a]) for a in sorted(content.actions)))
     hit = cache.get(key) if cache is not None else None
     if hit is not None and hit.content is content:
         return RenderedZone(op.id, op.origin, hit.body, hit.checksum, hit.entries, hit.names, content)
-    body = _join_chunked(body_lines(content, op))
-    zone = RenderedZone(op.id, op.origin, body, hashlib.sha256(body).hexdigest(), body.count(b"\n"),
-                        content.names, content)
+    base = _patch_base(content, templates, cache) if cache is not None else None
+    if base is not None:
+        assert content.touched is not None
+        body, delta = _patch_body(base.body, content.touched, content.entries, templates)
+        records = base.entries + delta
+    else:
+        body = _render(content.owners, content.entries, templates)
+        records = body.count(b"\n")
+    zone = RenderedZone(op.id, op.origin, body, hashlib.sha256(body).hexdigest(), records, content.names, content)
     if cache is not None:
         if len(cache) > 16:
             cache.clear()
         cache[key] = zone
     return zone
+
+
+def prune_renderings(cache: dict[tuple[Any, ...], RenderedZone], keep: Iterable[RenderedZone]) -> None:
+    """Drop the cached renderings no zone in `keep` uses (each holds a whole zone): what a plan
+    uses is what the next plan patches."""
+    wanted = {id(zone.content) for zone in keep if zone.content is not None}
+    for key in [k for k, zone in cache.items() if id(zone.content) not in wanted]:
+        del cache[key]
 
 
 def header(zone: RenderedZone, serial: int, config: Config) -> bytes:
@@ -161,30 +280,79 @@ def read_meta(path: Path) -> ZoneMeta | None:
     return ZoneMeta(int(soa.group(1)), checksum.group(1) if checksum else None)
 
 
+def _parse_entries(lines: Iterable[str]) -> ZoneEntries:
+    entries: ZoneEntries = {}
+    parsed: dict[str, Entry | None] = {}  # the text after the owner -> its entry (None: the canary)
+    for line in lines:
+        if line[0] in ";$@\n":
+            continue
+        space = line.find(" ")
+        rest = line[space:] if space > 0 else None
+        entry = parsed.get(rest, False) if rest is not None else False
+        if entry is False:
+            record, _, comment = line.partition(" ; ")
+            _owner, rtype, rdata = record.split(" ", 2)
+            if rtype == "TXT":  # the serial canary
+                entry = None
+            else:
+                rdata = rdata.strip()
+                action = ACTION_OF_TARGET.get(rdata, "redirect") if rtype == "CNAME" else "redirect"
+                entry = Entry(action, tuple(comment.strip().split(",")) if comment else ())
+            if rest is not None:
+                parsed[rest] = entry
+        if entry is None:
+            continue
+        owner = line[:space]
+        if owner not in entries:
+            entries[owner] = entry  # type: ignore[assignment]
+    return entries
+
+
 def read_entries(path: Path) -> ZoneEntries:
     """The entries of a zone blocker wrote (what resolvers were last given), from its comments."""
-    entries: ZoneEntries = {}
     try:
         fh = path.open("r", encoding="ascii")
     except (FileNotFoundError, NotADirectoryError):  # no zone there (yet): publishing will say why
-        return entries
+        return {}
     with fh:
-        for line in fh:
-            if line[0] in ";$@\n":
-                continue
-            record, _, comment = line.partition(" ; ")
-            owner, rtype, rdata = record.split(" ", 2)
-            if rtype == "TXT":  # the serial canary
-                continue
-            rdata = rdata.strip()
-            action = ACTION_OF_TARGET.get(rdata, "redirect") if rtype == "CNAME" else "redirect"
-            if owner not in entries:
-                entries[owner] = Entry(action, tuple(comment.strip().split(",")) if comment else ())
-    return entries
+        return _parse_entries(fh)
+
+
+def entries_from_bytes(data: bytes) -> ZoneEntries:
+    """`read_entries` of a zone already read: the same text decoding, line for line."""
+    with io.TextIOWrapper(io.BytesIO(data), encoding="ascii") as fh:
+        return _parse_entries(fh)
 
 
 def structural_check(data: bytes, origin: str) -> list[str]:
     """A cheap check of a rendered zone when named-checkzone is not installed."""
+    try:
+        origin_line = f"$ORIGIN {origin}\n".encode("ascii")
+    except UnicodeEncodeError:
+        return _structural_check_text(data, origin)
+    # Over the bytes, as the text check below does over the decoded text (one character per
+    # byte, so the same positions): no 45 MB decode, no copy of the body to hash it.
+    problems = []
+    if origin_line not in data:
+        problems.append("missing $ORIGIN")
+    if _SOA_RE_B.search(data) is None:
+        problems.append("missing SOA")
+    if b"\n@ IN NS " not in data:
+        problems.append("missing NS")
+    if not data.endswith(b"\n"):
+        problems.append("truncated (no final newline)")
+    checksum = _HEADER_RE_B.search(data)
+    if checksum is not None and not problems:
+        body_start = data.index(b"\n", data.index(b"\n@ IN NS ") + 1) + 1
+        body_end = data.rfind(b"\n", 0, len(data) - 1) + 1  # the canary is the last line
+        if not data.startswith(b"serial.", body_end):
+            problems.append("missing the serial canary as last line")
+        elif hashlib.sha256(memoryview(data)[body_start:body_end]).hexdigest() != checksum.group(1).decode():
+            problems.append("body does not match its content-sha256")
+    return problems
+
+
+def _structural_check_text(data: bytes, origin: str) -> list[str]:
     problems = []
     text = data.decode("ascii", errors="replace")
     if f"$ORIGIN {origin}\n" not in text:

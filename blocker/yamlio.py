@@ -54,8 +54,26 @@ class LineList(list):
         return self.lines[index] if 0 <= index < len(self.lines) else self.line
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
 class _StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
-    pass
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        # libyaml's composer asks this of every node. A plain scalar whose first character
+        # starts no implicit resolver's pattern (most names: `site.example`), or a quoted one,
+        # is a string, and a collection gets its default tag: what the base method returns
+        # too, after its loop over no patterns (and with no path resolver registered).
+        if _PLAIN_FAST and not self.yaml_path_resolvers:
+            if kind is yaml.ScalarNode:
+                if value and (not implicit[0] or value[0] not in _RESOLVED):
+                    return _STR_TAG
+            elif kind is yaml.MappingNode:
+                return self.DEFAULT_MAPPING_TAG
+            elif kind is yaml.SequenceNode:
+                return self.DEFAULT_SEQUENCE_TAG
+        return super().resolve(kind, value, implicit)
 
 
 _CONSTRUCT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
@@ -124,6 +142,77 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:pairs", lambda loader, node: _r
 _StrictLoader.add_constructor(None, lambda loader, node: _refuse(loader, "", node))
 
 
+# First characters some implicit resolver (bool, int, float, null, timestamp, merge, ...) may
+# claim; with a catch-all resolver (key None) registered, every scalar takes the base method.
+_RESOLVED = frozenset(k for k in _StrictLoader.yaml_implicit_resolvers if k)
+_PLAIN_FAST = None not in _StrictLoader.yaml_implicit_resolvers and _StrictLoader.DEFAULT_SCALAR_TAG == _STR_TAG
+_FAST_DEPTH = 32  # order files nest three levels; deeper documents take the careful path
+
+
+class _Deep(Exception):
+    """A document nested deeper than the fast construction goes."""
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_BOOLS = _StrictLoader.bool_values
+_Scalar = yaml.ScalarNode
+
+
+def _fast(loader: _StrictLoader, node: yaml.Node, depth: int) -> Any:
+    """`_child`, for a document without anchors (so without aliases): strings, booleans, and
+    the mappings and sequences the constructors above build, without `construct_object`'s
+    bookkeeping per node; anything else (and a value that does not fit its tag) goes through
+    `_child` itself."""
+    cls = type(node)
+    if cls is _Scalar:
+        tag = node.tag
+        if tag == _STR_TAG:
+            return node.value
+        if tag == _BOOL_TAG:  # what SafeConstructor.construct_yaml_bool returns
+            value = _BOOLS.get(node.value.lower())
+            if value is not None:
+                return value
+        return _child(loader, node)
+    if depth > _FAST_DEPTH:
+        raise _Deep
+    if cls is yaml.MappingNode and node.tag == _MAP_TAG:
+        return _fast_map(loader, node, depth)
+    if cls is yaml.SequenceNode and node.tag == _SEQ_TAG:
+        children = node.value
+        data = LineList([child.value if type(child) is _Scalar and child.tag == _STR_TAG
+                         else _fast(loader, child, depth + 1) for child in children])
+        data.line = node.start_mark.line + 1
+        data.lines = [child.start_mark.line + 1 for child in children]
+        return data
+    return _child(loader, node)
+
+
+def _fast_map(loader: _StrictLoader, node: yaml.MappingNode, depth: int) -> LineDict:
+    """`_construct_map`, children built by `_fast`: the same checks, in the same order."""
+    data = LineDict()
+    data.line = node.start_mark.line + 1
+    data.lines = lines = {}
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if type(key_node) is _Scalar and key_node.tag == _STR_TAG:
+            key = key_node.value
+        else:
+            if key_node.tag == _MERGE_TAG:
+                raise YamlError("merge keys (<<) are not allowed", line)
+            key = _fast(loader, key_node, depth + 1)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                raise YamlError("mapping keys must be plain scalars", line)
+        if key in data:
+            raise YamlError(f"duplicate key {key!r} (first at line {lines[key]})", line)
+        if type(value_node) is _Scalar and value_node.tag == _STR_TAG:
+            data[key] = value_node.value
+        else:
+            data[key] = _fast(loader, value_node, depth + 1)
+        lines[key] = line
+    return data
+
+
 def loads_mapping(data: bytes) -> LineDict:
     """Parse bytes as exactly one YAML document whose top level is a mapping."""
     try:
@@ -142,6 +231,12 @@ def loads_mapping(data: bytes) -> LineDict:
             raise YamlError("empty file: expected a mapping of fields")
         if not isinstance(node, yaml.MappingNode):
             raise YamlError("expected a mapping of fields at the top level", node.start_mark.line + 1)
+        if "&" not in text and node.tag == _MAP_TAG:
+            # No `&`, no anchor, so no alias: nothing `_child` guards against can occur.
+            try:
+                return _fast_map(loader, node, 0)
+            except _Deep:
+                loader.constructed_objects, loader.recursive_objects = {}, {}
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -434,17 +434,24 @@ def test_resolver_down_is_an_error_never_compliant(env: Env, passes: dict, resol
 
 def test_longest_names_get_a_subdomain_check_that_fits(env: Env, passes: dict, resolvers: dict[str, Resolver],
                                                        tmp_path: Path) -> None:
-    """A 242-octet target: `probe-xxxxxxxx.` in front would make a name longer than DNS allows,
-    which used to end the whole pass with an internal error."""
-    long = ".".join(["s" * 57] * 4) + ".example.gg"
+    """The longest target a zone can hold (232 octets under `orange.rpz.blocker.` with its `*.`
+    twin) still gets a subdomain check; a longer one is refused where it enters, so no probe pass
+    can end on a name longer than DNS allows."""
+    long = ".".join(["s" * 57] * 3 + ["t" * 47]) + ".example.gg"
+    assert len(long) == 232
     orders = write_orders(tmp_path / "orders", {"cli-long": (*ORDERS["cli-block"][:3], long)})
     proc = env.probe("unbound", resolvers["unbound"].port, T_IN, "--json", orders=orders)
     results = results_of(proc)
     assert proc.returncode == 1, proc.stdout + proc.stderr      # not in the zone loaded now
     names = {r["kind"]: r["name"] for r in results}
     assert names["target"] == long
-    assert names["subdomain"].endswith("." + long) and len(names["subdomain"]) == 253
+    assert names["subdomain"].endswith("." + long) and len(names["subdomain"]) <= 253
     assert [r["verdict"] for r in results if r["expected"] == "blocked"] == ["not-blocked"] * 2
+
+    too_long = "u" + long
+    orders = write_orders(tmp_path / "orders-long", {"cli-long": (*ORDERS["cli-block"][:3], too_long)})
+    proc = env.probe("unbound", resolvers["unbound"].port, T_IN, "--json", orders=orders)
+    assert proc.returncode == 2 and "too long to block under the zone origin" in proc.stderr
 
 
 # ------------------------------------------------------------------------------------------

@@ -979,9 +979,6 @@ def test_powerdns_flush_wipes_every_changed_name_and_the_serial_canary(tmp_path)
     assert publish.flush_argvs(config.operators["free"], ["a.example"]) == []      # no pdns: nothing to wipe
 
 
-@pytest.mark.xfail(strict=True, reason="orders/names: a target up to 253 octets passes validation, but `*.NAME.` plus "
-                                         "the operator's origin exceeds 255 octets: named-checkzone refuses the whole "
-                                         "zone (render/apply exit 5 for every later publish of that operator)")
 def test_a_target_too_long_for_the_zone_is_refused_where_it_enters(work):
     name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 50]) + ".example"     # 250 octets: a valid hostname
     work.write("long", [name])
