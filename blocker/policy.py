@@ -67,8 +67,7 @@ class ZoneContent:
 
     @cached_property
     def names(self) -> int:
-        """Distinct blocked names (a wildcard twin is the same name's subdomains, not another name)."""
-        return len(self.entries) - sum(map(str.startswith, self.entries, repeat("*.")))
+        return blocked_names(self.entries)
 
 
 def sort_key(name: str) -> str:
@@ -382,7 +381,7 @@ def desired_entries(orders: Iterable[Order], operator: str, at: datetime) -> Zon
 
 def blocked_names(entries: ZoneEntries) -> int:
     """Distinct blocked names (a wildcard twin is the same name's subdomains, not another name)."""
-    return sum(1 for owner in entries if not owner.startswith("*."))
+    return len(entries) - sum(map(str.startswith, entries, repeat("*.")))
 
 
 def next_transition(orders: Iterable[Order], after: datetime) -> datetime | None:

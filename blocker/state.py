@@ -64,12 +64,7 @@ CREATE TABLE IF NOT EXISTS probe_last (
     failures INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (order_id, operator)
 );
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def iso(at: datetime) -> str:
@@ -272,15 +267,6 @@ class State:
     def probe_last(self) -> dict[tuple[str, str], tuple[datetime | None, datetime | None, int]]:
         rows = self.db.execute("SELECT order_id, operator, last_ok, last_failure, failures FROM probe_last").fetchall()
         return {(o, op): (from_iso(ok), from_iso(bad), n) for o, op, ok, bad, n in rows}
-
-    # meta --------------------------------------------------------------------------------
-    def get_meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else row[0]
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
 
     # read-only helpers for the legal reports ------------------------------------------------
     def version_summary(self) -> dict[str, tuple[int, datetime]]:
