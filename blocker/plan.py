@@ -110,8 +110,7 @@ class Plan:
                 "operators": [p.to_json() for p in self.operators]}
 
 
-def _removal_reasons(ids: Iterable[str], owner: str, operator: str, orders: Mapping[str, Order],
-                     at: datetime) -> tuple[str, ...]:
+def _removal_reasons(ids: Iterable[str], orders: Mapping[str, Order], at: datetime) -> tuple[str, ...]:
     if not ids:  # a line no order asked for (hand-edited, another tool): nothing explains removing it
         return ("orphaned",)
     reasons = set()
@@ -139,7 +138,7 @@ def _addition_reasons(ids: Iterable[str], orders: Mapping[str, Order], known_ids
     return tuple(sorted(reasons))
 
 
-def diff(previous: ZoneEntries, desired: ZoneEntries, operator: str, orders: Mapping[str, Order], at: datetime,
+def diff(previous: ZoneEntries, desired: ZoneEntries, orders: Mapping[str, Order], at: datetime,
          last_publish: datetime | None, ordered: Iterable[str] | None = None,
          candidates: Iterable[str] | None = None, known_ids: set[str] | None = None) -> list[Change]:
     """Changes from `previous` to `desired`, in canonical order when `ordered` gives it.
@@ -164,7 +163,7 @@ def diff(previous: ZoneEntries, desired: ZoneEntries, operator: str, orders: Map
 
     def why_removed(ids: tuple[str, ...]) -> tuple[str, ...]:
         if ids not in removed_why:
-            removed_why[ids] = _removal_reasons(ids, "", operator, orders, at)
+            removed_why[ids] = _removal_reasons(ids, orders, at)
         return removed_why[ids]
 
     if candidates is not None:
@@ -264,7 +263,7 @@ def plan_operator(operator: str, orders: Mapping[str, Order], at: datetime, conf
             candidates = content.touched
             if all(o.targets for o in base.orders):  # each order in force names at least one owner
                 known = {order_id for order_id, _ in base.key}
-        changes = diff(previous, content.entries, operator, orders, at, last_publish, content.owners, candidates,
+        changes = diff(previous, content.entries, orders, at, last_publish, content.owners, candidates,
                        known)
         caches.diffs[memo_key] = (previous, content.entries, orders, changes)
     allowed, held, guard = apply_guards(changes, previous, config, force)

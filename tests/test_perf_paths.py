@@ -310,10 +310,10 @@ def test_diff_of_a_patched_content_equals_the_full_diff(states):
             assert known == {i for e in prev_entries.values() for i in e.order_ids}
         for last in (None, datetime(2027, 1, 1, 12, tzinfo=UTC)):
             want = ref_diff(prev_entries, content.entries, "orange", by_id, AT, last, content.owners)
-            assert as_tuples(diff(prev_entries, content.entries, "orange", by_id, AT, last, content.owners,
+            assert as_tuples(diff(prev_entries, content.entries, by_id, AT, last, content.owners,
                                   candidates, known)) == want
-            assert as_tuples(diff(prev_entries, content.entries, "orange", by_id, AT, last, content.owners)) == want
-            assert as_tuples(diff(dict(prev_entries), content.entries, "orange", by_id, AT, last)) == want
+            assert as_tuples(diff(prev_entries, content.entries, by_id, AT, last, content.owners)) == want
+            assert as_tuples(diff(dict(prev_entries), content.entries, by_id, AT, last)) == want
         previous_content = content
 
 
