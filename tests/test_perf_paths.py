@@ -115,7 +115,7 @@ def ref_diff(previous, desired_, operator, orders, at, last_publish, ordered=Non
 
     def why_removed(ids):
         if ids not in removed_why:
-            removed_why[ids] = _removal_reasons(ids, "", operator, orders, at)
+            removed_why[ids] = _removal_reasons(ids, orders, at)
         return removed_why[ids]
 
     differing = {owner for owner, _ in desired_.items() - previous.items()}
