@@ -232,8 +232,8 @@ def png_pixels(data: bytes) -> tuple[int, int, bytes]:
     return width, height, zlib.decompress(idat)
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (make test installs it)")
 def test_html_report_opens_in_headless_chromium(scenario: Path, tmp_path: Path) -> None:
+    assert shutil.which("chromium"), "Debian chromium is missing: `make test` installs it"
     out = tmp_path / "report.html"
     proc = blocker("report", "--orders", "orders", "--state-dir", "state", "--at", T, "--format", "html",
                    "--out", str(out), cwd=scenario)
