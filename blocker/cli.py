@@ -26,12 +26,12 @@ from blocker.publish import PublishError, write_zone
 from blocker.reconcile import (
     FLAG_ORPHANED,
     Effective,
+    choose_serial,
     effective_orders,
     publish_lock,
     publish_plan,
-    scheme_serial,
 )
-from blocker.rpz import next_serial, read_meta, render_body
+from blocker.rpz import read_meta, render_body
 from blocker.state import State
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CHANGES, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2, 3, 4, 5
@@ -135,7 +135,7 @@ def cmd_render(args: argparse.Namespace, config: Config) -> int:
         if meta is not None and meta.checksum == zone.checksum:
             print(f"{path}: unchanged, serial {meta.serial}, {zone.names} names, {zone.entries} records")
             continue
-        serial = next_serial(meta.serial if meta else None, scheme_serial(result.orders, operator, at))
+        serial = choose_serial(path, None, result.orders, operator, at)
         try:
             write_zone(path, zone.text(serial, config), op.origin, config.publish_check,
                        zone.checksum)

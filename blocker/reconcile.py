@@ -153,6 +153,17 @@ def scheme_serial(orders: Mapping[str, Order], operator: str, at: datetime) -> i
     return int(max(instants).timestamp()) if instants else 1
 
 
+def choose_serial(path: Path, recorded: int | None, orders: Mapping[str, Order], operator: str,
+                  at: datetime) -> int:
+    """The serial of a changed zone: after both the one recorded in the state and the one in the
+    file on disk (whichever is later under RFC 1982), and at least the scheme value."""
+    previous = recorded
+    on_disk = read_meta(path)
+    if on_disk is not None and (previous is None or serial_gt(on_disk.serial, previous)):
+        previous = on_disk.serial
+    return next_serial(previous, scheme_serial(orders, operator, at))
+
+
 @dataclass(frozen=True)
 class OperatorOutcome:
     operator: str
@@ -174,11 +185,8 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         operator, op = op_plan.operator, config.operators[op_plan.operator]
         path = zones_dir / f"{operator}.rpz"
         recorded = state.zone(operator) if state is not None else None
-        previous = recorded.serial if recorded is not None else None
-        on_disk = read_meta(path)
-        if on_disk is not None and (previous is None or serial_gt(on_disk.serial, previous)):
-            previous = on_disk.serial
-        serial = next_serial(previous, scheme_serial(plan.orders, operator, plan.at))
+        serial = choose_serial(path, recorded.serial if recorded is not None else None, plan.orders, operator,
+                               plan.at)
         published_at = now or datetime.now(UTC)
         try:
             write_zone(path, op_plan.zone.text(serial, config), op.origin, config.publish_check,
