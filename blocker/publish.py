@@ -32,12 +32,10 @@ def check_zone(path: Path, data: bytes, origin: str, mode: str) -> list[str]:
     if mode == "named-checkzone" and checker is None:
         return ["publish.check is named-checkzone but named-checkzone is not installed"]
     if mode in ("named-checkzone", "auto") and checker is not None:
-        proc = subprocess.run([checker, "-q", "-k", "fail", "-n", "fail", origin, str(path)],
+        proc = subprocess.run([checker, "-k", "fail", "-n", "fail", origin, str(path)],
                               capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
-            out = subprocess.run([checker, "-k", "fail", "-n", "fail", origin, str(path)],
-                                 capture_output=True, text=True, timeout=600)
-            lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
+            lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
             return lines[:5] or [f"named-checkzone exited {proc.returncode}"]
         return []
     return structural_check(data, origin)
