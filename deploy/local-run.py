@@ -90,7 +90,7 @@ def main() -> int:
                    stdout=subprocess.DEVNULL)
     children = [start_unbound(op, port, CONTROL_BASE + i + 1) for i, (op, port) in enumerate(OPERATORS.items())]
     time.sleep(0.5)
-    for proc, (op, port) in zip(children, OPERATORS.items(), strict=True):
+    for proc, op in zip(children, OPERATORS, strict=True):
         if proc.poll() is not None:
             print(f"unbound for {op} failed to start: see var/unbound/{op}/unbound.log", file=sys.stderr)
     print("local Unbound per operator on 127.0.0.1:5301-5304; blocker daemon on http://127.0.0.1:9731 "
