@@ -42,6 +42,7 @@ from blocker.report import (
     to_csv,
 )
 from blocker.state import State
+from blocker.textsafe import printable
 
 WINDOW_RE = re.compile(r"\s*(\d{1,5})\s*(h|hours?|d|days?|w|weeks?)\s*\Z", re.IGNORECASE)
 UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
@@ -152,13 +153,31 @@ def cmd_audit_verify(args: argparse.Namespace, config: Config) -> int:
     if not log.path.exists() and log.head() is None:
         raise cli.CliError(f"{log.path}: no audit trail (nothing was ever applied with this --state-dir)")
     result = verify_live(log)
+    for repair in result.repairs:  # every repair, also those that keep the trail intact
+        print(_repair_line(repair))
     if result.ok:
-        print(f"audit trail intact: {result.count} records, head {result.head}")
+        print(f"audit trail intact: {result.count} records, head {result.head}"
+              + (f" ({len(result.repairs)} repair(s) of an uncommitted torn end, see above)" if result.repairs else ""))
         return cli.EXIT_OK
-    print(f"audit trail BROKEN at line {result.bad_line} (record {result.bad_line}): {result.reason}")
+    print(f"audit trail BROKEN at line {result.bad_line} (record {result.bad_line}): {printable(result.reason)}")
     print(f"{result.count} record(s) before it chain correctly"
           + (f"; last good hash {result.head}" if result.count else ""))
     return cli.EXIT_INVALID
+
+
+def _repair_line(repair: dict[str, Any]) -> str:
+    """One line per `audit-repaired` record: when, what was moved aside (file, size, SHA-256), and
+    whether it was a removal (the head file had counted what was lost)."""
+    where = f"from byte {repair.get('offset')}, after record {repair.get('last_seq')}"
+    if repair.get("quarantine"):
+        what = (f"quarantined {repair.get('size')} bytes {where} in {repair.get('quarantine')}, "
+                f"sha256 {repair.get('sha256')}")
+    else:
+        what = f"nothing left to quarantine ({where})"
+    verdict = ("uncommitted, nothing lost" if repair.get("committed") is False
+               else "the head file had counted it: a removal")
+    return printable(f"repair at {repair.get('ts')} (record {repair.get('seq')}): {repair.get('reason', '')}; "
+                     f"{what}; {verdict}", limit=1000)
 
 
 def _value(value: Any) -> str:

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from blocker.audit import AuditLog, VerifyResult, checked_lines, concerns
+from blocker.audit import REPAIRED, AuditLog, VerifyResult, checked_lines, concerns, repair_problem
 from blocker.config import Config
 from blocker.htmlreport import (
     audit_banner,
@@ -128,6 +128,7 @@ class _AuditScan:
     head: tuple[int, str] | None = None
     verified: VerifyResult | None = None
     chain_lines: int = 0
+    repairs: list[dict[str, Any]] = field(default_factory=list)  # audit-repaired records anywhere in the trail
 
 
 def _scan_audit(out: Path, audit: AuditLog, order_id: str, paths: set[str]) -> _AuditScan:
@@ -147,6 +148,11 @@ def _scan_audit(out: Path, audit: AuditLog, order_id: str, paths: set[str]) -> _
             record = line.record
             if record is None or not isinstance(record.get("seq"), int):
                 continue
+            if record.get("event") == REPAIRED and line.bad_line is None:
+                scan.repairs.append({**(record.get("data") or {}), "seq": record["seq"], "ts": record.get("ts")})
+                problem = repair_problem(record, audit.dir)  # as `audit verify` judges it
+                if problem and scan.verified is None:
+                    scan.verified = VerifyResult(False, count, last, record["seq"], problem)
             count, last = count + 1, str(record.get("hash"))
             scan.head = (record["seq"], last)
             data = record.get("data") if isinstance(record.get("data"), dict) else {}
@@ -177,6 +183,7 @@ def _scan_audit(out: Path, audit: AuditLog, order_id: str, paths: set[str]) -> _
         "head": None if scan.head is None else {"seq": scan.head[0], "hash": scan.head[1]},
         "head_file": None if head_file is None else {"seq": head_file[0], "hash": head_file[1]},
         "first_concerning_seq": scan.first_seq,
+        "repairs": scan.repairs,
         "records": [{k: r[k] for k in ("seq", "hash", "prev")} for r in scan.records],
         "chain": "audit/chain.txt: `SEQ HASH` for every record from the first concerning record to the head",
         "hash": "SHA-256 of the record's canonical JSON without its `hash` key: keys sorted, no spaces, UTF-8",
@@ -291,7 +298,10 @@ VERIFY_SCRIPT = '''#!/usr/bin/env python3
    without `hash`: keys sorted, no spaces, UTF-8) and is stored in that canonical form;
 3. each record sits in audit/chain.txt at its sequence number, after its `prev`, and the chain
    runs without a gap to the head named in audit/chain-proof.json;
-4. with --log: the whole trail chains from its first record, and chain.txt matches it.
+4. with --log: the whole trail chains from its first record, and chain.txt matches it;
+5. every `audit-repaired` record (in chain-proof.json, and in the --log trail) is printed: one that
+   moved aside a torn tail the head file had not counted (an append cut short) holds, with --log
+   its quarantined bytes must still match; any other repair is a removal and fails.
 Exit 0 when everything holds, 1 otherwise (each problem is printed).
 """
 import hashlib
@@ -309,6 +319,21 @@ def canonical(obj):
 
 def record_hash(record):
     return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+
+
+def check_repair(repair, problems, folder=None):
+    """Print one repair; a removal (committed) or lost evidence is a problem, like `blocker audit verify`."""
+    seq = repair.get("seq")
+    print(f"repair at {repair.get('ts')} (record {seq}): {repair.get('reason')}; "
+          f"{repair.get('size')} bytes in {repair.get('quarantine')}, sha256 {repair.get('sha256')}")
+    if repair.get("committed") is not False:
+        problems.append(f"record {seq}: audit-repaired: records the head file had counted were removed")
+    elif folder is not None and repair.get("quarantine"):
+        path = folder / repair["quarantine"]
+        if not path.is_file():
+            problems.append(f"record {seq}: quarantined tail {repair['quarantine']} is missing")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != repair.get("sha256"):
+            problems.append(f"record {seq}: quarantined tail {repair['quarantine']} does not match its SHA-256")
 
 
 def main(argv):
@@ -341,6 +366,8 @@ def main(argv):
             problems.append(f"record {seq}: not at its place in audit/chain.txt")
         if seq - 1 in chain and chain[seq - 1] != record.get("prev"):
             problems.append(f"record {seq}: its prev is not the hash of record {seq - 1}")
+    for repair in proof.get("repairs", []):
+        check_repair(repair, problems)
     head = proof.get("head")
     if seqs and (head is None or [seqs[-1], chain[seqs[-1]]] != [head["seq"], head["hash"]]):
         problems.append("audit/chain.txt does not end at the head in chain-proof.json")
@@ -355,6 +382,9 @@ def main(argv):
                     break
                 if number in chain and chain[number] != record["hash"]:
                     problems.append(f"--log: record {number} differs from audit/chain.txt")
+                if record.get("event") == "audit-repaired":
+                    check_repair({**record.get("data", {}), "seq": number, "ts": record.get("ts")}, problems,
+                                 Path(argv[1]).resolve().parent)
                 prev = record["hash"]
         if seqs and number < seqs[-1]:
             problems.append(f"--log: ends at record {number}, before the pack's head {seqs[-1]}")
