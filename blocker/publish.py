@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +52,13 @@ def _uses_checker(mode: str) -> bool:
 _CHECKED: dict[str, int] = {}
 
 
-def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: str | None = None) -> None:
-    """Atomically replace `path` with `data` after checking it; the old file stays on any failure."""
+def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: str | None = None,
+               before_replace: Callable[[], None] | None = None) -> None:
+    """Atomically replace `path` with `data` after checking it; the old file stays on any failure.
+
+    `before_replace` runs once the new zone passed its check, just before the rename: the audit
+    records of the change are written there, so no zone is served whose change is not on record
+    (an exception it raises leaves the old file in place and propagates)."""
     tmp: Path | None = None
     try:
         # Inside the try: an unwritable or missing folder is a publish error like any other.
@@ -75,6 +81,8 @@ def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: 
                 _CHECKED[body_checksum] = len(origin)
         if problems:
             raise PublishError(f"{path.name}: zone check failed: {'; '.join(problems)}")
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as exc:

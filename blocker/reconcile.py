@@ -83,7 +83,8 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
             continue
         if hashlib.sha256(content).hexdigest() != order.digest:
             continue  # the file changed again under us: the next reconcile takes it
-        state.remember_order(order_id, order.digest, order.path, content, at)
+        # Write-ahead: the receipt is durable before the version is known to the state, so a failed
+        # append (AuditWriteError) leaves the version new and the next reconcile records it again.
         if audit is not None:
             if prev is None:
                 audit.append("order-added", _order_summary(order), actor=actor)
@@ -94,6 +95,7 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
             if order.lifted_early and order.lifted is not None:
                 audit.append("order-lifted-early", {"order": order_id, "at": fmt_instant(order.lifted.at),
                                                     "reason": order.lifted.reason}, actor=actor)
+        state.remember_order(order_id, order.digest, order.path, content, at)
     for order_id, version in sorted(last.items()):
         if order_id in result.orders:
             continue
@@ -107,10 +109,10 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
         elif old.end > at and not force:
             eff.orders[order_id], eff.flags[order_id] = old, FLAG_ORPHANED
             if version.present and record:
-                state.set_present(order_id, False, at)
                 if audit is not None:
                     audit.append("order-orphaned", {"order": order_id, "file": version.path,
                                                     "note": "file removed while in force; entries kept"}, actor=actor)
+                state.set_present(order_id, False, at)
         elif record:  # forced: a human lifts the orphan
             if audit is not None:
                 audit.append("order-forgotten", {"order": order_id, "file": version.path, "forced": True},
@@ -188,20 +190,32 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         serial = choose_serial(path, recorded.serial if recorded is not None else None, plan.orders, operator,
                                plan.at)
         published_at = now or datetime.now(UTC)
+        order_ids = list(op_plan.order_ids)
+        announced: list[bool] = []
+
+        def write_ahead(op_plan: Any = op_plan, serial: int = serial, order_ids: list[str] = order_ids,
+                        announced: list[bool] = announced) -> None:
+            # Write-ahead: the records of the change are durable before the zone is renamed into
+            # place; an AuditWriteError here leaves the previous zone serving, nothing published.
+            if audit is not None:
+                _audit_publish(audit, op_plan, serial, order_ids, actor)
+                announced.append(True)
+
         try:
             write_zone(path, op_plan.zone.text(serial, config), op.origin, config.publish_check,
-                       op_plan.zone.checksum)
+                       op_plan.zone.checksum, before_replace=write_ahead)
         except PublishError as exc:
             if audit is not None:
-                audit.append("publish-failed", {"operator": operator, "error": str(exc)}, actor=actor)
+                failed: dict[str, Any] = {"operator": operator, "error": str(exc)}
+                if announced:  # the rename failed after the change was recorded: say it did not happen
+                    failed.update(serial=serial, note="the records of this change were written; the zone "
+                                  "was not put in place")
+                audit.append("publish-failed", failed, actor=actor)
             outcomes.append(OperatorOutcome(operator, False, None, None, str(exc)))
             continue
-        order_ids = list(op_plan.order_ids)
         if state is not None:
             state.record_publish(ZoneRecord(operator, serial, op_plan.zone.checksum, op_plan.zone.names,
                                             op_plan.zone.entries, published_at, False, "reload pending"), order_ids)
-        if audit is not None:
-            _audit_publish(audit, op_plan, serial, order_ids, actor)
         changed = [c.owner for c in op_plan.changes]
         result = run_reload(op, path, serial, config.reload_timeout, changed)
         if result.ok and op.resolvers and op.reload.kind != "none":
