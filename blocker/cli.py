@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from blocker import __version__, cli_legal
-from blocker.audit import AuditLog
+from blocker.audit import AuditLog, AuditWriteError
 from blocker.config import Config, ConfigError, load_config
 from blocker.legaltime import LegalTimeError, parse_instant, zone
 from blocker.orders import LoadResult, load_orders
@@ -196,6 +196,7 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
     audit = AuditLog(state_dir)
     try:
         with publish_lock(state_dir):
+            audit.repair()  # a torn end left by a crash or a full disk is moved aside before anything
             plan, eff, state = _plan(args, config, record=True, force=args.force, audit=audit)
             _print_plan(plan, eff, args.json)
             if args.checksum and args.checksum != plan.checksum:
@@ -220,6 +221,9 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
                                     now=plan.at if args.at else None)
     except PublishError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
+    except AuditWriteError as exc:
+        raise CliError(f"audit trail cannot be written; no zone was published without its record (the "
+                       f"previous zones keep serving): {exc}", EXIT_FAILED) from None
     failed = False
     for o in outcomes:
         if not o.published:
@@ -455,6 +459,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"blocker: config: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except AuditWriteError as exc:  # any command that records: one line, exit 5, never 70
+        print(f"blocker: audit trail cannot be written: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

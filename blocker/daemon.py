@@ -8,6 +8,7 @@ reconcile, never *what*. A periodic reconcile and a poll of the orders folder ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -26,7 +27,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from blocker import __version__
-from blocker.audit import AuditLog
+from blocker.audit import AuditLog, AuditWriteError
 from blocker.config import Config, ConfigError, OperatorConfig, load_config
 from blocker.expectations import RANDOM_LABEL_PREFIX, expected_checks, signature_for, targets_for
 from blocker.legaltime import fmt_instant
@@ -88,7 +89,8 @@ class Daemon:
         self._hup = False
         self._lock_file: Any = None
         self.state: State | None = None
-        self.audit = AuditLog(self.state_dir, actor=ACTOR)
+        self.audit = AuditLog(self.state_dir, actor=ACTOR, observer=self._audit_observed)
+        self._audit_down_since: datetime | None = None
         self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": config.misfire_grace,
         })
@@ -152,10 +154,14 @@ class Daemon:
         try:
             self.state = State(self.state_dir)
             self.start_http()
-            self.audit.append("daemon-start", {"version": __version__, "pid": os.getpid(),
-                                               "config": self.config.source,
-                                               "orders_dir": str(self.config.orders_dir),
-                                               "zones_dir": str(self.config.zones_dir)})
+            try:  # repairs a torn end first; an unwritable trail must not stop the daemon (health says it)
+                self.audit.append("daemon-start", {"version": __version__, "pid": os.getpid(),
+                                                   "config": self.config.source,
+                                                   "orders_dir": str(self.config.orders_dir),
+                                                   "zones_dir": str(self.config.zones_dir)})
+            except AuditWriteError as exc:
+                log.error("audit trail cannot be written: nothing is published until it can",
+                          extra={"error": str(exc)})
             log.info("daemon started", extra={"version": __version__, "orders_dir": str(self.config.orders_dir),
                                               "zones_dir": str(self.config.zones_dir),
                                               "state_dir": str(self.state_dir)})
@@ -191,7 +197,8 @@ class Daemon:
         # A reconcile or probe pass still running finishes first; one starting later finds no state.
         with self._reconcile_lock, self._probe_lock:
             if self.state is not None:
-                self.audit.append("daemon-stop", {"pid": os.getpid()})
+                with contextlib.suppress(AuditWriteError):  # already reported by health and metrics
+                    self.audit.append("daemon-stop", {"pid": os.getpid()})
                 log.info("daemon stopped")
                 self.state.close()
                 self.state = None
@@ -272,7 +279,13 @@ class Daemon:
             started = time.monotonic()
             try:
                 with publish_lock(self.state_dir):
+                    self._audit_recovered()
                     ok = self._reconcile(reason, instant)
+            except AuditWriteError as exc:  # nothing was published whose change is not on record
+                log.error("audit trail cannot be written: the previous zones keep serving", extra={"error": str(exc)})
+                self.health = Health(False, [f"audit trail cannot be written: {exc}"], self.health.flags,
+                                     datetime.now(UTC))
+                ok = False
             except Exception as exc:  # the daemon keeps running: the next reconcile tries again
                 log.exception("reconcile failed", extra={"reason": reason})
                 self.health = Health(False, [f"reconcile failed: {type(exc).__name__}: {exc}"],
@@ -282,6 +295,25 @@ class Daemon:
                 observe_reconcile(self.snapshot, time.monotonic() - started, ok)
                 self.snapshot.last_reconcile_ts = time.time()
             return ok
+
+    def _audit_observed(self, ok: bool, error: str) -> None:
+        """Every append's outcome, from whichever thread appended: the metric follows at once."""
+        with self.snapshot.lock:
+            self.snapshot.audit_writable = ok
+            if not ok:
+                self.snapshot.audit_write_failures += 1
+        if not ok and self._audit_down_since is None:
+            self._audit_down_since = datetime.now(UTC)
+
+    def _audit_recovered(self) -> None:
+        """After a failed append, a record saying the trail is writable again, and since when it
+        was not: the gap in the trail is itself on record. Raises AuditWriteError while it is not."""
+        if self.audit.last_error is None:
+            return
+        since, error = self._audit_down_since, self.audit.last_error
+        self.audit.append("audit-writable", {"error": error, "since": since.isoformat() if since else None})
+        self._audit_down_since = None
+        log.info("audit trail writable again", extra={"error_was": error})
 
     def _reconcile(self, reason: str, instant: datetime | None) -> bool:
         assert self.state is not None
@@ -578,6 +610,9 @@ class Daemon:
     def health_payload(self) -> tuple[int, dict[str, Any]]:
         h = self.health
         reasons = list(h.reasons)
+        error = self.audit.last_error
+        if error is not None and not any(r.startswith("audit trail cannot be written") for r in reasons):
+            reasons.append(f"audit trail cannot be written: {error}")  # a probe pass's append, say
         if h.last_reconcile is not None:
             age = (datetime.now(UTC) - h.last_reconcile).total_seconds()
             if age > 3 * self.config.reconcile_interval + 30:

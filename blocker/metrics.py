@@ -44,6 +44,8 @@ class Snapshot:
     reconcile_sum: float = 0.0
     last_reconcile_ts: float = 0.0
     last_catchup_seconds: float = 0.0
+    audit_writable: bool = True  # the last append to the audit trail succeeded
+    audit_write_failures: int = 0
     # probes
     probe_checks: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (operator, resolver, verdict)
     probe_last_pass_ts: dict[str, float] = field(default_factory=dict)
@@ -120,6 +122,10 @@ class BlockerCollector(Collector):
                                     value=s.last_reconcile_ts)
             yield GaugeMetricFamily("blocker_last_catchup_lateness_seconds",
                                     "How late the last caught-up transition was applied.", value=s.last_catchup_seconds)
+            yield GaugeMetricFamily("blocker_audit_writable", "1 when the last audit append succeeded; 0: nothing "
+                                    "is published until the trail can be written.", value=int(s.audit_writable))
+            yield CounterMetricFamily("blocker_audit_write_failures", "Audit appends that failed (disk full, I/O "
+                                      "error).", value=s.audit_write_failures)
             yield _gauge("blocker_probe_checks", "Checks of the last probe pass by verdict.",
                          ["operator", "resolver", "verdict"], s.probe_checks)
             yield _gauge("blocker_probe_last_pass_timestamp_seconds", "When the last full probe pass ended.",
