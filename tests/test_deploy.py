@@ -41,7 +41,7 @@ def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
     check = subprocess.run(["promtool", "check", "rules", str(PROM / "blocker-rules.yml")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 12 rules found" in check.stdout
+    assert "SUCCESS: 13 rules found" in check.stdout
     tests = subprocess.run(["promtool", "test", "rules", "blocker-rules.test.yml"], cwd=PROM,
                            capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout + tests.stderr
