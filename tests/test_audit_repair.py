@@ -1,0 +1,369 @@
+"""Issue 9 section 3: torn records, a full disk, and the order of writes.
+
+The whole class of damaged ends (any cut point of a valid trail, any prefix of an append in
+flight) is repaired the same way: the damaged bytes go to audit.quarantine/, an `audit-repaired`
+record chains to the last whole record, and `audit verify` says whether something committed was
+lost. Full disks are real: a tmpfs of a few hundred KB mounted for the test (and RLIMIT_FSIZE in a
+child process for a write cut at an exact byte). Commands and daemons are real processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import blocker.audit as audit_mod
+from blocker.audit import REPAIRED, AuditLog, AuditWriteError, canonical, checked_lines, record_hash, verify_live
+from tests.test_audit import blocker as blocker_cli
+from tests.test_daemon import Env, events, wait_until, whole_second, write_order, zone_owners
+
+ORDER = """\
+id: {id}
+court: Tribunal judiciaire de Paris
+case_number: RG 91/00001
+decision_date: 2091-01-09
+operators: [orange]
+start: 2026-01-01T00:00:00+01:00
+end: 2099-01-01T00:00:00+01:00
+targets: [{id}.example]
+"""
+CONFIG = """\
+timezone: Europe/Paris
+publish: {check: structural}
+operators:
+  orange: {name: Orange, reload: {kind: none}}
+"""
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+
+
+def trail(folder: Path, n: int = 6) -> AuditLog:
+    log = AuditLog(folder, actor="test")
+    for i in range(n):
+        log.append("note", {"i": i, "text": "x" * (i * 7)})
+    return log
+
+
+def whole_lines(log: AuditLog) -> list[dict[str, Any]]:
+    """Every line, each asserted whole and chained (the file ends on a whole record)."""
+    data = log.path.read_bytes()
+    assert data == b"" or data.endswith(b"\n"), "the log ends torn"
+    lines = list(checked_lines(log))
+    assert all(line.bad_line is None for line in lines), [line.problem for line in lines if line.bad_line][:1]
+    return [line.record for line in lines if line.record is not None]
+
+
+def repairs(log: AuditLog) -> list[dict[str, Any]]:
+    return [r["data"] for r in whole_lines(log) if r["event"] == REPAIRED]
+
+
+def quarantined(state: Path, repair: dict[str, Any]) -> bytes:
+    data = (state / repair["quarantine"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == repair["sha256"] and len(data) == repair["size"]
+    return data
+
+
+def next_line(log: AuditLog) -> bytes:
+    """The bytes the next record of `log` would have: what an append in flight writes."""
+    seq, prev = log._tail()
+    record: dict[str, Any] = {"seq": seq + 1, "ts": "2026-01-01T00:00:00.000000+00:00", "actor": "test",
+                              "event": "note", "data": {"in": "flight"}, "prev": prev}
+    record["hash"] = record_hash(record)
+    return canonical(record) + b"\n"
+
+
+# ------------------------------------------------------------------------------------------
+# the whole class of torn ends (property tests)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_cut_into_a_committed_trail_is_repaired_and_reported_as_a_removal(tmp_path_factory: Any,
+                                                                              data: st.DataObject) -> None:
+    state = tmp_path_factory.mktemp("cut")
+    log = trail(state)
+    original = log.path.read_bytes()
+    cut = data.draw(st.integers(0, len(original)), label="cut")
+    os.truncate(log.path, cut)
+    if cut == len(original):
+        assert log.repair() is None and verify_live(log).ok
+        return
+    assert not verify_live(log, retry_delay=0).ok  # before the repair: damaged
+    log.append("after", {"work": "goes on"})
+    records = whole_lines(log)
+    assert records[-1]["event"] == "after"
+    [repair] = repairs(log)
+    kept = original[:cut].rfind(b"\n") + 1  # the log keeps whole records only
+    assert log.path.read_bytes().startswith(original[:kept])
+    assert repair["offset"] == kept and repair["committed"] is True
+    if cut > kept:  # into a record: its bytes are evidence
+        assert quarantined(state, repair) == original[kept:cut]
+    else:  # whole records cut off: nothing to keep, the head file told
+        assert repair["quarantine"] is None and repair["size"] == 0
+    result = verify_live(log)
+    assert not result.ok and "committed records were removed" in result.reason
+    assert result.bad_line == repair["last_seq"] + 1 and len(result.repairs) == 1
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_prefix_of_an_append_in_flight_is_repaired_and_the_trail_stays_intact(tmp_path_factory: Any,
+                                                                                 data: st.DataObject) -> None:
+    state = tmp_path_factory.mktemp("torn")
+    log = trail(state, data.draw(st.integers(0, 5), label="records"))
+    line = next_line(log)
+    torn = line[: data.draw(st.integers(1, len(line) - 1), label="written")]
+    if data.draw(st.booleans(), label="zero-filled"):  # a crash that kept the size, not the bytes
+        torn = b"\0" * len(torn)
+    with log.path.open("ab") as fh:
+        fh.write(torn)
+    before = verify_live(log, retry_delay=0)
+    assert not before.ok and "not yet repaired" in before.reason
+    repaired = log.repair()
+    assert repaired is not None and repaired["event"] == REPAIRED
+    [repair] = repairs(log)
+    assert repair["committed"] is False and quarantined(state, repair) == torn
+    log.append("after", {})
+    result = verify_live(log)
+    assert result.ok and result.count == len(whole_lines(log)) and len(result.repairs) == 1
+    assert log.repair() is None  # idempotent: a whole end is left alone
+
+
+def test_a_garbage_last_line_with_its_end_of_line_is_moved_aside_too(tmp_path: Path) -> None:
+    log = trail(tmp_path)
+    with log.path.open("ab") as fh:
+        fh.write(b"not json at all\n{\"seq\": \"x\"}\n")
+    log.append("after", {})
+    [repair] = repairs(log)
+    assert quarantined(tmp_path, repair) == b"not json at all\n{\"seq\": \"x\"}\n"
+    assert repair["committed"] is False  # the head had not counted them: nothing reported was lost
+    assert verify_live(log).ok
+
+
+def test_a_head_file_behind_the_log_is_a_crash_before_its_update_not_damage(tmp_path: Path) -> None:
+    log = trail(tmp_path)
+    lines = log.path.read_bytes().splitlines(keepends=True)
+    record = json.loads(lines[-2])
+    log._write_head(record["seq"], record["hash"])  # crash after the write, before the head update
+    assert verify_live(log).ok
+    log.append("after", {})
+    assert repairs(log) == [] and verify_live(log).ok
+
+
+def test_a_missing_or_altered_quarantine_file_fails_verify(tmp_path: Path) -> None:
+    log = trail(tmp_path)
+    with log.path.open("ab") as fh:
+        fh.write(next_line(log)[:30])
+    log.append("after", {})
+    [repair] = repairs(log)
+    path = tmp_path / repair["quarantine"]
+    path.write_bytes(path.read_bytes() + b"x")
+    assert "does not match its SHA-256" in verify_live(log).reason
+    path.unlink()
+    assert "missing" in verify_live(log).reason
+
+
+# ------------------------------------------------------------------------------------------
+# short writes
+
+
+def test_short_writes_are_retried_until_the_whole_record_is_written(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.write
+    calls: list[int] = []
+
+    def dribble(fd: int, data: bytes | memoryview) -> int:  # what a signal or a full pipe does
+        calls.append(len(data))
+        return real(fd, bytes(data[:7]))
+
+    monkeypatch.setattr(audit_mod.os, "write", dribble)
+    log = trail(tmp_path, 3)
+    monkeypatch.setattr(audit_mod.os, "write", real)
+    assert len(calls) > 30 and verify_live(log).ok and len(whole_lines(log)) == 3
+
+
+RLIMIT_CHILD = textwrap.dedent("""
+    import resource, signal, sys
+    from pathlib import Path
+    from blocker.audit import AuditLog, AuditWriteError
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG, or writes short
+    log = AuditLog(Path(sys.argv[1]), actor="test")
+    size = log.path.stat().st_size
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + int(sys.argv[2]), resource.RLIM_INFINITY))
+    try:
+        log.append("big", {"pad": "y" * 500})
+    except AuditWriteError as exc:
+        print(exc)
+        sys.exit(5)
+    sys.exit(0)
+""")
+
+
+@pytest.mark.parametrize("room", [0, 1, 37, 300])
+def test_a_write_cut_at_any_byte_by_rlimit_fsize_fails_cleanly_on_a_whole_record(tmp_path: Path, room: int) -> None:
+    log = trail(tmp_path, 4)
+    before = log.path.read_bytes()
+    child = subprocess.run([sys.executable, "-c", RLIMIT_CHILD, str(tmp_path), str(room)], capture_output=True,
+                           text=True, timeout=30)
+    assert child.returncode == 5, child.stdout + child.stderr
+    assert "cannot write record 5 (big)" in child.stdout and "too large" in child.stdout.lower()
+    assert log.path.read_bytes() == before  # truncated back: never torn by us
+    assert verify_live(log).ok
+    log.append("after", {})
+    assert repairs(log) == [] and verify_live(log).ok
+
+
+# ------------------------------------------------------------------------------------------
+# a real full disk
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KB tmpfs mounted for this test (the tests run as root, like the daemon does)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"cannot mount a tmpfs (run the tests as root): {done.stderr}"
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a filler file until the file system is full; remove it to free the space."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (65536, 4096, 1):  # down to the last byte of the last page
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size) > 0:
+                    pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def pad_page(log: AuditLog) -> None:
+    """Leave the log's last page (tmpfs allocates whole pages) with less room than a record needs, so
+    that on a full disk the next append is cut mid-record rather than fitting in that room."""
+    page = os.statvfs(log.dir).f_bsize
+    for _ in range(3):
+        room = page - log.path.stat().st_size % page
+        if room < 200:
+            return
+        # A record takes ~250 bytes more than its data: too little room, cross into the next page.
+        log.append("pad", {"p": "z" * (room - 300 if room >= 400 else 500)})
+    raise AssertionError("could not fill the last page")
+
+
+def test_a_full_disk_mid_record_truncates_back_then_work_goes_on(small_fs: Path) -> None:
+    log = trail(small_fs, 3)
+    pad_page(log)
+    before = log.path.read_bytes()
+    filler = fill(small_fs)
+    with pytest.raises(AuditWriteError, match="No space left on device"):
+        log.append("big", {"pad": "y" * 2000})
+    assert log.path.read_bytes() == before and before.endswith(b"\n")
+    assert log.last_error is not None and log.write_failures == 1
+    filler.unlink()
+    log.append("big", {"pad": "y" * 2000})
+    assert log.last_error is None and repairs(log) == [] and verify_live(log).ok
+
+
+def test_a_torn_end_is_not_destroyed_when_its_quarantine_cannot_be_written(small_fs: Path) -> None:
+    log = trail(small_fs, 3)
+    torn = next_line(log)[:50]
+    with log.path.open("ab") as fh:
+        fh.write(torn)
+    filler = fill(small_fs)
+    with pytest.raises(AuditWriteError):
+        log.append("after", {})
+    assert log.path.read_bytes().endswith(torn)  # the evidence stays where it was
+    filler.unlink()
+    log.append("after", {})
+    [repair] = repairs(log)
+    assert quarantined(small_fs, repair) == torn and verify_live(log).ok
+
+
+# ------------------------------------------------------------------------------------------
+# write-ahead
+
+
+def _config(root: Path, state: Path) -> Any:
+    from blocker.config import load_config
+
+    (root / "config.yaml").write_text(CONFIG)
+    return load_config(root / "config.yaml").with_paths(orders_dir=root / "orders", state_dir=state,
+                                                        zones_dir=root / "zones")
+
+
+def test_an_order_whose_receipt_cannot_be_written_stays_unknown_and_is_recorded_later(tmp_path: Path,
+                                                                                     small_fs: Path) -> None:
+    from blocker.orders import load_orders
+    from blocker.reconcile import effective_orders
+    from blocker.state import State
+
+    config = _config(tmp_path, tmp_path / "state")
+    (tmp_path / "orders").mkdir()
+    (tmp_path / "orders" / "one.yaml").write_text(ORDER.format(id="one"))
+    state, log = State(tmp_path / "state"), AuditLog(small_fs, actor="test")
+    log.append("start", {})
+    pad_page(log)
+    filler = fill(small_fs)
+    now = datetime.now(UTC)
+    with pytest.raises(AuditWriteError):
+        effective_orders(load_orders(config.orders_dir, config), config, state, log, now)
+    assert "one" not in state.last_good()  # the receipt is not on disk: the version is not known
+    filler.unlink()
+    effective_orders(load_orders(config.orders_dir, config), config, state, log, now)
+    assert "one" in state.last_good()
+    assert [r["data"]["order"] for r in whole_lines(log) if r["event"] == "order-added"] == ["one"]
+    state.close()
+
+
+def test_no_zone_is_renamed_into_place_before_its_records_are_durable(tmp_path: Path, small_fs: Path) -> None:
+    from blocker.orders import load_orders
+    from blocker.plan import compute_plan
+    from blocker.reconcile import effective_orders, publish_plan
+    from blocker.state import State
+
+    config = _config(tmp_path, tmp_path / "state")
+    (tmp_path / "orders").mkdir()
+    (tmp_path / "orders" / "one.yaml").write_text(ORDER.format(id="one"))
+    state, log = State(tmp_path / "state"), AuditLog(small_fs, actor="test")
+    now = datetime.now(UTC)
+    eff = effective_orders(load_orders(config.orders_dir, config), config, state, log, now)
+    plan = compute_plan(eff.orders, now, config, config.zones_dir)
+    pad_page(log)
+    filler = fill(small_fs)
+    with pytest.raises(AuditWriteError):
+        publish_plan(plan, config, config.zones_dir, state, log, now=now)
+    assert not (config.zones_dir / "orange.rpz").exists()  # nothing published
+    assert list(config.zones_dir.iterdir()) == []  # and no temp file left behind
+    assert state.zone("orange") is None
+    filler.unlink()
+    publish_plan(plan, config, config.zones_dir, state, log, now=now)
+    assert "one.example" in (config.zones_dir / "orange.rpz").read_text()
+    kinds = [r["event"] for r in whole_lines(log)]
+    assert kinds.index("zone-published") < kinds.index("reload")
+    state.close()
