@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -224,6 +225,9 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
     except AuditWriteError as exc:
         raise CliError(f"audit trail cannot be written; no zone was published without its record (the "
                        f"previous zones keep serving): {exc}", EXIT_FAILED) from None
+    except sqlite3.OperationalError as exc:  # a full or read-only state folder: nothing recorded
+        raise CliError(f"{state_dir}: the state cannot be written ({exc}); no zone was published without its "
+                       "record", EXIT_FAILED) from None
     failed = False
     for o in outcomes:
         if not o.published:

@@ -10,11 +10,9 @@ child process for a write cut at an exact byte). Commands and daemons are real p
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -367,3 +365,232 @@ def test_no_zone_is_renamed_into_place_before_its_records_are_durable(tmp_path: 
     kinds = [r["event"] for r in whole_lines(log)]
     assert kinds.index("zone-published") < kinds.index("reload")
     state.close()
+
+
+# ------------------------------------------------------------------------------------------
+# `blocker audit verify`, `blocker apply` and a real daemon on damaged trails
+
+
+def _cli_trail(root: Path) -> Path:
+    """A real trail: one `blocker apply` of one order."""
+    (root / "config.yaml").write_text(CONFIG)
+    (root / "orders").mkdir()
+    (root / "orders" / "one.yaml").write_text(ORDER.format(id="one"))
+    done = blocker_cli("apply", "--orders", "orders", "--out", "zones", "--state-dir", "state", cwd=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root / "state"
+
+
+def _apply_new_order(root: Path, order_id: str) -> subprocess.CompletedProcess[str]:
+    (root / "orders" / f"{order_id}.yaml").write_text(ORDER.format(id=order_id))
+    return blocker_cli("apply", "--orders", "orders", "--out", "zones", "--state-dir", "state", cwd=root)
+
+
+def _verify(root: Path) -> subprocess.CompletedProcess[str]:
+    return blocker_cli("audit", "verify", "--state-dir", "state", cwd=root)
+
+
+def _swap(lines: list[bytes]) -> list[bytes]:
+    lines[2], lines[3] = lines[3], lines[2]
+    return lines
+
+
+DAMAGES = {
+    "clean": (lambda lines: lines, 0, "audit trail intact"),
+    "edited": (lambda lines: [*lines[:2], lines[2].replace(b"one.example", b"onf.example"), *lines[3:]], 1,
+               "BROKEN at line 3"),
+    "removed": (lambda lines: [*lines[:2], *lines[3:]], 1, "BROKEN at line 3"),
+    "reordered": (_swap, 1, "BROKEN at line 3"),
+    "whole records cut (head)": (lambda lines: lines[:-2], 1, "records were cut off"),
+    "torn append in flight": (lambda lines: [*lines, lines[-1][:40]], 1, "not yet repaired"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
+def test_verify_exit_codes_for_each_kind_of_damage(tmp_path: Path, damage: str) -> None:
+    state = _cli_trail(tmp_path)
+    change, code, says = DAMAGES[damage]
+    log = state / "audit.jsonl"
+    log.write_bytes(b"".join(change(log.read_bytes().splitlines(keepends=True))))
+    done = _verify(tmp_path)
+    assert done.returncode == code and says in done.stdout, done.stdout
+
+
+def test_apply_repairs_a_torn_append_and_verify_prints_the_repair_and_exits_0(tmp_path: Path) -> None:
+    state = _cli_trail(tmp_path)
+    log = AuditLog(state)
+    torn = next_line(log)[:60]
+    with log.path.open("ab") as fh:
+        fh.write(torn)
+    done = _apply_new_order(tmp_path, "two")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "two.example" in zone_owners(tmp_path / "zones" / "orange.rpz")
+    [repair] = repairs(log)
+    assert quarantined(state, repair) == torn and repair["committed"] is False
+    verified = _verify(tmp_path)
+    assert verified.returncode == 0, verified.stdout
+    line = next(x for x in verified.stdout.splitlines() if x.startswith("repair at "))
+    assert repair["quarantine"] in line and repair["sha256"] in line and f"quarantined {len(torn)} bytes" in line
+    assert "uncommitted, nothing lost" in line and "audit trail intact" in verified.stdout
+
+
+def test_truncate_40_then_apply_publishes_and_verify_reports_the_removal(tmp_path: Path) -> None:
+    state = _cli_trail(tmp_path)
+    original = (state / "audit.jsonl").read_bytes()
+    subprocess.run(["truncate", "-s", "-40", str(state / "audit.jsonl")], check=True)
+    done = _apply_new_order(tmp_path, "two")
+    assert done.returncode == 0, done.stdout + done.stderr  # was 70 (JSONDecodeError in _tail)
+    assert "two.example" in zone_owners(tmp_path / "zones" / "orange.rpz")
+    [repair] = repairs(AuditLog(state))
+    kept = original[:-40].rfind(b"\n") + 1
+    assert quarantined(state, repair) == original[kept:-40] and repair["committed"] is True
+    verified = _verify(tmp_path)
+    assert verified.returncode == 1, verified.stdout
+    assert "committed records were removed" in verified.stdout and repair["sha256"] in verified.stdout
+    assert "a removal" in verified.stdout
+
+
+def test_the_evidence_pack_verifier_judges_repairs_like_audit_verify(tmp_path: Path) -> None:
+    state = _cli_trail(tmp_path)
+    log = AuditLog(state)
+    with log.path.open("ab") as fh:
+        fh.write(next_line(log)[:60])
+    assert _apply_new_order(tmp_path, "two").returncode == 0
+    pack = tmp_path / "pack"
+    done = blocker_cli("evidence", "one", "--orders", "orders", "--state-dir", "state", "--out", str(pack),
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = subprocess.run([sys.executable, str(pack / "verify.py"), "--log", str(log.path)], capture_output=True,
+                         text=True, timeout=30)
+    assert run.returncode == 0 and "repair at" in run.stdout, run.stdout
+    [repair] = repairs(log)
+    (state / repair["quarantine"]).write_bytes(b"altered")
+    run = subprocess.run([sys.executable, str(pack / "verify.py"), "--log", str(log.path)], capture_output=True,
+                         text=True, timeout=30)
+    assert run.returncode == 1 and "does not match its SHA-256" in run.stdout, run.stdout
+    assert _verify(tmp_path).returncode == 1
+
+
+def test_apply_with_a_full_state_disk_exits_5_publishes_nothing_then_goes_on(tmp_path: Path,
+                                                                            small_fs: Path) -> None:
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    (tmp_path / "orders").mkdir()
+    (tmp_path / "orders" / "one.yaml").write_text(ORDER.format(id="one"))
+    state = small_fs / "state"
+
+    def apply() -> subprocess.CompletedProcess[str]:
+        return blocker_cli("apply", "--orders", "orders", "--out", "zones", "--state-dir", str(state), cwd=tmp_path)
+
+    assert apply().returncode == 0
+    zone = (tmp_path / "zones" / "orange.rpz").read_bytes()
+    pad_page(AuditLog(state))
+    filler = fill(small_fs)
+    (tmp_path / "orders" / "two.yaml").write_text(ORDER.format(id="two"))
+    done = apply()
+    assert done.returncode == 5, done.stdout + done.stderr
+    # One line, whichever of the trail or the state (SQLite) found the disk full first.
+    assert len(done.stderr.splitlines()) == 1 and "cannot be written" in done.stderr, done.stderr
+    assert (tmp_path / "zones" / "orange.rpz").read_bytes() == zone  # the previous zone keeps serving
+    assert (state / "audit.jsonl").read_bytes().endswith(b"\n")
+    filler.unlink()
+    done = apply()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "two.example" in zone_owners(tmp_path / "zones" / "orange.rpz")
+    records = whole_lines(AuditLog(state))
+    assert [r["data"]["order"] for r in records if r["event"] == "order-added"] == ["one", "two"]
+    assert _verify_dir(state).returncode == 0
+
+
+def _verify_dir(state: Path) -> subprocess.CompletedProcess[str]:
+    from tests.test_daemon import BLOCKER
+
+    return subprocess.run([BLOCKER, "audit", "verify", "--state-dir", str(state)], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL, cwd=state)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    environment = Env(tmp_path)
+    try:
+        yield environment
+    finally:
+        for daemon in environment.daemons:
+            daemon.kill()
+
+
+def test_a_daemon_starts_on_a_truncated_trail_repairs_it_and_publishes(env: Env) -> None:
+    config = env.config(reconcile=3600)
+    write_order(env.orders, "first", whole_second(-3600), whole_second(3600), ["first.example.gg"])
+    assert env.run_cli("apply", config=config).returncode == 0
+    subprocess.run(["truncate", "-s", "-40", str(env.state / "audit.jsonl")], check=True)
+    daemon = env.start(config)
+    write_order(env.orders, "second", whole_second(-3600), whole_second(3600), ["second.example.gg"])
+    wait_until(lambda: "second.example.gg" in zone_owners(env.zone()), time.time() + 5, "second published")
+    assert daemon.proc.poll() is None
+    assert daemon.stop() == 0
+    log = AuditLog(env.state)
+    [repair] = repairs(log)
+    assert repair["size"] > 0 and quarantined(env.state, repair)
+    records = whole_lines(log)
+    assert records[[r["event"] for r in records].index(REPAIRED) + 1]["event"] == "daemon-start"
+    assert events(records, "order-added")[-1]["order"] == "second"
+
+
+def test_a_daemon_on_a_full_disk_is_503_publishes_nothing_then_catches_up(env: Env, small_fs: Path) -> None:
+    env.state = small_fs / "state"
+    config = env.config(reconcile=1)
+    write_order(env.orders, "first", whole_second(-3600), whole_second(3600), ["first.example.gg"])
+    daemon = env.start(config)
+    assert daemon.health()[0] == 200 and daemon.metric("blocker_audit_writable") == 1
+    zone = env.zone().read_bytes()
+    pad_page(AuditLog(env.state))
+    filler = fill(small_fs)
+    write_order(env.orders, "second", whole_second(-3600), whole_second(3600), ["second.example.gg"])
+    wait_until(lambda: daemon.health()[0] == 503, time.time() + 5, "503")
+    _status, health = daemon.health()
+    assert any(r.startswith("audit trail cannot be written") and "No space left" in r for r in health["reasons"])
+    assert daemon.metric("blocker_audit_writable") == 0
+    assert (daemon.metric("blocker_audit_write_failures_total") or 0) >= 1
+    time.sleep(1.5)  # a periodic reconcile too: still nothing published
+    assert env.zone().read_bytes() == zone and (env.state / "audit.jsonl").read_bytes().endswith(b"\n")
+    assert daemon.proc.poll() is None
+    filler.unlink()
+    wait_until(lambda: "second.example.gg" in zone_owners(env.zone()), time.time() + 5, "second published")
+    wait_until(lambda: daemon.health()[0] == 200, time.time() + 5, "healthy again")
+    assert daemon.metric("blocker_audit_writable") == 1
+    assert daemon.stop() == 0
+    records = whole_lines(AuditLog(env.state))
+    [back] = events(records, "audit-writable")
+    assert "No space left" in back["error"] and back["since"]
+    assert [e["order"] for e in events(records, "order-added")] == ["first", "second"]
+    assert _verify_dir(env.state).returncode == 0
+
+
+@pytest.fixture
+def immutable() -> Iterator[list[Path]]:
+    """Files made immutable (chattr +i: not even root may write them), made writable again after."""
+    paths: list[Path] = []
+    try:
+        yield paths
+    finally:
+        for path in paths:
+            subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+def test_apply_with_an_unwritable_trail_exits_5_and_the_order_stays_unknown(tmp_path: Path,
+                                                                           immutable: list[Path]) -> None:
+    state = _cli_trail(tmp_path)
+    zone = (tmp_path / "zones" / "orange.rpz").read_bytes()
+    immutable.append(state / "audit.jsonl")
+    subprocess.run(["chattr", "+i", str(state / "audit.jsonl")], check=True)
+    done = _apply_new_order(tmp_path, "two")
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()] and "audit trail cannot be written" in done.stderr
+    assert "Operation not permitted" in done.stderr
+    assert (tmp_path / "zones" / "orange.rpz").read_bytes() == zone
+    subprocess.run(["chattr", "-i", str(state / "audit.jsonl")], check=True)
+    done = blocker_cli("apply", "--orders", "orders", "--out", "zones", "--state-dir", "state", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "two.example" in zone_owners(tmp_path / "zones" / "orange.rpz")
+    added = [r["data"]["order"] for r in whole_lines(AuditLog(state)) if r["event"] == "order-added"]
+    assert added == ["one", "two"]  # recorded at the second apply: the first had not made it known
