@@ -240,7 +240,9 @@ class AuditLog:
                               "full disk; the head file had not counted it)")
         else:
             data.update({"quarantine": None, "size": 0, "sha256": None,
-                         "reason": "records the head file had counted are missing from the end of the log"})
+                         "reason": "the last record is not the one the head file names (edited or replaced)"
+                         if head is not None and head[0] == tail.seq else
+                         "records the head file had counted are missing from the end of the log"})
         record = self._append_locked(tail.seq, tail.hash, REPAIRED, data, actor=self.actor)
         return record["seq"], record["hash"], record
 
