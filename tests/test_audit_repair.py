@@ -594,3 +594,61 @@ def test_apply_with_an_unwritable_trail_exits_5_and_the_order_stays_unknown(tmp_
     assert "two.example" in zone_owners(tmp_path / "zones" / "orange.rpz")
     added = [r["data"]["order"] for r in whole_lines(AuditLog(state)) if r["event"] == "order-added"]
     assert added == ["one", "two"]  # recorded at the second apply: the first had not made it known
+
+
+# ------------------------------------------------------------------------------------------
+# concurrency: one chain, several writers, readers while they write
+
+
+def test_a_slow_append_under_the_lock_is_waited_for_not_reported_as_torn(tmp_path: Path) -> None:
+    """An append that takes longer than verify's pause (a slow disk) is still not a torn record:
+    verify sees audit.lock held and reads again once it is released."""
+    import fcntl
+    import threading
+
+    log = trail(tmp_path, 3)
+    line = next_line(log)
+    started = threading.Event()
+
+    def slow_append() -> None:
+        with (tmp_path / "audit.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with log.path.open("ab") as fh:
+                fh.write(line[:25])
+                fh.flush()
+                started.set()
+                time.sleep(0.8)  # well past verify_live's retry_delay
+                fh.write(line[25:])
+            record = json.loads(line)
+            log._write_head(record["seq"], record["hash"])
+
+    thread = threading.Thread(target=slow_append)
+    thread.start()
+    started.wait(5)
+    result = verify_live(log)
+    thread.join()
+    assert result.ok and result.count == 4, result
+
+
+APPENDER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from blocker.audit import AuditLog
+    log = AuditLog(Path(sys.argv[1]), actor=sys.argv[2])
+    for i in range(25):
+        log.append("note", {"by": sys.argv[2], "i": i})
+""")
+
+
+def test_two_processes_appending_to_a_torn_trail_repair_it_once(tmp_path: Path) -> None:
+    log = trail(tmp_path, 3)
+    torn = next_line(log)[:33]
+    with log.path.open("ab") as fh:
+        fh.write(torn)
+    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, str(tmp_path), who]) for who in ("daemon", "cli")]
+    for proc in procs:
+        assert proc.wait(60) == 0
+    [repair] = repairs(log)
+    assert quarantined(tmp_path, repair) == torn
+    result = verify_live(log)
+    assert result.ok and result.count == 3 + 1 + 50
