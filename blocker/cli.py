@@ -18,11 +18,12 @@ from pathlib import Path
 from blocker import __version__, cli_legal
 from blocker.audit import AuditLog
 from blocker.config import Config, ConfigError, load_config
+from blocker.crashlog import write_crash_log
 from blocker.legaltime import LegalTimeError, parse_instant, zone
 from blocker.orders import LoadResult, load_orders
 from blocker.plan import Caches, Plan, compute_plan
 from blocker.policy import desired
-from blocker.publish import PublishError, write_zone
+from blocker.publish import PublishError, remove_stale_temps, write_zone
 from blocker.reconcile import (
     FLAG_ORPHANED,
     Effective,
@@ -33,6 +34,7 @@ from blocker.reconcile import (
 )
 from blocker.rpz import read_meta, render_body
 from blocker.state import State
+from blocker.textsafe import display_path, printable
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CHANGES, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2, 3, 4, 5
 
@@ -196,6 +198,8 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
     audit = AuditLog(state_dir)
     try:
         with publish_lock(state_dir):
+            for stale in remove_stale_temps(Path(args.out) if args.out else config.zones_dir):
+                print(f"removed {display_path(stale)}: a temp file left by a killed publisher", file=sys.stderr)
             plan, eff, state = _plan(args, config, record=True, force=args.force, audit=audit)
             _print_plan(plan, eff, args.json)
             if args.checksum and args.checksum != plan.checksum:
@@ -446,6 +450,7 @@ def _publish_args(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    config: Config | None = None
     try:
         config = load_config(Path(args.config) if args.config else None)
         return int(args.func(args, config))
@@ -460,5 +465,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:  # never a traceback to a user: one line, and the log for developers
-        print(f"blocker: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else (
+            config.state_dir if config is not None else None)
+        written = write_crash_log(state_dir, exc, f"blocker {getattr(args, 'command', '?')}")
+        where = f"full traceback in {display_path(written)}" if written else "no folder could take the traceback"
+        print(f"blocker: internal error: {printable(f'{type(exc).__name__}: {exc}', limit=500)} ({where})",
+              file=sys.stderr)
         return 70
