@@ -58,8 +58,24 @@ def parse_at(text: str | None, config: Config) -> datetime:
     return instant.astimezone(UTC)
 
 
-def _orders(args: argparse.Namespace, config: Config) -> tuple[LoadResult, Path]:
-    folder = Path(args.orders) if getattr(args, "orders", None) else config.orders_dir
+def require_dir(path: Path, what: str, flag: str | None) -> None:
+    """A folder a command reads must exist: a mistyped path is a usage error (exit 2) naming
+    it, not an empty answer ("unknown" everywhere). An existing folder with nothing in it yet
+    is not a typo: it is a fresh install, and commands say what is missing in it."""
+    if not path.is_dir():
+        origin = flag if flag else f"the config's {what}"
+        state = "is not a folder" if path.exists() else "does not exist"
+        raise CliError(f"{display_path(path)} ({origin}) {state}", EXIT_USAGE)
+
+
+def _orders(args: argparse.Namespace, config: Config, *, state_only: bool = False) -> tuple[LoadResult, Path]:
+    """The orders of the folder given (`--orders`, else the config's). With `state_only` (the
+    legal commands, which can run on a host with only the state), a missing *configured*
+    folder is allowed: the state's versions are then the orders. A missing `--orders` never is."""
+    given = getattr(args, "orders", None)
+    folder = Path(given) if given else config.orders_dir
+    if given or not state_only:
+        require_dir(folder, "orders_dir", "--orders" if given else None)
     return load_orders(folder, config), folder
 
 
@@ -152,6 +168,8 @@ def _plan(args: argparse.Namespace, config: Config, *, record: bool, force: bool
     at = parse_at(args.at, config)
     result = _valid_orders(args, config)
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
+    if not record and args.state_dir:
+        require_dir(state_dir, "state_dir", "--state-dir")
     state = State(state_dir) if record else State.open_existing(state_dir)
     eff = effective_orders(result, config, state, audit, at, force=force, record=record)
     zones = state.zones() if state is not None else {}
