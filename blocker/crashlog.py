@@ -46,7 +46,7 @@ def write_crash_log(state_dir: Path | None, exc: BaseException, context: str = "
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             _write_new(os.open(path, flags, 0o600), data)
-            return path
+            return path.absolute()  # named in one line a person reads from anywhere
         except OSError:
             pass
     try:  # a random name, created exclusively: safe in a shared /tmp
