@@ -360,3 +360,18 @@ def test_a_crash_file_is_written_for_an_error_about_an_undecodable_name(tmp_path
     except OSError as exc:
         path = write_crash_log(tmp_path, exc)
     assert path is not None and "d\\udce9.yaml" in path.read_text()
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"id: x\nnotes: '" + b"a" * (8 * 1024 * 1024) + b"'\n", "file larger than"),
+    ("id: d\u00e9cision\n".encode("latin-1"), "UTF-8"),
+    (b"\xff\xfei\x00d\x00", "UTF-8"),
+], ids=["huge", "latin-1", "utf-16"])
+def test_huge_files_and_wrong_encodings_are_refused_by_the_loader(tmp_path: Path, content: bytes,
+                                                                  reason: str) -> None:
+    """yamlio's checks still hold behind the loader's own non-blocking read."""
+    order(tmp_path, "good")
+    (tmp_path / "bad.yaml").write_bytes(content)
+    result = load_orders(tmp_path, CONFIG)
+    assert list(result.orders) == ["good"] and result.invalid_files == {str(tmp_path / "bad.yaml")}
+    assert reason in result.errors[0].message, result.errors[0]
