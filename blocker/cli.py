@@ -465,11 +465,26 @@ def _publish_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--operator", metavar="OP", action="append", help="only this operator (repeatable)")
 
 
+def _refuse_undecodable(args: argparse.Namespace) -> None:
+    """An argument that is not UTF-8 (a path typed in a Latin-1 terminal) arrives with lone
+    surrogates, which the state, the audit trail and the reports cannot store: refused here,
+    shown escaped, so that no such text gets past the command line."""
+    for key, value in sorted(vars(args).items()):
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    flag = "--" + key.replace("_", "-")
+                    raise CliError(f"{flag} {display_path(item)}: not valid UTF-8", EXIT_USAGE) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     config: Config | None = None
     try:
+        _refuse_undecodable(args)
         config = load_config(Path(args.config) if args.config else None)
         return int(args.func(args, config))
     except CliError as exc:

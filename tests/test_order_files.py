@@ -375,3 +375,13 @@ def test_huge_files_and_wrong_encodings_are_refused_by_the_loader(tmp_path: Path
     result = load_orders(tmp_path, CONFIG)
     assert list(result.orders) == ["good"] and result.invalid_files == {str(tmp_path / "bad.yaml")}
     assert reason in result.errors[0].message, result.errors[0]
+
+
+@pytest.mark.parametrize("flag", ["--orders", "--state-dir", "--out"])
+def test_an_argument_that_is_not_utf8_is_a_usage_error(work: Path, flag: str) -> None:
+    folder = os.fsencode(work) + b"/d\xe9"
+    os.mkdir(folder)
+    proc = subprocess.run([os.fsencode(BIN), b"--config", b"config.yaml", b"apply", os.fsencode(flag), folder],
+                          cwd=work, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr
+    assert b"d\\xe9: not valid UTF-8" in proc.stderr and b"internal error" not in proc.stderr
