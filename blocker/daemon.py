@@ -8,11 +8,13 @@ reconcile, never *what*. A periodic reconcile and a poll of the orders folder ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -69,6 +71,7 @@ class Health:
 
 
 HTTP_TIMEOUT = 3.0  # seconds a connection may take to send its request (and to read the answer)
+HTTP_DEADLINE = 10.0  # seconds a whole exchange may take, however slowly the client trickles
 HTTP_MAX_CONNECTIONS = 32  # connections served at once; more are closed at once
 
 
@@ -187,6 +190,21 @@ class Daemon:
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
+
+            def handle(self) -> None:
+                # The socket timeout bounds each wait; this bounds the whole exchange, so a client
+                # sending one byte every few seconds cannot hold a connection slot for ever.
+                timer = threading.Timer(HTTP_DEADLINE, self._cut)
+                timer.daemon = True
+                timer.start()
+                try:
+                    super().handle()
+                finally:
+                    timer.cancel()
+
+            def _cut(self) -> None:
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
 
         Handler.timeout = HTTP_TIMEOUT  # a request that does not arrive in time: the connection is dropped
         try:

@@ -8,6 +8,7 @@ processes, as tests/test_daemon.py runs them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -365,3 +366,29 @@ def test_a_daemon_internal_error_logs_one_line_naming_its_traceback_file(env: En
     assert status == 503 and any("reconcile failed" in r for r in health["reasons"])
     assert daemon.stop() == 0
     assert json.loads(json.dumps(health))
+
+
+def test_clients_trickling_bytes_cannot_hold_the_endpoint(env: Env) -> None:
+    """Slowloris: 40 clients sending one byte a second (each wait under the socket timeout)."""
+    from blocker.daemon import HTTP_DEADLINE
+
+    config = env.config(reconcile=1)
+    daemon = env.start(config)
+    slow = [socket.create_connection(("127.0.0.1", daemon.port), timeout=5) for _ in range(40)]
+    try:
+        started = time.time()
+        answered = None
+        while time.time() < started + HTTP_DEADLINE + 6:
+            for sock in slow:
+                with contextlib.suppress(OSError):
+                    sock.send(b"G")
+            if answered is None and _metrics_answer(daemon.port):
+                answered = time.time() - started
+                break
+            time.sleep(1)
+        assert answered is not None, "/metrics never answered while 40 clients trickled bytes"
+        print(f"\n[latency] /metrics answered {answered:.2f} s into a 40-client slowloris")
+    finally:
+        for sock in slow:
+            sock.close()
+    assert daemon.stop() == 0
