@@ -464,7 +464,7 @@ def order_files(folder: Path) -> list[Path]:
     return [folder / e.name for e in _order_entries(folder) if _refusal(folder, e)[1] is None]
 
 
-def _read_order_file(path: Path) -> bytes:
+def read_order_file(path: Path) -> bytes:
     """The bytes of a regular file, opened without blocking: a FIFO put there between the
     listing and the open must not hang the loader."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
@@ -493,7 +493,7 @@ PARALLEL_MIN_FILES = 64  # fewer files to parse than this: in this process, no w
 def _read_and_parse(key: str, config: Config) -> tuple[Order | list[OrderError], bool]:
     """One file's outcome, and whether it may be cached (a failed read is retried next time)."""
     try:
-        return parse_order(_read_order_file(Path(key)), key, config), True
+        return parse_order(read_order_file(Path(key)), key, config), True
     except YamlError as exc:
         return [OrderError(key, "(file)", exc.message, exc.line)], False
     except OSError as exc:
@@ -739,7 +739,7 @@ def _still(key: str, item: Order | list[OrderError]) -> bool:
     if not isinstance(item, Order):
         return False
     try:
-        return hashlib.sha256(_read_order_file(Path(key))).hexdigest() == item.digest
+        return hashlib.sha256(read_order_file(Path(key))).hexdigest() == item.digest
     except (OSError, YamlError):
         return False
 

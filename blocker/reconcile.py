@@ -24,11 +24,12 @@ from typing import Any
 from blocker.audit import AuditLog
 from blocker.config import Config, OperatorConfig
 from blocker.legaltime import fmt_instant
-from blocker.orders import LoadResult, Order, parse_order
+from blocker.orders import LoadResult, Order, parse_order, read_order_file
 from blocker.plan import Plan
 from blocker.publish import PublishError, ReloadResult, run_reload, write_zone
 from blocker.rpz import next_serial, read_meta, serial_gt
 from blocker.state import OrderVersion, State, ZoneRecord
+from blocker.yamlio import YamlError
 
 FLAG_INVALID = "invalid-file"  # file is broken now: its last good version stays in force
 FLAG_ORPHANED = "orphaned"  # file is gone while the order is still in force
@@ -80,8 +81,8 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
                 state.set_present(order_id, True, at)
             continue
         try:
-            content = Path(order.path).read_bytes()
-        except OSError:
+            content = read_order_file(Path(order.path))  # never blocks: a FIFO swapped in is refused
+        except (OSError, YamlError):
             continue
         if hashlib.sha256(content).hexdigest() != order.digest:
             continue  # the file changed again under us: the next reconcile takes it

@@ -385,3 +385,26 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error(work: Path, flag: str) ->
                           cwd=work, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2, proc.stderr
     assert b"d\\xe9: not valid UTF-8" in proc.stderr and b"internal error" not in proc.stderr
+
+
+def test_a_fifo_swapped_in_before_the_version_is_stored_does_not_hang_the_reconcile(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from blocker.audit import AuditLog
+    from blocker.reconcile import effective_orders
+    from blocker.state import State
+
+    folder = tmp_path / "orders"
+    folder.mkdir()
+    path = order(folder, "swapped")
+    result = load_orders(folder, CONFIG)
+    path.unlink()
+    os.mkfifo(path)  # between the load and the re-read that stores the version
+    state = State(tmp_path / "state")
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(effective_orders(
+        result, CONFIG, state, AuditLog(tmp_path / "state"), datetime.now(UTC))), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert done, "the reconcile blocked opening a FIFO"
+    assert state.last_good() == {}  # not stored: the next reconcile sees the FIFO and refuses it
