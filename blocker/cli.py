@@ -19,11 +19,12 @@ from pathlib import Path
 from blocker import __version__, cli_legal
 from blocker.audit import AuditLog, AuditWriteError
 from blocker.config import Config, ConfigError, load_config
+from blocker.crashlog import write_crash_log
 from blocker.legaltime import LegalTimeError, parse_instant, zone
 from blocker.orders import LoadResult, load_orders
 from blocker.plan import Caches, Plan, compute_plan
 from blocker.policy import desired
-from blocker.publish import PublishError, write_zone
+from blocker.publish import PublishError, remove_stale_temps, write_zone
 from blocker.reconcile import (
     FLAG_ORPHANED,
     Effective,
@@ -34,6 +35,7 @@ from blocker.reconcile import (
 )
 from blocker.rpz import read_meta, render_body
 from blocker.state import State
+from blocker.textsafe import display_path, printable
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CHANGES, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2, 3, 4, 5
 
@@ -57,8 +59,24 @@ def parse_at(text: str | None, config: Config) -> datetime:
     return instant.astimezone(UTC)
 
 
-def _orders(args: argparse.Namespace, config: Config) -> tuple[LoadResult, Path]:
-    folder = Path(args.orders) if getattr(args, "orders", None) else config.orders_dir
+def require_dir(path: Path, what: str, flag: str | None) -> None:
+    """A folder a command reads must exist: a mistyped path is a usage error (exit 2) naming
+    it, not an empty answer ("unknown" everywhere). An existing folder with nothing in it yet
+    is not a typo: it is a fresh install, and commands say what is missing in it."""
+    if not path.is_dir():
+        origin = flag if flag else f"the config's {what}"
+        state = "is not a folder" if path.exists() else "does not exist"
+        raise CliError(f"{display_path(path)} ({origin}) {state}", EXIT_USAGE)
+
+
+def _orders(args: argparse.Namespace, config: Config, *, state_only: bool = False) -> tuple[LoadResult, Path]:
+    """The orders of the folder given (`--orders`, else the config's). With `state_only` (the
+    legal commands, which can run on a host with only the state), a missing *configured*
+    folder is allowed: the state's versions are then the orders. A missing `--orders` never is."""
+    given = getattr(args, "orders", None)
+    folder = Path(given) if given else config.orders_dir
+    if given or not state_only:
+        require_dir(folder, "orders_dir", "--orders" if given else None)
     return load_orders(folder, config), folder
 
 
@@ -151,6 +169,8 @@ def _plan(args: argparse.Namespace, config: Config, *, record: bool, force: bool
     at = parse_at(args.at, config)
     result = _valid_orders(args, config)
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
+    if not record and args.state_dir:
+        require_dir(state_dir, "state_dir", "--state-dir")
     state = State(state_dir) if record else State.open_existing(state_dir)
     eff = effective_orders(result, config, state, audit, at, force=force, record=record)
     zones = state.zones() if state is not None else {}
@@ -198,6 +218,8 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
     try:
         with publish_lock(state_dir):
             audit.repair()  # a torn end left by a crash or a full disk is moved aside before anything
+            for stale in remove_stale_temps(Path(args.out) if args.out else config.zones_dir):
+                print(f"removed {display_path(stale)}: a temp file left by a killed publisher", file=sys.stderr)
             plan, eff, state = _plan(args, config, record=True, force=args.force, audit=audit)
             _print_plan(plan, eff, args.json)
             if args.checksum and args.checksum != plan.checksum:
@@ -451,10 +473,26 @@ def _publish_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--operator", metavar="OP", action="append", help="only this operator (repeatable)")
 
 
+def _refuse_undecodable(args: argparse.Namespace) -> None:
+    """An argument that is not UTF-8 (a path typed in a Latin-1 terminal) arrives with lone
+    surrogates, which the state, the audit trail and the reports cannot store: refused here,
+    shown escaped, so that no such text gets past the command line."""
+    for key, value in sorted(vars(args).items()):
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    flag = "--" + key.replace("_", "-")
+                    raise CliError(f"{flag} {display_path(item)}: not valid UTF-8", EXIT_USAGE) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    config: Config | None = None
     try:
+        _refuse_undecodable(args)
         config = load_config(Path(args.config) if args.config else None)
         return int(args.func(args, config))
     except CliError as exc:
@@ -471,5 +509,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:  # never a traceback to a user: one line, and the log for developers
-        print(f"blocker: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else (
+            config.state_dir if config is not None else None)
+        written = write_crash_log(state_dir, exc, f"blocker {getattr(args, 'command', '?')}")
+        where = f"full traceback in {display_path(written)}" if written else "no folder could take the traceback"
+        print(f"blocker: internal error: {printable(f'{type(exc).__name__}: {exc}', limit=500)} ({where})",
+              file=sys.stderr)
         return 70

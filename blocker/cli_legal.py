@@ -42,7 +42,7 @@ from blocker.report import (
     to_csv,
 )
 from blocker.state import State
-from blocker.textsafe import printable
+from blocker.textsafe import display_path, printable
 
 WINDOW_RE = re.compile(r"\s*(\d{1,5})\s*(h|hours?|d|days?|w|weeks?)\s*\Z", re.IGNORECASE)
 UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
@@ -71,9 +71,12 @@ def open_state(state_dir: Path) -> State | None:
         raise cli.CliError(f"{state_dir / 'state.sqlite3'}: cannot open read-only: {exc}") from None
 
 
-def _require_state_dir(state_dir: Path) -> None:
+def _require_state_dir(state_dir: Path, args: argparse.Namespace | None = None) -> None:
+    """A state folder that does not exist is a typo (exit 2, naming it); one that exists but
+    holds no state yet is a fresh install: the commands run, and say nothing was applied."""
     if not state_dir.is_dir():
-        raise cli.CliError(f"{state_dir}: no such state directory (give --state-dir, or the config's state_dir)")
+        flag = "--state-dir" if args is not None and getattr(args, "state_dir", None) else "the config's state_dir"
+        raise cli.CliError(f"{display_path(state_dir)}: no such state directory ({flag})", cli.EXIT_USAGE)
 
 
 def parse_window(text: str) -> float:
@@ -90,9 +93,10 @@ def _orders_and_state(args: argparse.Namespace, config: Config, at: datetime
 
     Returns (orders in force, state or None, state dir, whether every order file was valid).
     """
-    result, folder = cli._orders(args, config)
-    cli._print_errors(result)
     state_dir = _state_dir(args, config)
+    _require_state_dir(state_dir, args)
+    result, folder = cli._orders(args, config, state_only=True)
+    cli._print_errors(result)
     state = open_state(state_dir)
     if state is None:
         print(f"blocker: no state in {state_dir}: nothing was applied there yet; showing the order files only",
@@ -148,7 +152,7 @@ def _emit(text: str, out: str | None) -> None:
 
 def cmd_audit_verify(args: argparse.Namespace, config: Config) -> int:
     state_dir = _state_dir(args, config)
-    _require_state_dir(state_dir)
+    _require_state_dir(state_dir, args)
     log = AuditLog(state_dir)
     if not log.path.exists() and log.head() is None:
         raise cli.CliError(f"{log.path}: no audit trail (nothing was ever applied with this --state-dir)")
@@ -224,7 +228,7 @@ def _order_paths(state_dir: Path, order_id: str) -> set[str]:
 
 def cmd_audit_show(args: argparse.Namespace, config: Config) -> int:
     state_dir = _state_dir(args, config)
-    _require_state_dir(state_dir)
+    _require_state_dir(state_dir, args)
     log = AuditLog(state_dir)
     since = cli.parse_at(args.since, config) if args.since else None
     tz = zone(config.timezone)
@@ -411,7 +415,7 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
 
     at = cli.parse_at(args.at, config)
     state_dir = _state_dir(args, config)
-    _require_state_dir(state_dir)
+    _require_state_dir(state_dir, args)
     eff, state, state_dir, _ok = _orders_and_state(args, config, at)
     if state is None:
         raise cli.CliError(f"{state_dir}: no state: an evidence pack needs the state and audit trail")

@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import signal
+import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from blocker import __version__
 from blocker.audit import AuditLog, AuditWriteError
 from blocker.config import Config, ConfigError, OperatorConfig, load_config
+from blocker.crashlog import write_crash_log
 from blocker.expectations import RANDOM_LABEL_PREFIX, expected_checks, signature_for, targets_for
 from blocker.legaltime import fmt_instant
 from blocker.metrics import Snapshot, observe_reconcile, registry_for, render
@@ -36,7 +39,7 @@ from blocker.orders import LoadResult, Order, OrderCache, load_orders, stat_sign
 from blocker.plan import Caches, Plan, compute_plan
 from blocker.policy import PolicyCache, ZoneEntries, desired, next_transition
 from blocker.probe import Check, CheckResult, probe_sync, read_canaries
-from blocker.publish import run_reload
+from blocker.publish import remove_stale_temps, run_reload
 from blocker.reconcile import (
     FLAG_ORPHANED,
     Effective,
@@ -48,6 +51,7 @@ from blocker.reconcile import (
 )
 from blocker.rpz import canary_owner, read_meta
 from blocker.state import State
+from blocker.textsafe import display_path
 
 log = logging.getLogger("blocker.daemon")
 CATCHUP_THRESHOLD = timedelta(seconds=2)  # a transition applied later than this is a catch-up
@@ -64,6 +68,53 @@ class Health:
     reasons: list[str] = field(default_factory=lambda: ["starting"])
     flags: dict[str, Any] = field(default_factory=dict)
     last_reconcile: datetime | None = None
+
+
+HTTP_TIMEOUT = 3.0  # seconds a connection may take to send its request (and to read the answer)
+HTTP_DEADLINE = 10.0  # seconds a whole exchange may take, however slowly the client trickles
+HTTP_MAX_CONNECTIONS = 32  # connections served at once; more are closed at once
+
+
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, but at most `HTTP_MAX_CONNECTIONS` of them: 1,000 idle
+    connections to the metrics port must not take the descriptors the publisher needs. An
+    excess connection is closed as soon as it is accepted (a scraper retries); one that sends
+    nothing is dropped after `HTTP_TIMEOUT`. Connections not yet accepted wait in the kernel's
+    listen backlog, which costs this process no descriptor."""
+
+    daemon_threads = True
+    request_queue_size = 64
+    state_dir: Path | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(HTTP_MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Not socketserver's traceback on stderr: a client that went away is no error, anything
+        else is one log line naming its crash file."""
+        exc = sys.exc_info()[1]
+        if exc is None or isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        written = write_crash_log(getattr(self, "state_dir", None), exc, "http handler")
+        log.error("http request failed", exc_info=(type(exc), exc, exc.__traceback__),
+                  extra={"traceback": display_path(written) if written else "not written"})
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class Daemon:
@@ -141,8 +192,25 @@ class Daemon:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
+            def handle(self) -> None:
+                # The socket timeout bounds each wait; this bounds the whole exchange, so a client
+                # sending one byte every few seconds cannot hold a connection slot for ever.
+                timer = threading.Timer(HTTP_DEADLINE, self._cut)
+                timer.daemon = True
+                timer.start()
+                try:
+                    super().handle()
+                finally:
+                    timer.cancel()
+
+            def _cut(self) -> None:
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+        Handler.timeout = HTTP_TIMEOUT  # a request that does not arrive in time: the connection is dropped
         try:
-            self.http = ThreadingHTTPServer((host, port), Handler)
+            self.http = _BoundedHTTPServer((host, port), Handler)
+            self.http.state_dir = self.state_dir  # where handle_error writes a crash file
         except OSError as exc:
             raise DaemonError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.http.daemon_threads = True
@@ -153,6 +221,9 @@ class Daemon:
         self.acquire_lock()
         try:
             self.state = State(self.state_dir)
+            with publish_lock(self.state_dir):
+                for stale in remove_stale_temps(self.config.zones_dir):
+                    log.info("removed a temp file left by a killed publisher", extra={"file": display_path(stale)})
             self.start_http()
             try:  # repairs a torn end first; an unwritable trail must not stop the daemon (health says it)
                 self.audit.append("daemon-start", {"version": __version__, "pid": os.getpid(),
@@ -239,6 +310,13 @@ class Daemon:
             self.previous = {}
             log.info("config reloaded", extra={"config": str(self.config_path)})
 
+    def _log_exception(self, message: str, exc: BaseException, **extra: Any) -> None:
+        """The one-line log of an internal error (the formatter keeps one frame), naming the
+        file that holds its full traceback (`<state_dir>/log/crash-*.log`)."""
+        written = write_crash_log(self.state_dir, exc, f"daemon: {message} {extra}")
+        log.error(message, exc_info=(type(exc), exc, exc.__traceback__),
+                  extra={**extra, "traceback": display_path(written) if written else "not written"})
+
     # scheduling ----------------------------------------------------------------------------
     def _schedule_periodic(self) -> None:
         self.scheduler.add_job(self.reconcile, IntervalTrigger(seconds=self.config.reconcile_interval),
@@ -287,7 +365,7 @@ class Daemon:
                                      datetime.now(UTC))
                 ok = False
             except Exception as exc:  # the daemon keeps running: the next reconcile tries again
-                log.exception("reconcile failed", extra={"reason": reason})
+                self._log_exception("reconcile failed", exc, reason=reason)
                 self.health = Health(False, [f"reconcile failed: {type(exc).__name__}: {exc}"],
                                      self.health.flags, datetime.now(UTC))
                 ok = False
@@ -323,7 +401,9 @@ class Daemon:
         if instant is not None and now < instant:  # a timer that woke a hair early
             time.sleep((instant - now).total_seconds())
             now = datetime.now(UTC)
-        result = load_orders(config.orders_dir, config, self.order_cache)
+        # The periodic reconcile also checks every file's bytes against its digest: an edit in
+        # place that restored size and mtime is invisible to the folder's stat signature.
+        result = load_orders(config.orders_dir, config, self.order_cache, verify=reason == "periodic")
         self._report_invalid(result)
         eff = effective_orders(result, config, self.state, self.audit, now, actor=ACTOR)
         zones = self.state.zones()
@@ -459,6 +539,9 @@ class Daemon:
                 reasons.append(f"{op_plan.operator}: published zone is not current")
             elif record is not None and record.checksum == on_disk.checksum and not record.in_effect:
                 reasons.append(f"{op_plan.operator}: reload failed: {record.reload_message}")
+        if not self.config.orders_dir.is_dir():
+            reasons.append(f"orders folder {display_path(self.config.orders_dir)} does not exist "
+                           "(the last good versions stay in force)")
         orphaned = sorted(i for i, f in eff.flags.items() if f == FLAG_ORPHANED)
         flags = {
             "orders_invalid": sorted(result.invalid_files),
@@ -507,8 +590,8 @@ class Daemon:
                     continue
                 try:
                     self._probe_operator(op, reason)
-                except Exception:  # a probe failure must never stop the daemon
-                    log.exception("probe pass failed", extra={"operator": op.id})
+                except Exception as exc:  # a probe failure must never stop the daemon
+                    self._log_exception("probe pass failed", exc, operator=op.id)
 
     def _probe_operator(self, op: OperatorConfig, reason: str) -> None:
         config, orders, now = self.config, dict(self.orders), datetime.now(UTC)

@@ -6,11 +6,17 @@ A file either yields one `Order` whose every name and date has been checked, or 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gc
 import hashlib
 import os
 import re
+import select
+import signal
+import stat
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -31,7 +37,8 @@ from blocker.legaltime import (
     zone,
 )
 from blocker.names import NameError_, host_from_url, normalize_name
-from blocker.yamlio import LineDict, LineList, YamlError, loads_mapping, read_bytes
+from blocker.textsafe import display_path
+from blocker.yamlio import DEFAULT_MAX_BYTES, LineDict, LineList, YamlError, loads_mapping
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
 FIELDS = {
@@ -399,17 +406,85 @@ class OrderCache:
 
 
 def _order_entries(folder: Path) -> list[os.DirEntry[str]]:
-    """The order files of `folder`, by name: one scandir, and no stat for a regular file (its
-    type comes with the listing). Same choice as `Path.suffix in ORDER_SUFFIXES` (a hidden
-    file is skipped anyway) and `Path.is_file()` (symlinks followed)."""
+    """Every entry of `folder` named like an order file (hidden ones aside), by name: one
+    scandir. Whatever its type: a FIFO, a folder or a dangling link named `x.yaml` is a file a
+    person meant as an order, so it is refused with a reason (`_refusal`), never skipped."""
     with os.scandir(folder) as listing:
-        found = [e for e in listing if e.name.endswith(ORDER_SUFFIXES) and not e.name.startswith(".") and e.is_file()]
+        found = [e for e in listing if e.name.endswith(ORDER_SUFFIXES) and not e.name.startswith(".")]
     found.sort(key=lambda e: e.name)
     return found
 
 
+def _undecodable(name: str) -> bool:
+    """A name that was not UTF-8 on disk (an SMB or Windows client writing Latin-1): Python
+    hands it over with lone surrogates, which SQLite, JSON and UTF-8 logs cannot carry."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _kind(mode: int) -> str:
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
+def _refusal(folder: Path, entry: os.DirEntry[str]) -> tuple[str, OrderError | None, os.stat_result | None]:
+    """The key of one entry, and why it is not an order file (None: a regular file, or a link
+    to one: links are followed, as a folder of links into a case archive is a normal layout; the
+    content read is what is checked and stored, whatever the link points to)."""
+    if _undecodable(entry.name) or _undecodable(str(folder)):
+        key = display_path(folder / entry.name)
+        return key, OrderError(key, "(file)", "file name is not valid UTF-8: rename the file "
+                               "(its name is shown with the undecodable bytes escaped)"), None
+    key = str(folder / entry.name)
+    try:
+        st = entry.stat()  # follows a link
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return key, OrderError(key, "(file)", "symbolic link loop"), None
+        if exc.errno == errno.ENOENT and entry.is_symlink():
+            try:
+                dest = os.readlink(folder / entry.name)
+            except OSError:
+                dest = "?"
+            return key, OrderError(key, "(file)", f"dangling symbolic link (to {display_path(dest)})"), None
+        return key, OrderError(key, "(file)", f"cannot read: {exc.strerror or exc}"), None
+    if not stat.S_ISREG(st.st_mode):
+        return key, OrderError(key, "(file)", f"is {_kind(st.st_mode)}, not an order file"), None
+    return key, None, st
+
+
 def order_files(folder: Path) -> list[Path]:
-    return [folder / e.name for e in _order_entries(folder)]
+    """The order files of `folder` that are regular files (or links to one) with a UTF-8 name."""
+    return [folder / e.name for e in _order_entries(folder) if _refusal(folder, e)[1] is None]
+
+
+def read_order_file(path: Path) -> bytes:
+    """The bytes of a regular file, opened without blocking: a FIFO put there between the
+    listing and the open must not hang the loader."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise YamlError(f"is {_kind(st.st_mode)}, not an order file")
+        # A regular file ignores O_NONBLOCK. The size is capped before the file is read whole.
+        chunks, size = [], 0
+        while size <= DEFAULT_MAX_BYTES:
+            chunk = os.read(fd, min(1 << 20, DEFAULT_MAX_BYTES + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > DEFAULT_MAX_BYTES:
+        raise YamlError(f"file larger than {DEFAULT_MAX_BYTES} bytes")
+    return b"".join(chunks)
 
 
 PARALLEL_MIN_FILES = 64  # fewer files to parse than this: in this process, no worker start-up
@@ -418,7 +493,7 @@ PARALLEL_MIN_FILES = 64  # fewer files to parse than this: in this process, no w
 def _read_and_parse(key: str, config: Config) -> tuple[Order | list[OrderError], bool]:
     """One file's outcome, and whether it may be cached (a failed read is retried next time)."""
     try:
-        return parse_order(read_bytes(Path(key)), key, config), True
+        return parse_order(read_order_file(Path(key)), key, config), True
     except YamlError as exc:
         return [OrderError(key, "(file)", exc.message, exc.line)], False
     except OSError as exc:
@@ -460,9 +535,47 @@ def _unpack(packed: Any) -> Order | list[OrderError]:
     return Order(targets=targets, **fields)
 
 
-def _init_worker(config: Config) -> None:
+def _die_with(parent: int) -> None:
+    """A worker must not outlive the process that asked for its work: after a `kill -9` of
+    `apply` nobody will read its results, and it would wait on its queue forever (it holds the
+    queue's write end itself, so it never sees an end of file). Its own parent is the
+    forkserver, which lives as long as the workers do: PR_SET_PDEATHSIG covers it, and a thread
+    waiting on a pidfd of the requesting process (or polling it) covers the requester."""
+    import ctypes
+    import threading
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        os._exit(1)
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(parent)
+        except (AttributeError, OSError):
+            fd = -1
+        if fd >= 0:
+            select.select([fd], [], [])  # readable once the process has exited
+        else:
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(parent, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    continue
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init_worker(config: Config, parent: int | None = None) -> None:
     global _WORKER_CONFIG
     _WORKER_CONFIG = config
+    if parent is not None:
+        _die_with(parent)
     # A worker only parses, and parsing makes no reference cycle: the cyclic collector would
     # only walk the YAML nodes of each document again and again (~40% of a worker's time).
     gc.disable()
@@ -534,7 +647,7 @@ def _parse_parallel(keys: list[str], config: Config, workers: int) -> Iterator[t
         ctx.set_forkserver_preload(["blocker.orders"])
         size = max(1, min(32, len(keys) // (workers * 8)))  # small batches: the workers finish together
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(config,)) as pool:
+                                 initargs=(config, os.getpid())) as pool:
             futures = [pool.submit(_parse_in_worker, keys[i:i + size]) for i in range(0, len(keys), size)]
             try:
                 for future in futures:
@@ -552,33 +665,33 @@ def _parse_parallel(keys: list[str], config: Config, workers: int) -> Iterator[t
 
 
 def load_orders(folder: Path, config: Config, cache: OrderCache | None = None, *,
-                workers: int | None = None) -> LoadResult:
+                workers: int | None = None, verify: bool = False) -> LoadResult:
     """Every order file of `folder`, parsed (or taken from `cache` when unchanged on disk).
 
     When more than `PARALLEL_MIN_FILES` files need parsing, they are parsed by one worker
     process per core (`workers`: how many, whatever the count; 1: all here). Same outcome,
-    errors and order.
+    errors and order. With `verify`, a cached file is read again and kept only if its bytes
+    still have the digest parsed: an edit in place that kept size and mtime (`touch -r`) fools
+    the stat key, not the digest.
     """
     result = LoadResult()
     if not folder.is_dir():
-        result.errors.append(OrderError(str(folder), "(folder)", "orders folder does not exist"))
+        result.errors.append(OrderError(display_path(folder), "(folder)", "orders folder does not exist"))
         return result
     items: list[Order | list[OrderError]] = []  # per file, in path order
     paths: list[str] = []
     todo: list[tuple[int, str, tuple[int, int, int]]] = []  # (index in items, path, stamp) to parse
     seen_paths: set[str] = set()
     for entry in _order_entries(folder):
-        key = str(folder / entry.name)
+        key, refused, st = _refusal(folder, entry)
         seen_paths.add(key)
         paths.append(key)
-        try:
-            st = entry.stat()
-        except OSError as exc:
-            items.append([OrderError(key, "(file)", f"cannot read: {exc.strerror or exc}")])
+        if refused is not None or st is None:
+            items.append([refused] if refused is not None else [])
             continue
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         hit = cache.entries.get(key) if cache is not None else None
-        if hit is not None and hit[0] == stamp:
+        if hit is not None and hit[0] == stamp and (not verify or _still(key, hit[1])):
             items.append(hit[1])
         else:
             todo.append((len(items), key, stamp))
@@ -620,6 +733,17 @@ def load_orders(folder: Path, config: Config, cache: OrderCache | None = None, *
     return result
 
 
+def _still(key: str, item: Order | list[OrderError]) -> bool:
+    """Does the file still hold the bytes `item` was parsed from? (An invalid file's outcome
+    has no digest: it is parsed again, and invalid files are few.)"""
+    if not isinstance(item, Order):
+        return False
+    try:
+        return hashlib.sha256(read_order_file(Path(key))).hexdigest() == item.digest
+    except (OSError, YamlError):
+        return False
+
+
 def stat_signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
     """A cheap fingerprint of the folder: the daemon polls it to notice edits within seconds."""
     try:
@@ -632,6 +756,8 @@ def stat_signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
             try:
                 st = os.stat(folder / name)
             except OSError:
+                # A dangling link or a loop appearing is a change too (refused by the loader).
+                out.append((name, -1, -1))
                 continue
             out.append((name, st.st_mtime_ns, st.st_size))
     return tuple(out)

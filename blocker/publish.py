@@ -7,9 +7,14 @@ publish recorded as "not yet in effect".
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
 import shutil
+import signal
 import socket
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -60,11 +65,15 @@ def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: 
     records of the change are written there, so no zone is served whose change is not on record
     (an exception it raises leaves the old file in place and propagates)."""
     tmp: Path | None = None
+    lock_fd = -1
     try:
         # Inside the try: an unwritable or missing folder is a publish error like any other.
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         tmp = Path(tmp_name)
+        # Held until the file is renamed or removed: `remove_stale_temps` leaves a locked one alone.
+        lock_fd = os.dup(fd)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -90,6 +99,48 @@ def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: 
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
+        if lock_fd >= 0:
+            os.close(lock_fd)
+
+
+# `tempfile.mkstemp(prefix=".<zone file>.", suffix=".tmp")` of write_zone: nothing else matches.
+_ZONE_TEMP = re.compile(r"\.[^/]+\.rpz\.[a-z0-9_]{8}\.tmp\Z")
+
+
+def remove_stale_temps(zones_dir: Path) -> list[Path]:
+    """Remove the temp files a killed `write_zone` left in `zones_dir` (run at daemon start and
+    by `apply`, under the publish lock). Only our own pattern, only regular files, and only one
+    no live writer holds locked (a writer keeps an flock on its temp file; a killed one's lock
+    died with it). A file that cannot be checked is left alone."""
+    removed: list[Path] = []
+    try:
+        names = os.listdir(zones_dir)
+    except OSError:
+        return removed
+    for name in sorted(names):
+        if not _ZONE_TEMP.match(name):
+            continue
+        path = zones_dir / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer holds it
+            # Still the file we locked (not replaced since the open)? Then it is stale.
+            if os.path.samestat(os.fstat(fd), os.lstat(path)):
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def reload_argv(op: OperatorConfig, zone_path: Path, serial: int) -> list[str] | None:
@@ -175,16 +226,37 @@ class ReloadResult:
 
 
 def _run(argv: list[str], timeout: float) -> ReloadResult:
+    """Run one hook in a process group of its own: on timeout the whole group is killed, so a
+    hook's children (a shell's `sleep`, a stuck `rndc`) do not outlive it."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
     except FileNotFoundError:
         return ReloadResult(False, f"{argv[0]}: command not found", tuple(argv))
+    try:
+        stdout, stderr = popen.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        _kill_group(popen)
         return ReloadResult(False, f"{argv[0]}: no answer within {timeout:g} s", tuple(argv))
+    except BaseException:
+        _kill_group(popen)
+        raise
+    proc = subprocess.CompletedProcess(argv, popen.returncode, stdout, stderr)
     output = " ".join((proc.stdout + " " + proc.stderr).split())[:500]
     if proc.returncode != 0:
         return ReloadResult(False, f"{argv[0]} exited {proc.returncode}: {output}", tuple(argv))
     return ReloadResult(True, output or "ok", tuple(argv))
+
+
+def _kill_group(popen: subprocess.Popen[str]) -> None:
+    """SIGKILL the hook's whole process group, then reap the hook."""
+    with contextlib.suppress(OSError):  # already gone
+        os.killpg(popen.pid, signal.SIGKILL)
+    try:
+        popen.communicate(timeout=5)
+    except subprocess.TimeoutExpired:  # a pipe still held by a process that left the group
+        popen.kill()
+        popen.wait()
 
 
 def run_reload(op: OperatorConfig, zone_path: Path, serial: int, timeout: float,

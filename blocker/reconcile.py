@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
+import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,11 +24,12 @@ from typing import Any
 from blocker.audit import AuditLog
 from blocker.config import Config, OperatorConfig
 from blocker.legaltime import fmt_instant
-from blocker.orders import LoadResult, Order, parse_order
+from blocker.orders import LoadResult, Order, parse_order, read_order_file
 from blocker.plan import Plan
 from blocker.publish import PublishError, ReloadResult, run_reload, write_zone
 from blocker.rpz import next_serial, read_meta, serial_gt
 from blocker.state import OrderVersion, State, ZoneRecord
+from blocker.yamlio import YamlError
 
 FLAG_INVALID = "invalid-file"  # file is broken now: its last good version stays in force
 FLAG_ORPHANED = "orphaned"  # file is gone while the order is still in force
@@ -78,8 +81,8 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
                 state.set_present(order_id, True, at)
             continue
         try:
-            content = Path(order.path).read_bytes()
-        except OSError:
+            content = read_order_file(Path(order.path))  # never blocks: a FIFO swapped in is refused
+        except (OSError, YamlError):
             continue
         if hashlib.sha256(content).hexdigest() != order.digest:
             continue  # the file changed again under us: the next reconcile takes it
@@ -254,24 +257,68 @@ def _audit_publish(audit: AuditLog, op_plan: Any, serial: int, order_ids: list[s
 
 
 
+_LOCK_FILES: dict[str, tuple[threading.Lock, Any]] = {}  # path -> (thread lock, the one open file)
+_LOCK_FILES_GUARD = threading.Lock()
+
+
+def _lock_file(path: Path) -> tuple[threading.Lock, Any]:
+    """One open `publish.lock` per process and path, opened on first use: a publish must need no
+    new descriptor per attempt (1,000 idle connections once took the last one). Reopened only
+    when the file on disk is no longer the one held open (the state folder was replaced)."""
+    key = str(path)
+    with _LOCK_FILES_GUARD:
+        held = _LOCK_FILES.get(key)
+        if held is not None:
+            try:
+                same = os.path.samestat(os.fstat(held[1].fileno()), os.stat(path))
+            except OSError:
+                same = False
+            if same:
+                return held
+            with held[0]:  # nobody holds the flock through the old file any more
+                held[1].close()
+        try:
+            fh = path.open("a")
+        except OSError as exc:
+            raise PublishError(f"cannot open {path}: {exc.strerror or exc}; nothing published, "
+                               "the next attempt retries") from None
+        _LOCK_FILES[key] = held = (threading.Lock(), fh)
+        return held
+
+
 @contextmanager
 def publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[None]:
-    """Serialises publishers (the daemon's reconciles, `blocker apply`) on one state directory."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """Serialises publishers (the daemon's reconciles, `blocker apply`) on one state directory:
+    across processes by `flock`, across threads of this one by a lock around it (they share
+    the one open file, and `flock` on one open file does not exclude its other users)."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PublishError(f"cannot create {state_dir}: {exc.strerror or exc}") from None
+    path = state_dir / "publish.lock"
     deadline = time.monotonic() + timeout
-    with (state_dir / "publish.lock").open("a") as fh:
+    while True:
+        thread_lock, fh = _lock_file(path)
+        if not thread_lock.acquire(timeout=timeout):
+            raise PublishError(f"another publisher holds {path}")
+        if not fh.closed:
+            break
+        thread_lock.release()  # replaced while we waited: take the new one
+    try:
         while True:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise PublishError(f"another publisher holds {state_dir / 'publish.lock'}") from None
+                    raise PublishError(f"another publisher holds {path}") from None
                 time.sleep(0.05)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        thread_lock.release()
 
 
 def _adopt(state: State, audit: AuditLog | None, op_plan: Any, orders: Mapping[str, Order], at: datetime,

@@ -153,7 +153,7 @@ def test_edited_record_with_recomputed_hash_breaks_the_next_link(work: Path) -> 
 def test_a_missing_state_dir_fails_and_is_not_created(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text(CONFIG)
     proc = blocker("audit", "verify", "--state-dir", "nowhere", cwd=tmp_path)
-    assert proc.returncode == 1 and "no such state directory" in proc.stderr
+    assert proc.returncode == 2 and "no such state directory" in proc.stderr
     assert not (tmp_path / "nowhere").exists()
     (tmp_path / "empty").mkdir()
     proc = blocker("audit", "verify", "--state-dir", "empty", cwd=tmp_path)

@@ -108,8 +108,8 @@ def test_validate_an_empty_folder_is_fine(work):
 
 def test_validate_a_missing_folder_fails_cleanly(work):
     proc = run("validate", "--orders", "nope", cwd=work)
-    assert proc.returncode == 1
-    assert "nope: (folder): orders folder does not exist" in proc.stdout + proc.stderr
+    assert proc.returncode == 2  # a mistyped path is a usage error (issue 9, section 10)
+    assert "nope (--orders) does not exist" in proc.stdout + proc.stderr
 
 
 NASTY = {

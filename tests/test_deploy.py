@@ -68,3 +68,5 @@ def test_systemd_unit_runs_the_daemon_with_reload_on_sighup() -> None:
     unit = (ROOT / "deploy" / "blocker.service").read_text()
     assert re.search(r"^ExecStart=\S+/blocker run --config ", unit, re.M)
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
+    limit = re.search(r"^LimitNOFILE=(\d+)$", unit, re.M)
+    assert limit is not None and int(limit.group(1)) >= 65536

@@ -287,16 +287,27 @@ def test_read_commands_change_nothing_and_create_no_state(scenario: Path) -> Non
     for args in (("report", "--at", T, "--format", "json"), ("expiring", "--at", T), ("audit", "show")):
         blocker(*args, cwd=scenario)
     assert digests() == before
+    # A mistyped state folder is a usage error naming it (issue 9, section 10), and is not created.
     for args in (("report", "--orders", "orders"), ("expiring", "--orders", "orders", "--at", T)):
         proc = blocker(*args, "--state-dir", "missing", cwd=scenario)
-        assert "no state in missing" in proc.stderr
+        assert proc.returncode == 2 and "missing: no such state directory (--state-dir)" in proc.stderr
         assert not (scenario / "missing").exists()
     proc = blocker("evidence", "alpha", "--out", "p", "--state-dir", "missing", cwd=scenario)
-    assert proc.returncode == 1 and not (scenario / "missing").exists() and not (scenario / "p").exists()
+    assert proc.returncode == 2 and not (scenario / "missing").exists() and not (scenario / "p").exists()
+    # An existing folder with no state yet is a fresh install, not a typo: it says so, exit 0.
+    (scenario / "fresh").mkdir()
+    try:
+        proc = blocker("report", "--orders", "orders", "--state-dir", "fresh", "--at", T, cwd=scenario)
+        assert proc.returncode == 0 and "no state in fresh" in proc.stderr
+    finally:
+        (scenario / "fresh").rmdir()
 
 
 def test_report_from_the_state_alone_when_the_orders_folder_is_elsewhere(scenario: Path) -> None:
-    proc = blocker("report", "--orders", "elsewhere", "--state-dir", "state", "--at", T, "--format", "json",
+    # The configured orders folder is not on this host: the state's versions are the orders. (A
+    # mistyped `--orders` is a usage error instead: test_mistyped_paths_in_read_commands_exit_2.)
+    (scenario / "elsewhere.yaml").write_text(CONFIG + "orders_dir: elsewhere\n")
+    proc = blocker("report", "--config", "elsewhere.yaml", "--state-dir", "state", "--at", T, "--format", "json",
                    cwd=scenario)
     assert proc.returncode == 1 and "orders folder does not exist" in proc.stderr
     rows = json.loads(proc.stdout)["orders"]

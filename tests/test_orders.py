@@ -643,8 +643,11 @@ def test_only_yaml_files_are_orders(tmp_path):
     (tmp_path / "sub.yaml").mkdir()
     write(tmp_path / "sub.yaml", "g.yaml", with_id("g"))
     result = load_orders(tmp_path, CONFIG)
-    assert result.ok, [str(e) for e in result.errors]
     assert sorted(result.orders) == ["a", "b"]
+    # A folder named like an order file is refused, not skipped (issue 9, section 2); what it
+    # holds is not an order of this folder.
+    assert [(e.path, e.field) for e in result.errors] == [(str(tmp_path / "sub.yaml"), "(file)")]
+    assert "folder" in result.errors[0].message
 
 
 def test_a_missing_folder_is_an_error(tmp_path):
