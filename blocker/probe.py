@@ -17,6 +17,13 @@ something after that query was sent, so a dead resolver never looks compliant. E
 SERVFAIL, REFUSED... after retries) are never compliant: exit_code() gives 2 when only they stand
 between a pass and a clean bill.
 
+What the engine returns is what the answers LOOK like. A negative answer, a silence or a SERVFAIL
+can come from something other than our policy (a resolver that answers NXDOMAIN to everything, a
+site whose servers are offline, another policy), so `blocked` and `resolves` are only proofs after
+prove(): the resolver must serve, on the same transport, the canary serial of a zone that holds
+the entry (for a lift: of the zone that removed it), and every control name must have resolved on
+it in the same pass; otherwise the check is `unverified`.
+
 Block signatures as observed on Debian 12 (see classify() for the rules derived from them):
 Unbound 1.17 answers a block with an empty authority section (and AA); BIND 9.18 adds the RPZ's SOA
 to the ADDITIONAL section; Knot Resolver 5.6 puts the RPZ's SOA in the authority section (for NODATA
@@ -36,8 +43,8 @@ import random
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import dns.asyncquery
@@ -50,9 +57,12 @@ import dns.rdataclass
 import dns.rdatatype
 
 from blocker.config import ResolverConfig
+from blocker.rpz import serial_gt
 
-Verdict = Literal["blocked", "not-blocked", "overblocked", "resolves", "error"]
-VERDICTS: tuple[str, ...] = ("blocked", "not-blocked", "overblocked", "resolves", "error")
+Verdict = Literal["blocked", "not-blocked", "overblocked", "resolves", "error", "unverified"]
+VERDICTS: tuple[str, ...] = ("blocked", "not-blocked", "overblocked", "resolves", "error", "unverified")
+# Verdicts that only count once prove() found the canary proof for them (see prove()).
+PROVEN: frozenset[str] = frozenset({"blocked", "resolves"})
 ACTIONS: tuple[str, ...] = ("nxdomain", "nodata", "drop", "redirect")
 EXPECTATIONS: tuple[str, ...] = ("blocked", "resolves")
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp")
@@ -138,13 +148,77 @@ class CheckResult:
 
 
 def exit_code(results: Sequence[CheckResult]) -> int:
-    """0 every check holds; 1 a block is missing or a name is overblocked; 2 only errors remain."""
+    """0 every check holds; 1 a block is missing, a name is overblocked, or a check could not be
+    proven (`unverified`: the check failed, the resolver answered); 2 only errors remain."""
     verdicts = {r.verdict for r in results}
-    if verdicts & {"not-blocked", "overblocked"}:
+    if verdicts & {"not-blocked", "overblocked", "unverified"}:
         return 1
     if "error" in verdicts:
         return 2
     return 0
+
+
+Lane = tuple[str, str]  # (resolver label as CheckResult.resolver gives it, transport)
+
+
+def proof_gap(check: Check, need: int | None, served: int | None, control: str = "") -> str:
+    """Why a `blocked`/`resolves` answer to `check` proves nothing on a lane ("" when it proves it).
+
+    need: the first published serial whose zone holds the entry (a lift: the first whose zone no
+    longer covers the name); None when no published zone does. served: the canary serial the
+    lane applied throughout the pass (None: no canary, so which zone it applies is unknown).
+    control: what went wrong with a control name on the lane ("" when all of them resolved).
+    """
+    if control:
+        return control
+    if served is None:
+        return "the resolver serves no canary serial for this operator: which zone it applies is unknown"
+    lifted = check.expected == "resolves"
+    if need is None:
+        return ("the published zone still covers this name" if lifted
+                else "no published zone holds this entry")
+    if serial_gt(need, served):
+        what = "no longer covers this name" if lifted else "holds this entry"
+        return f"the resolver serves serial {served}, older than {need}, the first published zone that {what}"
+    return ""
+
+
+def prove(checks: Sequence[Check], results: Sequence[CheckResult], need: Sequence[int | None],
+          served: Mapping[Lane, int | None]) -> list[CheckResult]:
+    """Turn every `blocked`/`resolves` that its lane cannot prove into `unverified`.
+
+    Why: those answers are also what a resolver gives that answers NXDOMAIN to everything, that
+    applies an older zone, or that cannot reach an offline site (a drop). They prove our policy
+    only when, on the same resolver and transport, every control name resolved in this pass and
+    the canary serial applied is at or after need[i] (see proof_gap). Failures (not-blocked,
+    overblocked, error) stand as they are: an answer that contradicts the order is a fact whatever
+    zone produced it. Control checks keep their verdict: they are the evidence, not the claim.
+    results: as probe() returns them (check order, then lane order); need: one per check.
+    """
+    if not results:
+        return []
+    if len(need) != len(checks) or len(results) % len(checks):
+        raise ValueError("prove(): results, checks and need do not line up")
+    lanes = len(results) // len(checks)
+    control: dict[Lane, str] = {}
+    for ci, check in enumerate(checks):
+        if check.kind != "control":
+            continue
+        for r in results[ci * lanes:(ci + 1) * lanes]:
+            if r.verdict != "resolves":
+                control.setdefault((r.resolver, r.transport),
+                                   f"the control name {r.name} did not resolve in this pass ({r.verdict})")
+    out = list(results)
+    for i, r in enumerate(results):
+        if r.verdict not in PROVEN or r.kind == "control":
+            continue
+        lane = (r.resolver, r.transport)
+        check = checks[i // lanes]
+        gap = proof_gap(check, need[i // lanes], served.get(lane), control.get(lane, ""))
+        if gap:
+            seen = f"answered as {r.verdict}" + (f" ({r.reason})" if r.reason else "")
+            out[i] = replace(r, verdict="unverified", reason=f"{seen}, but {gap}")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -1327,11 +1401,13 @@ def probe_sync(checks: Sequence[Check], resolvers: Sequence[ResolverTarget], sig
 
 
 async def _ask(resolver: ResolverTarget, qname: dns.name.Name, rdtype: str,
-               timeout: float) -> dns.message.Message | None:
-    """One plain dnspython query (UDP with TCP fallback, or TCP only); None when nothing came back."""
+               timeout: float, transport: str | None = None) -> dns.message.Message | None:
+    """One plain dnspython query (UDP with TCP fallback, or TCP only); None when nothing came back.
+    transport: ask over this one ("udp" still falls back to TCP on truncation); default: UDP when
+    the resolver is probed over UDP."""
     query = dns.message.make_query(qname, rdtype, use_edns=0, payload=1232)
     try:
-        if "udp" in resolver.transports:
+        if (transport or ("udp" if "udp" in resolver.transports else "tcp")) == "udp":
             reply, _ = await dns.asyncquery.udp_with_fallback(query, resolver.host, timeout=timeout,
                                                               port=resolver.port)
             return reply
@@ -1357,11 +1433,12 @@ async def read_serial(resolver: ResolverTarget, origin: str, timeout: float = 2.
     return None
 
 
-async def read_canary(resolver: ResolverTarget, name: str, timeout: float = 2.0) -> int | None:
+async def read_canary(resolver: ResolverTarget, name: str, timeout: float = 2.0,
+                      transport: str | None = None) -> int | None:
     """The serial in the zone's canary TXT (`serial.<operator>.canary.blocker`) as this resolver
     APPLIES it: the one read-back all four resolvers answer alike (BIND's SOA shows the version
     loaded, which may not be applied yet). None when it does not answer with one."""
-    reply = await _ask(resolver, dns.name.from_text(name), "TXT", timeout)
+    reply = await _ask(resolver, dns.name.from_text(name), "TXT", timeout, transport)
     if reply is None:
         return None
     for rrset in reply.answer:
@@ -1375,7 +1452,26 @@ async def read_canaries(resolvers: Sequence[ResolverTarget], name: str, timeout:
     return list(await asyncio.gather(*(read_canary(r, name, timeout) for r in resolvers)))
 
 
+async def read_lane_canaries(resolvers: Sequence[ResolverTarget], name: str,
+                             timeout: float = 2.0) -> dict[Lane, int | None]:
+    """The canary serial per (resolver, transport) lane of a pass, asked over that transport."""
+    lanes = [(r, t) for r in resolvers for t in r.transports]
+    found = await asyncio.gather(*(read_canary(r, name, timeout, t) for r, t in lanes))
+    return {(r.name or r.address, t): serial for (r, t), serial in zip(lanes, found, strict=True)}
+
+
+def served_throughout(before: Mapping[Lane, int | None], after: Mapping[Lane, int | None]) -> dict[Lane, int | None]:
+    """The serial a lane applied for the whole pass: the older of the reads before and after it
+    (a reload during the pass leaves the early answers to the old zone); None if either failed."""
+    out: dict[Lane, int | None] = {}
+    for lane in set(before) | set(after):
+        a, b = before.get(lane), after.get(lane)
+        out[lane] = None if a is None or b is None else (a if serial_gt(b, a) else b)
+    return out
+
+
 __all__ = [
-    "ACTIONS", "Check", "CheckResult", "ResolverTarget", "Signature", "Verdict", "classify", "classify_reply",
-    "encode_name", "exit_code", "probe", "probe_sync", "read_canaries", "read_canary", "read_serial",
+    "ACTIONS", "PROVEN", "Check", "CheckResult", "Lane", "ResolverTarget", "Signature", "Verdict", "classify",
+    "classify_reply", "encode_name", "exit_code", "probe", "probe_sync", "proof_gap", "prove", "read_canaries",
+    "read_canary", "read_lane_canaries", "read_serial", "served_throughout",
 ]
