@@ -365,13 +365,13 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
     if args.state_dir and not state_dir.is_dir():
         raise CliError(f"--state-dir {state_dir}: no such directory", EXIT_USAGE)
     canary = canary_owner(op.id)
-    before = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout))
+    before = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
     results = probe_sync(checks, targets, signature_for(op), timeout=config.probe_timeout,
                          retries=config.probe_retries, concurrency=config.probe_concurrency,
                          rate_per_resolver=config.probe_rate_per_resolver, progress=progress)
     if bar is not None:
         bar.close()
-    after = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout))
+    after = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
     zone_path = (Path(args.out) if args.out else config.zones_dir) / f"{op.id}.rpz"
     published = read_meta(zone_path)
     proof = None

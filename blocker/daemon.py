@@ -493,11 +493,11 @@ class Daemon:
                                  control_names=config.control_names, content=content)
         targets = targets_for(op)
         canary = canary_owner(op.id)
-        before = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout))
+        before = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
         results = probe_sync(checks, targets, signature_for(op), timeout=config.probe_timeout,
                              retries=config.probe_retries, concurrency=config.probe_concurrency,
                              rate_per_resolver=config.probe_rate_per_resolver)
-        after = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout))
+        after = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
         results = prove(checks, results, proof_serials(checks, orders.values(), self._published(op.id)),
                         served_throughout(before, after))
         # Per resolver (the label probe results carry): the serial its first transport applies now.

@@ -189,8 +189,8 @@ def prove(checks: Sequence[Check], results: Sequence[CheckResult], need: Sequenc
 
     Why: those answers are also what a resolver gives that answers NXDOMAIN to everything, that
     applies an older zone, or that cannot reach an offline site (a drop). They prove our policy
-    only when, on the same resolver and transport, every control name resolved in this pass and
-    the canary serial applied is at or after need[i] (see proof_gap). Failures (not-blocked,
+    only when, on the same resolver and transport, every control name resolved in this pass (and
+    there was at least one) and the canary serial applied is at or after need[i] (see proof_gap). Failures (not-blocked,
     overblocked, error) stand as they are: an answer that contradicts the order is a fact whatever
     zone produced it. Control checks keep their verdict: they are the evidence, not the claim.
     results: as probe() returns them (check order, then lane order); need: one per check.
@@ -201,6 +201,10 @@ def prove(checks: Sequence[Check], results: Sequence[CheckResult], need: Sequenc
         raise ValueError("prove(): results, checks and need do not line up")
     lanes = len(results) // len(checks)
     control: dict[Lane, str] = {}
+    no_control = ("no control name was probed in this pass (probe.control_names, or all of them are "
+                  "blocked): a resolver that blocks everything looks the same")
+    if any(check.kind == "control" for check in checks):
+        no_control = ""
     for ci, check in enumerate(checks):
         if check.kind != "control":
             continue
@@ -214,7 +218,7 @@ def prove(checks: Sequence[Check], results: Sequence[CheckResult], need: Sequenc
             continue
         lane = (r.resolver, r.transport)
         check = checks[i // lanes]
-        gap = proof_gap(check, need[i // lanes], served.get(lane), control.get(lane, ""))
+        gap = proof_gap(check, need[i // lanes], served.get(lane), control.get(lane, no_control))
         if gap:
             seen = f"answered as {r.verdict}" + (f" ({r.reason})" if r.reason else "")
             out[i] = replace(r, verdict="unverified", reason=f"{seen}, but {gap}")
@@ -1452,11 +1456,23 @@ async def read_canaries(resolvers: Sequence[ResolverTarget], name: str, timeout:
     return list(await asyncio.gather(*(read_canary(r, name, timeout) for r in resolvers)))
 
 
-async def read_lane_canaries(resolvers: Sequence[ResolverTarget], name: str,
-                             timeout: float = 2.0) -> dict[Lane, int | None]:
-    """The canary serial per (resolver, transport) lane of a pass, asked over that transport."""
+async def read_lane_canaries(resolvers: Sequence[ResolverTarget], name: str, timeout: float = 2.0,
+                             retries: int = 2) -> dict[Lane, int | None]:
+    """The canary serial per (resolver, transport) lane of a pass, asked over that transport.
+
+    A lane without an answer is asked again (up to `retries` times): one lost datagram must not
+    leave a whole pass unverified. None stays None: no canary, no proof.
+    """
     lanes = [(r, t) for r in resolvers for t in r.transports]
-    found = await asyncio.gather(*(read_canary(r, name, timeout, t) for r, t in lanes))
+    found: list[int | None] = [None] * len(lanes)
+    todo = list(range(len(lanes)))
+    for _ in range(max(0, retries) + 1):
+        got = await asyncio.gather(*(read_canary(lanes[i][0], name, timeout, lanes[i][1]) for i in todo))
+        for i, serial in zip(todo, got, strict=True):
+            found[i] = serial
+        todo = [i for i in todo if found[i] is None]
+        if not todo:
+            break
     return {(r.name or r.address, t): serial for (r, t), serial in zip(lanes, found, strict=True)}
 
 

@@ -90,7 +90,7 @@ def test_blocked_or_resolves_only_with_canary_proof_and_resolving_controls(case:
     for i, (before, after) in enumerate(zip(results, out, strict=True)):
         check, lane = checks[i // lanes], (before.resolver, before.transport)
         controls = [results[j * lanes + i % lanes] for j, c in enumerate(checks) if c.kind == "control"]
-        proven = (all(r.verdict == "resolves" for r in controls) and served[lane] is not None
+        proven = (bool(controls) and all(r.verdict == "resolves" for r in controls) and served[lane] is not None
                   and need[i // lanes] is not None and not serial_gt(need[i // lanes], served[lane]))
         if check.kind == "control" or before.verdict not in PROVEN:
             assert after == before              # failures and the evidence itself stand as they are
@@ -103,6 +103,15 @@ def test_blocked_or_resolves_only_with_canary_proof_and_resolving_controls(case:
             assert proven
     if any(r.verdict == "unverified" for r in out):
         assert exit_code(out) == 1
+
+
+def test_a_pass_without_a_control_name_proves_nothing() -> None:
+    checks = [_check(0, "target"), _check(1, "lifted")]
+    results = [CheckResult(c.name, "r1", "udp", c.expected, v, c.order_ids, "NXDOMAIN", (), 1.0, "", c.kind)  # type: ignore[arg-type]
+               for c, v in zip(checks, ("blocked", "resolves"), strict=True)]
+    out = prove(checks, results, [5, 5], {("r1", "udp"): 5})
+    assert [r.verdict for r in out] == ["unverified", "unverified"]
+    assert "no control name was probed" in out[0].reason
 
 
 def test_served_throughout_takes_the_older_read() -> None:
