@@ -186,19 +186,27 @@ def proof_serials(checks: Sequence[Check], orders: Iterable[Order], published: P
         return found
 
     out: list[int | None] = []
+    append = out.append
     for check in checks:
-        if check.kind == "control":
-            out.append(serial)
+        kind = check.kind
+        if kind == "target":  # the common case, first: 10^6 checks in a pass
+            entry = entries.get(check.name)
+            if entry is None or entry[0] != check.action:
+                append(None)
+            else:
+                append(first_holding(entry[1]) if history else serial)
+        elif kind == "control":
+            append(serial)
         elif check.expected == "blocked":
             entry = entries.get(_owner_of(check))
             if entry is None or entry.action != check.action:
-                out.append(None)
+                append(None)
             else:
-                out.append(first_holding(tuple(entry.order_ids)) if history else serial)
+                append(first_holding(tuple(entry.order_ids)) if history else serial)
         elif _covered(check.name, entries):
-            out.append(None)
+            append(None)
         else:
-            out.append(first_clear(check.name) if history else serial)
+            append(first_clear(check.name) if history else serial)
     return out
 
 

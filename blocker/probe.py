@@ -44,7 +44,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import dns.asyncquery
@@ -213,16 +213,40 @@ def prove(checks: Sequence[Check], results: Sequence[CheckResult], need: Sequenc
                 control.setdefault((r.resolver, r.transport),
                                    f"the control name {r.name} did not resolve in this pass ({r.verdict})")
     out = list(results)
+    # Fast path, the usual pass: every lane proves every serial needed (a pass has few distinct ones).
+    pass_lanes = [(r.resolver, r.transport) for r in results[:lanes]]
+    if all(not proof_gap(checks[0], n, served.get(lane), control.get(lane, no_control))
+           for lane in pass_lanes for n in set(need)):
+        return out
+    gaps: dict[tuple[Lane, int | None, str], str] = {}
+    reasons: dict[tuple[str, str, str], str] = {}
     for i, r in enumerate(results):
         if r.verdict not in PROVEN or r.kind == "control":
             continue
         lane = (r.resolver, r.transport)
         check = checks[i // lanes]
-        gap = proof_gap(check, need[i // lanes], served.get(lane), control.get(lane, no_control))
+        key = (lane, need[i // lanes], check.expected)
+        gap = gaps.get(key)
+        if gap is None:
+            gap = gaps[key] = proof_gap(check, key[1], served.get(lane), control.get(lane, no_control))
         if gap:
-            seen = f"answered as {r.verdict}" + (f" ({r.reason})" if r.reason else "")
-            out[i] = replace(r, verdict="unverified", reason=f"{seen}, but {gap}")
+            text = reasons.get((r.verdict, r.reason, gap))
+            if text is None:
+                seen = f"answered as {r.verdict} ({r.reason})" if r.reason else f"answered as {r.verdict}"
+                text = reasons[r.verdict, r.reason, gap] = f"{seen}, but {gap}"
+            out[i] = _with_verdict(r, "unverified", text)
     return out
+
+
+def _with_verdict(r: CheckResult, verdict: str, reason: str) -> CheckResult:
+    """A copy of r with another verdict and reason. Why not dataclasses.replace: a frozen
+    dataclass's __init__ costs ~10 us, and a lying resolver makes every result of a 10^6-check
+    pass unverified; copying the instance dict is a tenth of that."""
+    new = object.__new__(CheckResult)
+    fields = new.__dict__
+    fields.update(r.__dict__)
+    fields["verdict"], fields["reason"] = verdict, reason
+    return new
 
 
 # --------------------------------------------------------------------------------------------
