@@ -329,8 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", metavar="NAME", action="append",
                    help="a name that must resolve (repeatable; replaces the config's control names)")
     p.add_argument("--out", metavar="DIR", help="zones folder, for the published serial (default: zones_dir)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="state folder, for the serials that first held each entry (default: state_dir, if any)")
     p.add_argument("--tcp", action="store_true", help="probe over TCP as well as UDP")
     p.add_argument("--json", action="store_true", help="JSON array, one object per check")
+    p.epilog = ("a block or lift counts only when the resolver serves (canary TXT) the serial of a zone "
+                "that holds the entry (a lift: that removed it) and every control name resolves on it; "
+                "otherwise the check is `unverified`. exit codes: 0 every check holds, 1 not-blocked, "
+                "overblocked or unverified, 2 only errors (or a usage error)")
     p.set_defaults(func=cmd_probe)
 
     cli_legal.register(add)
@@ -341,10 +347,11 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
     import asyncio
 
     from blocker.config import ResolverConfig
-    from blocker.expectations import expected_checks, signature_for, targets_for
+    from blocker.expectations import expected_checks, proof_serials, published_from_state, signature_for, targets_for
     from blocker.names import NameError_, normalize_name
-    from blocker.probe import exit_code, probe_sync, read_canaries
-    from blocker.rpz import canary_owner, serial_gt
+    from blocker.probe import exit_code, probe_sync, prove, read_lane_canaries, served_throughout
+    from blocker.rpz import canary_owner, read_entries, serial_gt
+    from blocker.textsafe import display_path, printable
 
     if args.operator not in config.operators:
         raise CliError(f"unknown operator {args.operator!r} (known: {', '.join(sorted(config.operators))})",
@@ -384,13 +391,37 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
+    state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
+    if args.state_dir and not state_dir.is_dir():
+        raise CliError(f"--state-dir {state_dir}: no such directory", EXIT_USAGE)
+    canary = canary_owner(op.id)
+    before = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
     results = probe_sync(checks, targets, signature_for(op), timeout=config.probe_timeout,
                          retries=config.probe_retries, concurrency=config.probe_concurrency,
                          rate_per_resolver=config.probe_rate_per_resolver, progress=progress)
     if bar is not None:
         bar.close()
-    published = read_meta((Path(args.out) if args.out else config.zones_dir) / f"{op.id}.rpz")
-    serials = asyncio.run(read_canaries(targets, canary_owner(op.id), config.probe_timeout))
+    after = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
+    zone_path = (Path(args.out) if args.out else config.zones_dir) / f"{op.id}.rpz"
+    published = read_meta(zone_path)
+    proof = None
+    try:
+        entries = read_entries(zone_path) if published is not None else None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # a damaged zone proves nothing
+        print(f"{display_path(zone_path)}: unreadable zone ({printable(str(exc), limit=200)})", file=sys.stderr)
+        entries = None
+    if published is not None and entries is not None:
+        state = cli_legal.open_state(state_dir)
+        try:
+            proof = published_from_state(published.serial, entries, op.id, state)
+        finally:
+            if state is not None:
+                state.close()
+    else:
+        print(f"{display_path(zone_path)}: no published zone: no block or lift can be proven", file=sys.stderr)
+    results = prove(checks, results, proof_serials(checks, result.orders.values(), proof),
+                    served_throughout(before, after))
+    serials = [after.get((t.name or t.address, t.transports[0])) if t.transports else None for t in targets]
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
@@ -433,10 +464,10 @@ def _print_probe(results: list, checks: list) -> None:
     for r in results:
         counts = rows.setdefault((r.resolver, r.transport), {})
         counts[r.verdict] = counts.get(r.verdict, 0) + 1
-    verdicts = ["blocked", "resolves", "not-blocked", "overblocked", "error"]
+    verdicts = ["blocked", "resolves", "not-blocked", "overblocked", "error", "unverified"]
     table = [[res, tr, *[str(c.get(v, 0)) for v in verdicts]] for (res, tr), c in sorted(rows.items())]
     print(_table(table, ["RESOLVER", "TRANSPORT", *[v.upper() for v in verdicts]]))
-    bad = [r for r in results if r.verdict in ("not-blocked", "overblocked", "error")]
+    bad = [r for r in results if r.verdict in ("not-blocked", "overblocked", "error", "unverified")]
     for r in bad[:50]:
         ids = ",".join(r.order_ids) or "-"
         print(f"  {r.verdict}: {r.name} on {r.resolver}/{r.transport} (expected {r.expected}; orders {ids}; "

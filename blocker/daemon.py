@@ -32,13 +32,21 @@ from blocker import __version__
 from blocker.audit import AuditLog, AuditWriteError
 from blocker.config import Config, ConfigError, OperatorConfig, load_config
 from blocker.crashlog import write_crash_log
-from blocker.expectations import RANDOM_LABEL_PREFIX, expected_checks, signature_for, targets_for
+from blocker.expectations import (
+    RANDOM_LABEL_PREFIX,
+    Published,
+    expected_checks,
+    proof_serials,
+    published_from_state,
+    signature_for,
+    targets_for,
+)
 from blocker.legaltime import fmt_instant
 from blocker.metrics import Snapshot, observe_reconcile, registry_for, render
 from blocker.orders import LoadResult, Order, OrderCache, load_orders, stat_signature
 from blocker.plan import Caches, Plan, compute_plan
 from blocker.policy import PolicyCache, ZoneEntries, desired, next_transition
-from blocker.probe import Check, CheckResult, probe_sync, read_canaries
+from blocker.probe import Check, CheckResult, probe_sync, prove, read_lane_canaries, served_throughout
 from blocker.publish import remove_stale_temps, run_reload
 from blocker.reconcile import (
     FLAG_ORPHANED,
@@ -49,7 +57,7 @@ from blocker.reconcile import (
     publish_plan,
     verify_served,
 )
-from blocker.rpz import canary_owner, read_meta
+from blocker.rpz import canary_owner, read_entries, read_meta
 from blocker.state import State
 from blocker.textsafe import display_path
 
@@ -599,12 +607,35 @@ class Daemon:
         checks = expected_checks(orders.values(), op.id, now, recent_days=config.probe_recent_window_days,
                                  control_names=config.control_names, content=content)
         targets = targets_for(op)
+        canary = canary_owner(op.id)
+        before = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
         results = probe_sync(checks, targets, signature_for(op), timeout=config.probe_timeout,
                              retries=config.probe_retries, concurrency=config.probe_concurrency,
                              rate_per_resolver=config.probe_rate_per_resolver)
-        serials = asyncio.run(read_canaries(targets, canary_owner(op.id), config.probe_timeout))
-        labels = (t.name or t.address for t in targets)  # the label probe results carry
-        self._record_probe(op, orders, checks, results, dict(zip(labels, serials, strict=True)), now, reason)
+        after = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
+        results = prove(checks, results, proof_serials(checks, orders.values(), self._published(op.id)),
+                        served_throughout(before, after))
+        # Per resolver (the label probe results carry): the serial its first transport applies now.
+        serials = {t.name or t.address: after.get((t.name or t.address, t.transports[0])) if t.transports else None
+                   for t in targets}
+        self._record_probe(op, orders, checks, results, serials, now, reason)
+
+    def _published(self, operator: str) -> Published | None:
+        """The zone on disk with the state's history of publishes: what a canary serial proves."""
+        assert self.state is not None
+        path = self.config.zones_dir / f"{operator}.rpz"
+        meta = read_meta(path)
+        if meta is None:
+            return None
+        remembered = self.previous.get(operator)
+        if remembered is not None and remembered[0] == meta.checksum:
+            entries = remembered[1]
+        else:
+            try:
+                entries = read_entries(path)
+            except (OSError, UnicodeDecodeError, ValueError):  # a damaged zone proves nothing
+                return None
+        return published_from_state(meta.serial, entries, operator, self.state)
 
     def _record_probe(self, op: OperatorConfig, orders: dict[str, Order], checks: list[Check],
                       results: list[CheckResult], serials: dict[str, int | None], now: datetime, reason: str) -> None:
@@ -636,11 +667,14 @@ class Daemon:
             order = orders.get(order_id)
             if order is None:
                 continue
+            # prove() left `blocked`/`resolves` only where a canary and the control names prove
+            # them; an order is verified by a pass only with at least one such check, all holding.
             if order.active_at(now):
-                ok = all(r.verdict == "blocked" for r in rs if r.expected == "blocked")
+                claims = [r for r in rs if r.expected == "blocked"]
+                ok = bool(claims) and all(r.verdict == "blocked" for r in claims)
                 kind, since = "blocked", order.start
             else:
-                ok = all(r.verdict == "resolves" for r in rs)
+                ok = bool(rs) and all(r.verdict == "resolves" for r in rs)
                 kind, since = "lifted", order.end
             self.state.record_probe_outcome(order_id, op.id, ok, now)
             (verified if ok else failing).append(order_id)

@@ -5,13 +5,14 @@ zones come from: active names blocked, recently lifted names resolving, control 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from blocker.config import OperatorConfig
 from blocker.names import MAX_NAME
 from blocker.orders import Order
-from blocker.policy import ZoneContent, desired
+from blocker.policy import ZoneContent, ZoneEntries, desired
 from blocker.probe import Check, ResolverTarget, Signature
 
 
@@ -84,3 +85,147 @@ def signature_for(op: OperatorConfig) -> Signature:
 
 def targets_for(op: OperatorConfig) -> list[ResolverTarget]:
     return [ResolverTarget(r.host, r.port, r.name, r.site, r.transports) for r in op.resolvers]
+
+
+# --------------------------------------------------------------------------------------------
+# Which canary serial proves a check (see probe.prove)
+
+# One publish of an operator's zone: (serial, published at, ids of the orders with entries in it).
+Publish = tuple[int, datetime, frozenset[str]]
+
+
+@dataclass(frozen=True)
+class Published:
+    """What the operator's resolvers were last given, as far as this process can know it.
+
+    serial and entries: the zone file in the zones folder. history (oldest first, this operator
+    only) and since (order id -> when the version of it now in force was stored) come from the
+    state directory; without them, only the published serial itself proves anything.
+    """
+
+    serial: int
+    entries: ZoneEntries
+    history: Sequence[Publish] = ()
+    since: Mapping[str, datetime] = field(default_factory=dict)
+
+
+def published_from_state(serial: int, entries: ZoneEntries, operator: str, state: object | None) -> Published:
+    """Published with the history the state holds (duck-typed: a State, or None)."""
+    if state is None:
+        return Published(serial, entries)
+    history = [(s, at, frozenset(ids)) for op, s, _sum, at, ids in state.zone_history()  # type: ignore[attr-defined]
+               if op == operator]
+    return Published(serial, entries, history, state.order_since())  # type: ignore[attr-defined]
+
+
+def _owner_of(check: Check) -> str:
+    if check.kind == "subdomain":
+        return "*." + check.name.split(".", 1)[1]
+    return check.name
+
+
+def proof_serials(checks: Sequence[Check], orders: Iterable[Order], published: Published | None) -> list[int | None]:
+    """Per check, the canary serial a resolver must serve (or serve a later one) for its
+    `blocked`/`resolves` answer to prove the order: the first serial of the unbroken run of
+    publishes, ending with the published zone, that holds the entry (a lift: that no longer
+    covers the name). None when no published zone does: such a check can only be `unverified`.
+
+    Exact where the state allows, never early: a publish counts as holding an entry only when it
+    lists an order of that entry and was published after the order's version now in force was
+    stored (an edit may have added the target); a publish counts as not covering a lifted name
+    only when every order it lists is known, in the version it had then, not to cover it.
+    Without a history (no state, or a zone file the state did not record last) the published
+    serial itself is the only proof. A control check gets the published serial (prove() does not
+    use it).
+    """
+    if published is None:
+        return [None] * len(checks)
+    serial, entries = published.serial, published.entries
+    history = list(published.history)
+    if not history or history[-1][0] != serial:
+        history = []
+    since = published.since
+    orders = {o.id: o for o in orders}
+    holding: dict[tuple[str, ...], int] = {}
+    clear: dict[frozenset[str], int] = {}
+    coverers = _coverers([c.name for c in checks if c.kind == "lifted"], orders.values()) if history else {}
+    unknown: dict[int, bool] = {}
+
+    def holds(row: Publish, ids: tuple[str, ...]) -> bool:
+        return any(i in row[2] and i in since and row[1] >= since[i] for i in ids)
+
+    def first_holding(ids: tuple[str, ...]) -> int:
+        found = holding.get(ids)
+        if found is None:
+            found = serial
+            for row in reversed(history):
+                if not holds(row, ids):
+                    break
+                found = row[0]
+            holding[ids] = found
+        return found
+
+    def opaque(index: int) -> bool:
+        """Does this publish list an order whose targets then are unknown (so it may cover anything)?"""
+        if index not in unknown:
+            row = history[index]
+            unknown[index] = any(i not in orders or i not in since or row[1] < since[i] for i in row[2])
+        return unknown[index]
+
+    def first_clear(name: str) -> int:
+        by = coverers.get(name, frozenset())
+        found = clear.get(by)
+        if found is None:
+            found = serial
+            for index in range(len(history) - 1, -1, -1):
+                row = history[index]
+                if opaque(index) or by & row[2]:
+                    break
+                found = row[0]
+            clear[by] = found
+        return found
+
+    out: list[int | None] = []
+    append = out.append
+    for check in checks:
+        kind = check.kind
+        if kind == "target":  # the common case, first: 10^6 checks in a pass
+            entry = entries.get(check.name)
+            if entry is None or entry[0] != check.action:
+                append(None)
+            else:
+                append(first_holding(entry[1]) if history else serial)
+        elif kind == "control":
+            append(serial)
+        elif check.expected == "blocked":
+            entry = entries.get(_owner_of(check))
+            if entry is None or entry.action != check.action:
+                append(None)
+            else:
+                append(first_holding(tuple(entry.order_ids)) if history else serial)
+        elif _covered(check.name, entries):
+            append(None)
+        else:
+            append(first_clear(check.name) if history else serial)
+    return out
+
+
+def _coverers(names: Iterable[str], orders: Iterable[Order]) -> dict[str, frozenset[str]]:
+    """name -> ids of the orders whose targets (as stored now) cover it: one pass over every target."""
+    wanted = set(names)
+    if not wanted:
+        return {}
+    under: dict[str, list[str]] = {}
+    for name in wanted:
+        labels = name.split(".")
+        for i in range(1, len(labels)):
+            under.setdefault(".".join(labels[i:]), []).append(name)
+    found: dict[str, set[str]] = {}
+    for order in orders:
+        for target in order.targets:
+            if target.name in wanted:
+                found.setdefault(target.name, set()).add(order.id)
+            if target.subdomains:
+                for name in under.get(target.name, ()):
+                    found.setdefault(name, set()).add(order.id)
+    return {name: frozenset(ids) for name, ids in found.items()}

@@ -17,6 +17,13 @@ something after that query was sent, so a dead resolver never looks compliant. E
 SERVFAIL, REFUSED... after retries) are never compliant: exit_code() gives 2 when only they stand
 between a pass and a clean bill.
 
+What the engine returns is what the answers LOOK like. A negative answer, a silence or a SERVFAIL
+can come from something other than our policy (a resolver that answers NXDOMAIN to everything, a
+site whose servers are offline, another policy), so `blocked` and `resolves` are only proofs after
+prove(): the resolver must serve, on the same transport, the canary serial of a zone that holds
+the entry (for a lift: of the zone that removed it), and every control name must have resolved on
+it in the same pass; otherwise the check is `unverified`.
+
 Block signatures as observed on Debian 12 (see classify() for the rules derived from them):
 Unbound 1.17 answers a block with an empty authority section (and AA); BIND 9.18 adds the RPZ's SOA
 to the ADDITIONAL section; Knot Resolver 5.6 puts the RPZ's SOA in the authority section (for NODATA
@@ -36,7 +43,7 @@ import random
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,9 +57,12 @@ import dns.rdataclass
 import dns.rdatatype
 
 from blocker.config import ResolverConfig
+from blocker.rpz import serial_gt
 
-Verdict = Literal["blocked", "not-blocked", "overblocked", "resolves", "error"]
-VERDICTS: tuple[str, ...] = ("blocked", "not-blocked", "overblocked", "resolves", "error")
+Verdict = Literal["blocked", "not-blocked", "overblocked", "resolves", "error", "unverified"]
+VERDICTS: tuple[str, ...] = ("blocked", "not-blocked", "overblocked", "resolves", "error", "unverified")
+# Verdicts that only count once prove() found the canary proof for them (see prove()).
+PROVEN: frozenset[str] = frozenset({"blocked", "resolves"})
 ACTIONS: tuple[str, ...] = ("nxdomain", "nodata", "drop", "redirect")
 EXPECTATIONS: tuple[str, ...] = ("blocked", "resolves")
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp")
@@ -138,13 +148,105 @@ class CheckResult:
 
 
 def exit_code(results: Sequence[CheckResult]) -> int:
-    """0 every check holds; 1 a block is missing or a name is overblocked; 2 only errors remain."""
+    """0 every check holds; 1 a block is missing, a name is overblocked, or a check could not be
+    proven (`unverified`: the check failed, the resolver answered); 2 only errors remain."""
     verdicts = {r.verdict for r in results}
-    if verdicts & {"not-blocked", "overblocked"}:
+    if verdicts & {"not-blocked", "overblocked", "unverified"}:
         return 1
     if "error" in verdicts:
         return 2
     return 0
+
+
+Lane = tuple[str, str]  # (resolver label as CheckResult.resolver gives it, transport)
+
+
+def proof_gap(check: Check, need: int | None, served: int | None, control: str = "") -> str:
+    """Why a `blocked`/`resolves` answer to `check` proves nothing on a lane ("" when it proves it).
+
+    need: the first published serial whose zone holds the entry (a lift: the first whose zone no
+    longer covers the name); None when no published zone does. served: the canary serial the
+    lane applied throughout the pass (None: no canary, so which zone it applies is unknown).
+    control: what went wrong with a control name on the lane ("" when all of them resolved).
+    """
+    if control:
+        return control
+    if served is None:
+        return "the resolver serves no canary serial for this operator: which zone it applies is unknown"
+    lifted = check.expected == "resolves"
+    if need is None:
+        return ("the published zone still covers this name" if lifted
+                else "no published zone holds this entry")
+    if serial_gt(need, served):
+        what = "no longer covers this name" if lifted else "holds this entry"
+        return f"the resolver serves serial {served}, older than {need}, the first published zone that {what}"
+    return ""
+
+
+def prove(checks: Sequence[Check], results: Sequence[CheckResult], need: Sequence[int | None],
+          served: Mapping[Lane, int | None]) -> list[CheckResult]:
+    """Turn every `blocked`/`resolves` that its lane cannot prove into `unverified`.
+
+    Why: those answers are also what a resolver gives that answers NXDOMAIN to everything, that
+    applies an older zone, or that cannot reach an offline site (a drop). They prove our policy
+    only when, on the same resolver and transport, every control name resolved in this pass (and
+    there was at least one) and the canary serial applied is at or after need[i] (see proof_gap). Failures (not-blocked,
+    overblocked, error) stand as they are: an answer that contradicts the order is a fact whatever
+    zone produced it. Control checks keep their verdict: they are the evidence, not the claim.
+    results: as probe() returns them (check order, then lane order); need: one per check.
+    """
+    if not results:
+        return []
+    if len(need) != len(checks) or len(results) % len(checks):
+        raise ValueError("prove(): results, checks and need do not line up")
+    lanes = len(results) // len(checks)
+    control: dict[Lane, str] = {}
+    no_control = ("no control name was probed in this pass (probe.control_names, or all of them are "
+                  "blocked): a resolver that blocks everything looks the same")
+    if any(check.kind == "control" for check in checks):
+        no_control = ""
+    for ci, check in enumerate(checks):
+        if check.kind != "control":
+            continue
+        for r in results[ci * lanes:(ci + 1) * lanes]:
+            if r.verdict != "resolves":
+                control.setdefault((r.resolver, r.transport),
+                                   f"the control name {r.name} did not resolve in this pass ({r.verdict})")
+    out = list(results)
+    # Fast path, the usual pass: every lane proves every serial needed (a pass has few distinct ones).
+    pass_lanes = [(r.resolver, r.transport) for r in results[:lanes]]
+    if all(not proof_gap(checks[0], n, served.get(lane), control.get(lane, no_control))
+           for lane in pass_lanes for n in set(need)):
+        return out
+    gaps: dict[tuple[Lane, int | None, str], str] = {}
+    reasons: dict[tuple[str, str, str], str] = {}
+    for i, r in enumerate(results):
+        if r.verdict not in PROVEN or r.kind == "control":
+            continue
+        lane = (r.resolver, r.transport)
+        check = checks[i // lanes]
+        key = (lane, need[i // lanes], check.expected)
+        gap = gaps.get(key)
+        if gap is None:
+            gap = gaps[key] = proof_gap(check, key[1], served.get(lane), control.get(lane, no_control))
+        if gap:
+            text = reasons.get((r.verdict, r.reason, gap))
+            if text is None:
+                seen = f"answered as {r.verdict} ({r.reason})" if r.reason else f"answered as {r.verdict}"
+                text = reasons[r.verdict, r.reason, gap] = f"{seen}, but {gap}"
+            out[i] = _with_verdict(r, "unverified", text)
+    return out
+
+
+def _with_verdict(r: CheckResult, verdict: str, reason: str) -> CheckResult:
+    """A copy of r with another verdict and reason. Why not dataclasses.replace: a frozen
+    dataclass's __init__ costs ~10 us, and a lying resolver makes every result of a 10^6-check
+    pass unverified; copying the instance dict is a tenth of that."""
+    new = object.__new__(CheckResult)
+    fields = new.__dict__
+    fields.update(r.__dict__)
+    fields["verdict"], fields["reason"] = verdict, reason
+    return new
 
 
 # --------------------------------------------------------------------------------------------
@@ -1327,11 +1429,13 @@ def probe_sync(checks: Sequence[Check], resolvers: Sequence[ResolverTarget], sig
 
 
 async def _ask(resolver: ResolverTarget, qname: dns.name.Name, rdtype: str,
-               timeout: float) -> dns.message.Message | None:
-    """One plain dnspython query (UDP with TCP fallback, or TCP only); None when nothing came back."""
+               timeout: float, transport: str | None = None) -> dns.message.Message | None:
+    """One plain dnspython query (UDP with TCP fallback, or TCP only); None when nothing came back.
+    transport: ask over this one ("udp" still falls back to TCP on truncation); default: UDP when
+    the resolver is probed over UDP."""
     query = dns.message.make_query(qname, rdtype, use_edns=0, payload=1232)
     try:
-        if "udp" in resolver.transports:
+        if (transport or ("udp" if "udp" in resolver.transports else "tcp")) == "udp":
             reply, _ = await dns.asyncquery.udp_with_fallback(query, resolver.host, timeout=timeout,
                                                               port=resolver.port)
             return reply
@@ -1357,11 +1461,12 @@ async def read_serial(resolver: ResolverTarget, origin: str, timeout: float = 2.
     return None
 
 
-async def read_canary(resolver: ResolverTarget, name: str, timeout: float = 2.0) -> int | None:
+async def read_canary(resolver: ResolverTarget, name: str, timeout: float = 2.0,
+                      transport: str | None = None) -> int | None:
     """The serial in the zone's canary TXT (`serial.<operator>.canary.blocker`) as this resolver
     APPLIES it: the one read-back all four resolvers answer alike (BIND's SOA shows the version
     loaded, which may not be applied yet). None when it does not answer with one."""
-    reply = await _ask(resolver, dns.name.from_text(name), "TXT", timeout)
+    reply = await _ask(resolver, dns.name.from_text(name), "TXT", timeout, transport)
     if reply is None:
         return None
     for rrset in reply.answer:
@@ -1375,7 +1480,38 @@ async def read_canaries(resolvers: Sequence[ResolverTarget], name: str, timeout:
     return list(await asyncio.gather(*(read_canary(r, name, timeout) for r in resolvers)))
 
 
+async def read_lane_canaries(resolvers: Sequence[ResolverTarget], name: str, timeout: float = 2.0,
+                             retries: int = 2) -> dict[Lane, int | None]:
+    """The canary serial per (resolver, transport) lane of a pass, asked over that transport.
+
+    A lane without an answer is asked again (up to `retries` times): one lost datagram must not
+    leave a whole pass unverified. None stays None: no canary, no proof.
+    """
+    lanes = [(r, t) for r in resolvers for t in r.transports]
+    found: list[int | None] = [None] * len(lanes)
+    todo = list(range(len(lanes)))
+    for _ in range(max(0, retries) + 1):
+        got = await asyncio.gather(*(read_canary(lanes[i][0], name, timeout, lanes[i][1]) for i in todo))
+        for i, serial in zip(todo, got, strict=True):
+            found[i] = serial
+        todo = [i for i in todo if found[i] is None]
+        if not todo:
+            break
+    return {(r.name or r.address, t): serial for (r, t), serial in zip(lanes, found, strict=True)}
+
+
+def served_throughout(before: Mapping[Lane, int | None], after: Mapping[Lane, int | None]) -> dict[Lane, int | None]:
+    """The serial a lane applied for the whole pass: the older of the reads before and after it
+    (a reload during the pass leaves the early answers to the old zone); None if either failed."""
+    out: dict[Lane, int | None] = {}
+    for lane in set(before) | set(after):
+        a, b = before.get(lane), after.get(lane)
+        out[lane] = None if a is None or b is None else (a if serial_gt(b, a) else b)
+    return out
+
+
 __all__ = [
-    "ACTIONS", "Check", "CheckResult", "ResolverTarget", "Signature", "Verdict", "classify", "classify_reply",
-    "encode_name", "exit_code", "probe", "probe_sync", "read_canaries", "read_canary", "read_serial",
+    "ACTIONS", "PROVEN", "Check", "CheckResult", "Lane", "ResolverTarget", "Signature", "Verdict", "classify",
+    "classify_reply", "encode_name", "exit_code", "probe", "probe_sync", "proof_gap", "prove", "read_canaries",
+    "read_canary", "read_lane_canaries", "read_serial", "served_throughout",
 ]

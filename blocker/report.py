@@ -409,7 +409,7 @@ def _describe(record: dict[str, Any]) -> tuple[str, str, str | None]:
             return "verify", f"block verified on every resolver ({after} after the start)", op
         return "verify", f"lift verified on every resolver ({after} after the lift)", op
     if event == "probe-verdict-change":
-        bad = data.get("to") in ("not-blocked", "overblocked", "error")
+        bad = data.get("to") in ("not-blocked", "overblocked", "error", "unverified")
         return ("failure" if bad else "verify",
                 f"probe: {data.get('name')} on {data.get('resolver')}: {data.get('from')} -> {data.get('to')}", op)
     if event == "catch-up":

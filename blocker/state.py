@@ -239,6 +239,13 @@ class State:
                               (order_id, digest)).fetchone()
         return b"" if row is None else bytes(row[0])
 
+    def order_since(self) -> dict[str, datetime]:
+        """Per order in force: when its current version became the last good one (or later: its
+        file's presence changed). A zone published before that may hold another version's targets,
+        so a probe does not take it as proof for this one's (expectations.proof_serials)."""
+        rows = self.db.execute("SELECT order_id, updated_at FROM orders").fetchall()
+        return {o: datetime.fromisoformat(at) for o, at in rows}
+
     def order_versions(self, order_id: str) -> list[tuple[str, str, bytes, datetime]]:
         rows = self.db.execute("SELECT digest, path, content, first_seen FROM order_versions WHERE order_id=? "
                                "ORDER BY first_seen", (order_id,)).fetchall()
