@@ -33,6 +33,7 @@ from blocker.reconcile import (
 )
 from blocker.rpz import read_meta, render_body
 from blocker.state import State
+from blocker.textsafe import printable
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CHANGES, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2, 3, 4, 5
 
@@ -73,6 +74,8 @@ def cmd_validate(args: argparse.Namespace, config: Config) -> int:
         print(f"{order.path}: ok ({order.id}, {len(order.targets)} targets)")
     for error in result.errors:
         print(error)
+    for warning in result.warnings:  # to check, not to fix: the exit code stays 0
+        print(f"warning: {printable(warning)}")
     bad = len(result.invalid_files) + (1 if any(e.field == "(folder)" for e in result.errors) else 0)
     print(f"{len(good)} valid, {bad} invalid in {folder}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_INVALID
