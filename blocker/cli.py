@@ -31,7 +31,7 @@ from blocker.reconcile import (
     publish_lock,
     publish_plan,
 )
-from blocker.rpz import read_meta, render_body
+from blocker.rpz import UnsafeOwnerError, read_meta, render_body
 from blocker.state import State
 from blocker.textsafe import printable
 
@@ -457,6 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except ConfigError as exc:
         print(f"blocker: config: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except UnsafeOwnerError as exc:  # render's second line of defence: an order, not the tool, is wrong
+        print(f"blocker: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
         return 130
