@@ -72,8 +72,8 @@ def _check_chunk(part: list[str], origin: str, tails: tuple[bytes, ...]) -> bool
         data = b"\n" + "\n".join(part).encode("ascii") + b"\n"
     except (UnicodeEncodeError, TypeError):
         return False
-    if data.translate(None, _OWNER_BYTES) or b"rpz-" in data:
-        return False
+    if data.translate(None, _OWNER_BYTES) or b"rpz-" in data or data.count(b"\n") != len(part) + 1:
+        return False  # (a newline inside an owner would pass for two owners)
     shape = data.translate(_SHAPE)
     return (b".." not in shape and b"-." not in shape and b".-" not in shape and _LONG_LABEL not in shape
             and data.count(b"*") == data.count(b"\n*.") and not any(t in data for t in tails))
