@@ -33,7 +33,7 @@ from blocker.reconcile import (
     publish_lock,
     publish_plan,
 )
-from blocker.rpz import read_meta, render_body
+from blocker.rpz import UnsafeOwnerError, read_meta, render_body
 from blocker.state import State
 from blocker.textsafe import display_path, printable
 
@@ -92,6 +92,8 @@ def cmd_validate(args: argparse.Namespace, config: Config) -> int:
         print(f"{order.path}: ok ({order.id}, {len(order.targets)} targets)")
     for error in result.errors:
         print(error)
+    for warning in result.warnings:  # to check, not to fix: the exit code stays 0
+        print(f"warning: {printable(warning)}")
     bad = len(result.invalid_files) + (1 if any(e.field == "(folder)" for e in result.errors) else 0)
     print(f"{len(good)} valid, {bad} invalid in {folder}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_INVALID
@@ -535,6 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuditWriteError as exc:  # any command that records: one line, exit 5, never 70
         print(f"blocker: audit trail cannot be written: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except UnsafeOwnerError as exc:  # render's second line of defence: an order, not the tool, is wrong
+        print(f"blocker: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

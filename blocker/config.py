@@ -6,11 +6,15 @@ The built-in defaults are the file `blocker/default_config.yaml`, shipped byte-i
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import idna
 
 from blocker.legaltime import LegalTimeError, zone
 from blocker.names import NameError_, normalize_name
@@ -269,13 +273,31 @@ def _operator(op_id: str, value: Any) -> OperatorConfig:
     )
 
 
+_ASCII_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_OPERATOR_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
+
+
 def normalize_origin(origin: str) -> str:
-    """Zone origins are absolute (trailing dot); they may be private names, not public suffixes."""
-    text = origin.strip().lower().rstrip(".")
-    labels = text.split(".")
-    if not text or not all(label and len(label) <= 63 and label.replace("-", "").isalnum() for label in labels):
-        raise NameError_(f"{origin!r} is not a valid zone origin")
-    return text + "."
+    """Zone origins (and the NS and SOA names) are absolute (trailing dot); they may be private
+    names, not public suffixes. They are written as they are into every zone file and asked as
+    they are in DNS queries: ASCII host names only (`orangé.rpz.blocker.` would fail at the
+    first render), the A-label of an IDN being named in the error."""
+    if not isinstance(origin, str):
+        raise NameError_(f"expected a host name, got {origin!r}")
+    text = origin.strip()
+    if not text.isascii():  # checked before lower(): `"\u212a".lower()` is an ASCII `k`
+        hint = ""
+        with contextlib.suppress(idna.IDNAError, UnicodeError):
+            hint = f" (its A-label: {idna.encode(text.rstrip('.'), uts46=True).decode('ascii')}.)"
+        raise NameError_(f"{origin!r} is not an ASCII host name: it is written as is into zone files and DNS "
+                         f"queries{hint}")
+    text = text.lower()
+    if text.endswith("."):
+        text = text[:-1]
+    if text and len(text) <= 253 and all(map(_ASCII_LABEL.match, text.split("."))):
+        return text + "."
+    raise NameError_(f"{origin!r} is not a valid zone origin (ASCII letters, digits and inner hyphens, "
+                     "labels of 1 to 63, at most 253 in all)")
 
 
 def build(data: dict[str, Any], source: str) -> Config:
@@ -331,8 +353,11 @@ def build(data: dict[str, Any], source: str) -> Config:
         raise ConfigError("operators: at least one operator is required")
     operators = {}
     for op_id in sorted(ops_raw):
-        if not isinstance(op_id, str) or not op_id.replace("-", "").replace("_", "").isalnum() or not op_id.islower():
-            raise ConfigError(f"operators: {op_id!r} is not a valid operator id (lower-case letters, digits, - _)")
+        # The id is a label of the canary name (`serial.<id>.canary.blocker`) and of file names:
+        # ASCII only (`isalnum()` alone would let `orangé` through, to a UnicodeEncodeError later).
+        if not isinstance(op_id, str) or not _OPERATOR_ID.match(op_id):
+            raise ConfigError(f"operators: {op_id!r} is not a valid operator id (ASCII lower-case letters, digits, "
+                              "- _; at most 63)")
         operators[op_id] = _operator(op_id, ops_raw[op_id])
     origins = [op.origin for op in operators.values()]
     if len(set(origins)) != len(origins):

@@ -25,8 +25,32 @@ _FAST_NAME = re.compile(
 )
 
 
+# Top-level labels reserved for documentation and tests (RFC 2606 / RFC 6761), accepted beside
+# the Public Suffix List's. `invalid` and `localhost` are reserved too, but can never be a
+# court's target: they stay refused, as every other label the list does not know.
+RESERVED_TLDS = frozenset({"example", "test"})
+# RPZ gives meaning to labels that begin with `rpz-`: next to the zone origin they are triggers on
+# addresses and name servers (`rpz-ip`, `rpz-nsip`, `rpz-nsdname`, `rpz-client-ip`: BIND, Unbound
+# and PowerDNS read the label just left of the origin), as CNAME targets they are actions
+# (`rpz-passthru`, `rpz-drop`, `rpz-tcp-only`), and Unbound treats any other `rpz-` top label as
+# invalid. A target is never allowed such a label, in any position.
+RPZ_LABEL_PREFIX = "rpz-"
+# The labels UTS #46 reads as a full stop besides `.`: ideographic, fullwidth and halfwidth.
+_DOTS = {0x3002: ".", 0xFF0E: ".", 0xFF61: "."}
+# What blocker itself writes into every zone (rpz.canary_owner): no target may sit there.
+CANARY_DOMAIN = "canary.blocker"
+
+
 class NameError_(ValueError):
     """A name that must not reach a zone; the message says why in words a lawyer can act on."""
+
+
+@lru_cache(maxsize=1)
+def known_tlds() -> frozenset[str]:
+    """Top-level labels of the Public Suffix List snapshot, plus `example` and `test`: a target
+    under any other (`.cmo`, `.invalid`, `.localhost`, a private TLD) is a typo or a trick."""
+    rules = _psl_sets()[0]
+    return frozenset(rule.rsplit(".", 1)[-1].lstrip("!") for rule in rules) | RESERVED_TLDS
 
 
 @lru_cache(maxsize=1)
@@ -89,6 +113,27 @@ def is_public_suffix(name: str) -> bool:
     return _is_public_labels(name)
 
 
+def _uts46_u_label(label: str) -> str | None:
+    """The U-label of an A-label that UTS #46 (what browsers run) accepts although IDNA 2008 does
+    not (emoji, symbols: `xn--ls8h` is U+1F4A9), or None. Accepted: valid Punycode that decodes
+    to non-ASCII text in NFC which UTS #46 leaves unchanged (every code point valid or deviation,
+    none mapped, ignored or disallowed) and which encodes back to the same A-label."""
+    try:
+        u_label = label[4:].encode("ascii").decode("punycode")
+    except (UnicodeError, ValueError, IndexError):
+        return None
+    if not u_label or u_label.isascii() or "." in u_label or unicodedata.normalize("NFC", u_label) != u_label:
+        return None
+    try:
+        if idna.uts46_remap(u_label, std3_rules=True, transitional=False) != u_label:
+            return None
+    except idna.IDNAError:
+        return None
+    if "xn--" + u_label.encode("punycode").decode("ascii") != label:
+        return None
+    return u_label
+
+
 def _check_ascii_labels(name: str, raw: str) -> None:
     labels = name.split(".")
     for label in labels:
@@ -98,11 +143,16 @@ def _check_ascii_labels(name: str, raw: str) -> None:
             raise NameError_(f"{raw!r} has a label longer than {MAX_LABEL} octets")
         if not _LDH_LABEL.match(label):
             raise NameError_(f"{raw!r} is not a valid hostname (label {label!r})")
+        if label.startswith(RPZ_LABEL_PREFIX):
+            raise NameError_(f"{raw!r} has the label {label!r}: labels beginning with `rpz-` are RPZ policy "
+                             "triggers and actions (on client or answer addresses, name servers), which a "
+                             "resolver would apply instead of blocking a domain")
         if label.startswith("xn--"):
             try:
                 idna.decode(label)
             except idna.IDNAError as exc:
-                raise NameError_(f"{raw!r} has an invalid IDN label {label!r}: {exc}") from None
+                if _uts46_u_label(label) is None:
+                    raise NameError_(f"{raw!r} has an invalid IDN label {label!r}: {exc}") from None
 
 
 def _to_ascii(name: str, raw: str) -> str:
@@ -115,27 +165,53 @@ def _to_ascii(name: str, raw: str) -> str:
         # the blocked name must not differ by an invisible character.
         raise NameError_(f"{raw!r} contains an invisible formatting character")
     try:
+        # UTS #46 does the case folding, as browsers do: `str.lower()` first would apply Python's
+        # Final_Sigma rule (`ΚΑΦΕΣ` -> `καφες`, where a browser goes to `καφεσ`).
         return idna.encode(name, uts46=True, transitional=False).decode("ascii")
     except idna.IDNAError as exc:
-        raise NameError_(f"{raw!r} is not a valid internationalised name: {exc}") from None
+        hint = _uts46_hint(name)
+        raise NameError_(f"{raw!r} is not a valid internationalised name: {exc}{hint}") from None
     except UnicodeError as exc:
         raise NameError_(f"{raw!r} is not a valid hostname: {exc}") from None
 
 
+def _uts46_hint(name: str) -> str:
+    """For a name IDNA 2008 refuses but browsers resolve (an emoji domain): its A-label, which a
+    target may give (accepted with a warning)."""
+    try:
+        mapped = idna.uts46_remap(name, std3_rules=True, transitional=False)
+        labels = [label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
+                  for label in mapped.split(".")]
+    except (idna.IDNAError, UnicodeError):
+        return ""
+    a_name = ".".join(labels)
+    if not a_name.isascii() or not all(
+            label.isascii() and (not label.startswith("xn--") or _uts46_u_label(label)) for label in labels):
+        return ""
+    return f" (browsers resolve it as {a_name!r}: give that A-label to block it)"
+
+
 def normalize_name(raw: object) -> str:
-    """Lower-case A-label form without the trailing dot, or NameError_."""
+    """Lower-case A-label form without the trailing dot, or NameError_.
+
+    The form browsers resolve (UTS #46, non-transitional): case folding is UTS #46's, not
+    `str.lower()`'s, and the ideographic, fullwidth and halfwidth full stops separate labels.
+    """
     if not isinstance(raw, str):
         raise NameError_(f"expected a domain name as text, got {type(raw).__name__}")
     name = raw.strip()
     if name != raw:
         raise NameError_(f"{raw!r} has surrounding whitespace")
-    name = name.lower()
+    # ASCII: `lower()` is what UTS #46 does to it, and keeps the fast path fast. Otherwise UTS #46
+    # folds the case later; the three other full stops become dots now (a trailing `。` too).
+    name = name.lower() if name.isascii() else name.translate(_DOTS)
     if name.endswith("."):
         name = name[:-1]
-    if _FAST_NAME.match(name) and "xn--" not in name:
+    if _FAST_NAME.match(name) and "xn--" not in name and RPZ_LABEL_PREFIX not in name:
         if _is_public_labels(name):
             raise NameError_(f"{raw!r} is a public suffix: blocking it would block every domain under it")
-        return name
+        if name[name.rfind(".") + 1:] in known_tlds():
+            return name
     if not name:
         raise NameError_("empty name")
     if "*" in name:
@@ -152,7 +228,64 @@ def normalize_name(raw: object) -> str:
     _check_ascii_labels(name, raw)
     if "." not in name or is_public_suffix(name):
         raise NameError_(f"{raw!r} is a public suffix: blocking it would block every domain under it")
+    tld = name[name.rfind(".") + 1:]
+    if tld not in known_tlds():
+        raise NameError_(f"{raw!r} is under {tld!r}, which is not a top-level domain (neither in the Public "
+                         "Suffix List nor `example`/`test`): a typo, or a name no resolver can reach")
     return name
+
+
+def reserved_for(name: str, origins: tuple[str, ...]) -> str | None:
+    """Why a normalised `name` collides with what blocker writes itself, or None: at or under a
+    zone origin (`origins` without the trailing dot) or the serial canary's domain. Such an
+    owner conflicts with the canary record, or reads as the zone's own data, and
+    named-checkzone then refuses every zone of the operator: no later lift would be published."""
+    for origin in origins:
+        if name == origin or name.endswith("." + origin):
+            return f"{name!r} is at or under the RPZ zone origin {origin + '.'!r}, which blocker writes itself"
+    if name == CANARY_DOMAIN or name.endswith("." + CANARY_DOMAIN):
+        return f"{name!r} is at or under {CANARY_DOMAIN!r}, where blocker writes its serial canary records"
+    return None
+
+
+def _scripts(label: str) -> set[str]:
+    """The scripts of the letters of one U-label, from their Unicode names (`LATIN SMALL LETTER
+    A`, `CYRILLIC SMALL LETTER A`): combining marks, digits, modifiers and the hyphen belong to
+    none. A heuristic for a warning, not a refusal."""
+    out = set()
+    for ch in label:
+        if unicodedata.category(ch) in ("Lu", "Ll", "Lt", "Lo"):
+            word = unicodedata.name(ch, "UNKNOWN").split(" ", 1)[0]
+            out.add("HAN" if word == "CJK" else word)
+    return out
+
+
+# UTS #39 "highly restrictive": one script, or Latin with the scripts that write Japanese,
+# Chinese or Korean together.
+_CJK_SETS = ({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}, {"LATIN", "HAN", "BOPOMOFO"}, {"LATIN", "HAN", "HANGUL"})
+
+
+def name_warnings(name: str) -> list[str]:
+    """What a person should check in an accepted name, in words: an A-label outside IDNA 2008
+    (accepted as written, since browsers resolve it), letters of mixed scripts in one label (a
+    Cyrillic `а` in `pаypal`: a look-alike of another name?). Empty for an ASCII-only name."""
+    if "xn--" not in name:
+        return []
+    out = []
+    for label in name.split("."):
+        if not label.startswith("xn--"):
+            continue
+        try:
+            u_label = idna.decode(label)
+        except idna.IDNAError:
+            u_label = _uts46_u_label(label) or label
+            out.append(f"{label!r} ({u_label}) is outside IDNA 2008; accepted as the A-label written, which "
+                       "browsers resolve (UTS #46): check it against the court's text")
+        scripts = _scripts(u_label)
+        if len(scripts) > 1 and not any(scripts <= allowed for allowed in _CJK_SETS):
+            out.append(f"{label!r} ({u_label}) mixes {' and '.join(s.title() for s in sorted(scripts))} letters: "
+                       "check it against the court's text (a look-alike of another name?)")
+    return out
 
 
 def _is_ip(text: str) -> bool:

@@ -36,7 +36,7 @@ from blocker.legaltime import (
     parse_instant,
     zone,
 )
-from blocker.names import NameError_, host_from_url, normalize_name
+from blocker.names import NameError_, host_from_url, name_warnings, normalize_name, reserved_for
 from blocker.textsafe import display_path
 from blocker.yamlio import DEFAULT_MAX_BYTES, LineDict, LineList, YamlError, loads_mapping
 
@@ -96,6 +96,9 @@ class Order:
     notes: str | None
     path: str
     digest: str  # SHA-256 of the file bytes: which version of the order was applied
+    # What a person should check but that blocks nothing (an emoji A-label, mixed scripts): shown
+    # by `validate`, never a reason to refuse the order.
+    warnings: tuple[OrderError, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def start(self) -> datetime:
@@ -171,6 +174,7 @@ class _FileErrors:
 
     def __init__(self, path: str, doc: LineDict) -> None:
         self.path, self.doc, self.items = path, doc, []
+        self.warnings: list[OrderError] = []
 
     def add(self, fieldname: str, message: str, line: int | None = None) -> None:
         top = fieldname.split(".")[0].split("[")[0]
@@ -208,13 +212,24 @@ _DOMAIN_KEYS = frozenset({"domain", "subdomains"})
 _URL_KEYS = frozenset({"url"})
 
 
-def _targets(err: _FileErrors, raw: Any) -> list[Target]:
+def _reserved_origins(config: Config) -> tuple[str, ...]:
+    return tuple(sorted({op.origin.rstrip(".") for op in config.operators.values()}))
+
+
+def _targets(err: _FileErrors, raw: Any, origins: tuple[str, ...] = ()) -> list[Target]:
+    """The targets, each normalised; a name at or under a zone origin (`origins`) or the canary
+    domain is refused, an IDN that a person should check gets a warning."""
     if not isinstance(raw, LineList) or not raw:
         err.add("targets", "expected a non-empty list of domains or {url: ...} / {domain: ..., subdomains: ...}")
         return []
     out: list[Target] = []
     append = out.append
+    # Under a configured origin or the canary (`*.blocker` by default) a name fails the top-level
+    # check already, unless an origin is under a real TLD: only those need a look per target.
+    suffixes = tuple(o for o in origins if not o.endswith(".blocker"))
+    tails = tuple("." + o for o in suffixes)
     for i, item in enumerate(raw):
+        count = len(out)
         try:
             if isinstance(item, str):
                 name = normalize_name(item)
@@ -235,7 +250,18 @@ def _targets(err: _FileErrors, raw: Any) -> list[Target]:
                 err.add(f"targets[{i}]", "expected a domain, {domain: NAME, subdomains: BOOL} or {url: URL}",
                         raw.line_of(i))
         except NameError_ as exc:
-            err.add(f"targets[{i}]", str(exc), raw.line_of(i))
+            text = item.get("domain") if isinstance(item, LineDict) else item
+            why = reserved_for(text.lower().rstrip("."), origins) if isinstance(text, str) else None
+            err.add(f"targets[{i}]", why or str(exc), raw.line_of(i))
+            continue
+        if len(out) == count:
+            continue
+        name = out[-1].name
+        if suffixes and (name in suffixes or name.endswith(tails)):
+            err.add(f"targets[{i}]", reserved_for(name, origins) or f"{name!r} is reserved", raw.line_of(i))
+        elif "xn--" in name:
+            err.warnings.extend(OrderError(err.path, f"targets[{i}]", warning, raw.line_of(i))
+                                for warning in name_warnings(name))
     return out
 
 
@@ -314,7 +340,7 @@ def parse_order(data: bytes, path: str, config: Config) -> Order | list[OrderErr
                 err.add("action", f"operator {op!r} has no information page configured (operators.{op}.redirect)")
     window = _window(err, doc, tz, config) if tz is not None else None
     lifted = _lifted(err, doc.get("lifted"), tz) if "lifted" in doc and tz is not None else None
-    targets = _targets(err, doc.get("targets"))
+    targets = _targets(err, doc.get("targets"), _reserved_origins(config))
     _check_fits(err, doc.get("targets"), targets, operators, config)
     if err.items:
         return err.items
@@ -323,6 +349,7 @@ def parse_order(data: bytes, path: str, config: Config) -> Order | list[OrderErr
         id=order_id, court=court, case_number=case_number, decision_date=decision, applicant=applicant,
         operators=operators, window=window, timezone=tz.key, targets=tuple(targets), action=action,
         lifted=lifted, notes=notes, path=path, digest=hashlib.sha256(data).hexdigest(),
+        warnings=tuple(err.warnings),
     )
 
 
@@ -392,6 +419,7 @@ class LoadResult:
     orders: dict[str, Order] = field(default_factory=dict)
     errors: list[OrderError] = field(default_factory=list)
     invalid_files: set[str] = field(default_factory=set)
+    warnings: list[OrderError] = field(default_factory=list)  # of valid files; never make `ok` false
 
     @property
     def ok(self) -> bool:
@@ -712,6 +740,7 @@ def load_orders(folder: Path, config: Config, cache: OrderCache | None = None, *
     for key, item in zip(paths, items, strict=True):
         if isinstance(item, Order):
             parsed.append(item)
+            result.warnings.extend(item.warnings)
         else:
             result.errors.extend(item)
             result.invalid_files.add(key)
