@@ -41,7 +41,7 @@ from blocker.report import (
     record_time,
     to_csv,
 )
-from blocker.safeio import STDOUT, OutputError, write_output
+from blocker.safeio import STDOUT, OutputError, check_output, check_output_dir, write_output
 from blocker.state import State
 from blocker.textsafe import display_path, printable
 
@@ -127,6 +127,16 @@ def _warn_audit(facts: Facts) -> bool:
               "run `blocker audit verify`", file=sys.stderr)
         return True
     return False
+
+
+def _check_out(out: str | None, *, folder: bool = False) -> None:
+    """A wrong --out is refused at once, before the report is computed."""
+    if out is None:
+        return
+    try:
+        check_output_dir(out) if folder else check_output(out)
+    except OutputError as exc:
+        raise cli.CliError(f"--out {exc}", cli.EXIT_USAGE if exc.usage else cli.EXIT_INVALID) from None
 
 
 def _emit(text: str, out: str | None) -> None:
@@ -299,6 +309,7 @@ def _row_text(row: ReportRow) -> str:
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
     from blocker.htmlreport import render_report
 
+    _check_out(args.out)
     at = cli.parse_at(args.at, config)
     eff, state, state_dir, orders_ok = _orders_and_state(args, config, at)
     try:
@@ -395,6 +406,7 @@ def _find_order(order_id: str, eff: Effective, state: State, config: Config) -> 
 def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
     from blocker.evidence import EvidenceError, write_pack
 
+    _check_out(args.out, folder=True)
     at = cli.parse_at(args.at, config)
     state_dir = _state_dir(args, config)
     _require_state_dir(state_dir)

@@ -112,6 +112,42 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def check_output(target: str | Path) -> None:
+    """Refuse a wrong `--out` before the work (a report of a large trail takes a while); the
+    writer checks again, since the folder may change meanwhile."""
+    if str(target) == STDOUT:
+        return
+    path = Path(target)
+    if not path.name or path.name in (".", ".."):
+        raise OutputError(f"{display_path(target)}: not a file name; give the file to write", usage=True)
+    try:
+        dir_fd = _open_dir(path.parent)
+    except OSError as exc:
+        raise OutputError(f"{display_path(target)}: cannot open its folder: {exc.strerror or exc}",
+                          usage=exc.errno in (errno.ENOENT, errno.ENOTDIR)) from None
+    try:
+        _refuse_special(path, path.name, dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def check_output_dir(target: str | Path) -> None:
+    """`check_output` for a pack folder: absent, or an empty folder that is not a link."""
+    path = Path(target)
+    if str(target) == STDOUT or not path.name or path.name in (".", ".."):
+        raise OutputError(f"{display_path(target)}: an evidence pack is a folder: give its path", usage=True)
+    try:
+        parent_fd = _open_dir(path.parent)
+    except FileNotFoundError:
+        return  # created with its parents
+    except OSError as exc:
+        raise OutputError(f"{display_path(path.parent)}: cannot open: {exc.strerror or exc}") from None
+    try:
+        _check_pack_target(path, parent_fd)
+    finally:
+        os.close(parent_fd)
+
+
 def write_output(target: str | Path, data: bytes | str, *, mode: int = FILE_MODE) -> None:
     """Write `data` whole to `target` (`-`: standard output), as the module docstring says."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -125,13 +161,8 @@ def write_output(target: str | Path, data: bytes | str, *, mode: int = FILE_MODE
             buffer.flush()
         return
     path = Path(target)
-    if not path.name or path.name in (".", ".."):
-        raise OutputError(f"{display_path(target)}: not a file name; give the file to write", usage=True)
-    try:
-        dir_fd = _open_dir(path.parent)
-    except OSError as exc:
-        raise OutputError(f"{display_path(target)}: cannot open its folder: {exc.strerror or exc}",
-                          usage=exc.errno in (errno.ENOENT, errno.ENOTDIR)) from None
+    check_output(path)
+    dir_fd = _open_dir(path.parent)
     tmp: str | None = None
     try:
         before = _refuse_special(path, path.name, dir_fd)
