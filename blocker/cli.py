@@ -89,20 +89,24 @@ def cmd_validate(args: argparse.Namespace, config: Config) -> int:
     result, folder = _orders(args, config)
     good = sorted(result.orders.values(), key=lambda o: o.path)
     for order in good:
-        print(f"{order.path}: ok ({order.id}, {len(order.targets)} targets)")
+        print(f"{display_path(order.path)}: ok ({order.id}, {len(order.targets)} targets)")
     for error in result.errors:
         print(error)
     for warning in result.warnings:  # to check, not to fix: the exit code stays 0
         print(f"warning: {printable(warning)}")
     bad = len(result.invalid_files) + (1 if any(e.field == "(folder)" for e in result.errors) else 0)
-    print(f"{len(good)} valid, {bad} invalid in {folder}", file=sys.stderr)
+    print(f"{len(good)} valid, {bad} invalid in {display_path(folder)}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_INVALID
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    """Columns padded to their widest cell; every cell escaped (textsafe): order fields are text
+    from outside, and a newline or ESC sequence in one must not forge a row or repaint a screen."""
+    rows = [[printable(c) for c in row] for row in rows]
+    headers = [printable(h) for h in headers]
+    widths = [max(len(x) for x in col) for col in zip(headers, *rows, strict=False)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows]
     return "\n".join(lines)
 
 

@@ -41,6 +41,7 @@ from blocker.report import (
     record_time,
     to_csv,
 )
+from blocker.safeio import STDOUT, OutputError, check_output, check_output_dir, write_output
 from blocker.state import State
 from blocker.textsafe import display_path, printable
 
@@ -132,19 +133,27 @@ def _warn_audit(facts: Facts) -> bool:
     return False
 
 
-def _emit(text: str, out: str | None) -> None:
-    """Print, or write `--out` whole (a temp file renamed: a reader never sees half a report)."""
+def _check_out(out: str | None, *, folder: bool = False) -> None:
+    """A wrong --out is refused at once, before the report is computed."""
     if out is None:
+        return
+    try:
+        check_output_dir(out) if folder else check_output(out)
+    except OutputError as exc:
+        raise cli.CliError(f"--out {exc}", cli.EXIT_USAGE if exc.usage else cli.EXIT_INVALID) from None
+
+
+def _emit(text: str, out: str | None) -> None:
+    """Print, or write `--out` whole through blocker.safeio (a new file with a random name,
+    renamed into place: a reader never sees half a report, and no planted link is followed)."""
+    if out is None or out == STDOUT:
         sys.stdout.write(text)
         return
-    path = Path(out)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        raise cli.CliError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
-    print(f"wrote {path}", file=sys.stderr)
+        write_output(out, text)
+    except OutputError as exc:
+        raise cli.CliError(f"--out {exc}", cli.EXIT_USAGE if exc.usage else cli.EXIT_INVALID) from None
+    print(f"wrote {display_path(out)}", file=sys.stderr)
 
 
 # audit ----------------------------------------------------------------------------------------
@@ -191,7 +200,7 @@ def _value(value: Any) -> str:
 def _summary(data: Any, limit: int = 200) -> str:
     """One line of `key=value` for a record's data; lists joined, diffs as `from -> to`."""
     if not isinstance(data, dict):
-        return str(data)[:limit]
+        return printable(data, limit=limit)
     parts = []
     first = [k for k in SUMMARY_FIRST if k in data]  # what a reader scans for, before the details
     for key, value in [(k, data[k]) for k in first] + [(k, v) for k, v in data.items() if k not in first]:
@@ -211,7 +220,8 @@ def _summary(data: Any, limit: int = 200) -> str:
             parts.append(f"{key}={json.dumps(value, ensure_ascii=False, sort_keys=True)}")
         else:
             parts.append(f"{key}={value}")
-    text = " ".join(" ".join(str(p).split()) for p in parts)  # one line per record, whatever the data holds
+    # One line per record, whatever the data holds: whitespace runs folded, the rest escaped.
+    text = printable(" ".join(" ".join(str(p).split()) for p in parts), limit=None)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -269,8 +279,8 @@ def cmd_audit_show(args: argparse.Namespace, config: Config) -> int:
                 continue
             ts = record_time(record)
             when = fmt_instant(ts, tz) if ts is not None else str(record.get("ts"))
-            print(f"#{record.get('seq')}  {when}  {record.get('actor')}  {record.get('event')}  "
-                  f"{_summary(record.get('data'))}{mark}")
+            print(f"#{printable(record.get('seq'))}  {printable(when)}  {printable(record.get('actor'))}  "
+                  f"{printable(record.get('event'))}  {_summary(record.get('data'))}{printable(mark)}")
             shown += 1
         print(f"{shown} record(s)" + (f" concerning {args.order}" if args.order else "")
               + (f" since {fmt_instant(since, tz)}" if since else ""), file=sys.stderr)
@@ -289,14 +299,18 @@ def _row_text(row: ReportRow) -> str:
     tz = o.tz
     left = "" if row.days_remaining is None else f"  {row.days_remaining} day(s) left"
     flag = f"  [{row.flag}]" if row.flag else ""
-    lines = [f"{o.id}  {row.status.upper()}{left}{flag}",
-             f"  court     {o.court}; {o.case_number}" + (f"; applicant {o.applicant}" if o.applicant else ""),
+    # Every field from the order file is escaped (textsafe): a newline or an ESC sequence in it
+    # must not forge a line of the report or repaint the reader's terminal.
+    lines = [f"{printable(o.id)}  {row.status.upper()}{left}{printable(flag)}",
+             f"  court     {printable(o.court)}; {printable(o.case_number)}"
+             + (f"; applicant {printable(o.applicant)}" if o.applicant else ""),
              f"  start     {fmt_instant(o.start, tz)}",
              f"  lift      {fmt_instant(o.end, tz)}",
-             f"  rule      {o.rule}"]
+             f"  rule      {printable(o.rule)}"]
     if row.received is not None:
         lines.append(f"  received  {fmt_instant(row.received, tz)} (first applied; {row.versions} version(s))")
-    targets = [t.name + (f" (url-escalated: {t.source})" if t.kind == "url-escalated" else "") for t in o.targets]
+    targets = [printable(t.name) + (f" (url-escalated: {printable(t.source)})" if t.kind == "url-escalated" else "")
+               for t in o.targets]
     lines.append("  targets   " + ", ".join(targets))
 
     def at(value: datetime | None) -> str:
@@ -317,6 +331,7 @@ def _row_text(row: ReportRow) -> str:
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
     from blocker.htmlreport import render_report
 
+    _check_out(args.out)
     at = cli.parse_at(args.at, config)
     eff, state, state_dir, orders_ok = _orders_and_state(args, config, at)
     try:
@@ -413,6 +428,7 @@ def _find_order(order_id: str, eff: Effective, state: State, config: Config) -> 
 def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
     from blocker.evidence import EvidenceError, write_pack
 
+    _check_out(args.out, folder=True)
     at = cli.parse_at(args.at, config)
     state_dir = _state_dir(args, config)
     _require_state_dir(state_dir, args)
@@ -434,6 +450,8 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
         try:
             pack = write_pack(Path(args.out), order, row, state=state, audit=audit, config=config, current=current,
                               generated=datetime.now(UTC), actor=actor)
+        except OutputError as exc:
+            raise cli.CliError(f"--out {exc}", cli.EXIT_USAGE if exc.usage else cli.EXIT_INVALID) from None
         except (EvidenceError, OSError) as exc:
             raise cli.CliError(str(exc)) from None
     finally:
@@ -443,7 +461,8 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
         "manifest_sha256": pack.manifest_sha256, "records": pack.records,
         "head_seq": pack.head[0] if pack.head else 0, "head_hash": pack.head[1] if pack.head else None,
     }, actor=actor)
-    print(f"{args.out}: evidence pack for {order.id}: {len(pack.files)} files, {pack.records} audit record(s)")
+    print(f"{display_path(args.out)}: evidence pack for {order.id}: {len(pack.files)} files, "
+          f"{pack.records} audit record(s)")
     print(f"MANIFEST.sha256 {pack.manifest_sha256} (recorded in the audit trail as evidence-exported)")
     if pack.audit is not None and not pack.audit.ok:
         print(f"blocker: WARNING: the audit trail is broken at line {pack.audit.bad_line}: {pack.audit.reason} "

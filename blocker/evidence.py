@@ -21,8 +21,7 @@ import csv
 import hashlib
 import io
 import json
-import os
-from collections.abc import Iterator
+import re
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,7 +44,8 @@ from blocker.htmlreport import (
 )
 from blocker.legaltime import fmt_instant
 from blocker.orders import Order, parse_order
-from blocker.report import ReportRow
+from blocker.report import ReportRow, spreadsheet_safe
+from blocker.safeio import SCRIPT_MODE, OutputDir, output_dir
 from blocker.state import State
 
 PROBE_EVENTS = frozenset({"probe-pass", "probe-verdict-change", "order-verified"})
@@ -68,45 +68,23 @@ class Pack:
     head: tuple[int, str] | None = None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write(out: Path, rel: str, data: bytes | str) -> None:
-    path = out / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-
-
 def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
-def prepare_dir(out: Path) -> None:
-    """A pack goes into a new or empty folder: mixing two exports would make the manifest lie."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise EvidenceError(f"{out}: exists and is not an empty folder; choose a new --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EvidenceError(f"{out}: cannot create: {exc.strerror or exc}") from None
-
-
-def _versions(out: Path, order: Order, state: State, config: Config, current: bytes | None) -> list[dict[str, Any]]:
+def _versions(out: OutputDir, order: Order, state: State, config: Config,
+              current: bytes | None) -> list[dict[str, Any]]:
     stored = state.order_versions(order.id)
     listing: list[dict[str, Any]] = []
     if not stored and current is not None:
-        name = f"order/current-{Path(order.path).name}"
-        _write(out, name, current)
+        # The file's own name, made safe: a newline in it would forge a line of MANIFEST.sha256.
+        name = "order/current-" + re.sub(r"[^A-Za-z0-9._-]", "_", Path(order.path).name).lstrip(".")
+        out.write(name, current)
         listing.append({"n": 1, "file": name, "sha256": hashlib.sha256(current).hexdigest(), "path": order.path,
                         "first_applied": None, "note": "never applied: the current file"})
     for n, (digest, path, content, first_seen) in enumerate(stored, start=1):
-        name = f"order/v{n:02d}-{digest[:12]}{Path(path).suffix or '.yaml'}"
-        _write(out, name, content)
+        name = f"order/v{n:02d}-{digest[:12]}{Path(path).suffix if Path(path).suffix in ('.yaml', '.yml') else '.yaml'}"
+        out.write(name, content)
         item: dict[str, Any] = {"n": n, "file": name, "sha256": digest, "path": path,
                                 "first_applied": fmt_instant(first_seen, order.tz)}
         parsed = parse_order(content, path, config)
@@ -116,7 +94,7 @@ def _versions(out: Path, order: Order, state: State, config: Config, current: by
         else:
             item["note"] = "not valid under the current configuration: " + "; ".join(str(e) for e in parsed[:3])
         listing.append(item)
-    _write(out, "order/versions.json", _json(listing))
+    out.write("order/versions.json", _json(listing))
     return listing
 
 
@@ -131,17 +109,15 @@ class _AuditScan:
     repairs: list[dict[str, Any]] = field(default_factory=list)  # audit-repaired records anywhere in the trail
 
 
-def _scan_audit(out: Path, audit: AuditLog, order_id: str, paths: set[str]) -> _AuditScan:
+def _scan_audit(out: OutputDir, audit: AuditLog, order_id: str, paths: set[str]) -> _AuditScan:
     """One pass over the trail: copy what concerns the order, and the chain from it to the head."""
     scan = _AuditScan()
     head_file = audit.head()  # read first: the daemon may append while we read (see verify_live)
     count, last = 0, ""
-    (out / "audit").mkdir(parents=True, exist_ok=True)
-    (out / "probes").mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        records: BinaryIO = stack.enter_context((out / "audit/records.jsonl").open("wb"))
-        probes: BinaryIO = stack.enter_context((out / "probes/probe-records.jsonl").open("wb"))
-        chain = stack.enter_context((out / "audit/chain.txt").open("w"))
+        records: BinaryIO = stack.enter_context(out.open("audit/records.jsonl"))
+        probes: BinaryIO = stack.enter_context(out.open("probes/probe-records.jsonl"))
+        chain: BinaryIO = stack.enter_context(out.open("audit/chain.txt"))
         for line in checked_lines(audit):
             if line.bad_line is not None and scan.verified is None:
                 scan.verified = VerifyResult(False, count, last, line.bad_line, line.problem)
@@ -168,7 +144,7 @@ def _scan_audit(out: Path, audit: AuditLog, order_id: str, paths: set[str]) -> _
                     probes.write(raw)
                 scan.records.append({k: record.get(k) for k in ("seq", "ts", "event", "actor", "hash", "prev")})
             if scan.first_seq is not None:
-                chain.write(f"{record['seq']} {record.get('hash')}\n")
+                chain.write(f"{record['seq']} {record.get('hash')}\n".encode())
                 scan.chain_lines += 1
     if scan.verified is None:
         if head_file is not None and (scan.head is None or head_file[0] > scan.head[0]):
@@ -188,30 +164,30 @@ def _scan_audit(out: Path, audit: AuditLog, order_id: str, paths: set[str]) -> _
         "chain": "audit/chain.txt: `SEQ HASH` for every record from the first concerning record to the head",
         "hash": "SHA-256 of the record's canonical JSON without its `hash` key: keys sorted, no spaces, UTF-8",
     }
-    _write(out, "audit/chain-proof.json", _json(proof))
+    out.write("audit/chain-proof.json", _json(proof))
     return scan
 
 
-def _zones(out: Path, order: Order, state: State) -> list[list[str]]:
+def _zones(out: OutputDir, order: Order, state: State) -> list[list[str]]:
     rows = []
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["operator", "serial", "checksum", "published_at", "orders_in_zone"])
     for op, serial, checksum, at, ids in state.zone_history(order.id):
         row = [op, str(serial), checksum, fmt_instant(at, order.tz), str(len(ids))]
-        writer.writerow(row)
+        writer.writerow([spreadsheet_safe(c) for c in row])
         rows.append(row)
-    _write(out, "zones/serials.csv", buf.getvalue())
+    out.write("zones/serials.csv", buf.getvalue())
     return rows
 
 
-def _probe_state(out: Path, order: Order, state: State) -> None:
+def _probe_state(out: OutputDir, order: Order, state: State) -> None:
     firsts = [{"operator": op, "kind": kind, "at": fmt_instant(at, order.tz)}
               for (oid, op, kind), at in sorted(state.firsts().items()) if oid == order.id]
     last = [{"operator": op, "last_ok": None if ok is None else fmt_instant(ok, order.tz),
              "last_failure": None if bad is None else fmt_instant(bad, order.tz), "failures": n}
             for (oid, op), (ok, bad, n) in sorted(state.probe_last().items()) if oid == order.id]
-    _write(out, "probes/state.json", _json({"probe_firsts": firsts, "probe_last": last}))
+    out.write("probes/state.json", _json({"probe_firsts": firsts, "probe_last": last}))
 
 
 def _index(order: Order, row: ReportRow, versions: list[dict[str, Any]], scan: _AuditScan,
@@ -259,35 +235,39 @@ def _index(order: Order, row: ReportRow, versions: list[dict[str, Any]], scan: _
     return page(f"Evidence pack: {order.id}", body)
 
 
-def _walk(out: Path) -> Iterator[str]:
-    for root, _dirs, names in os.walk(out):
-        for name in names:
-            yield (Path(root) / name).relative_to(out).as_posix()
-
-
 def write_pack(out: Path, order: Order, row: ReportRow, *, state: State, audit: AuditLog, config: Config,
                current: bytes | None, generated: datetime, actor: str) -> Pack:
-    """Write the whole pack into `out` (new or empty); the manifest is written last."""
-    prepare_dir(out)
+    """Write the whole pack into `out` (absent, or an empty folder); the manifest is written last.
+
+    The pack is built in a new folder with a random name next to `out` and renamed onto it
+    once complete (blocker.safeio.output_dir): nobody sees half a pack, and nothing planted
+    in the target folder is followed or kept.
+    """
     pack = Pack(out)
+    with output_dir(out) as folder:
+        _fill(folder, pack, order, row, state=state, audit=audit, config=config, current=current,
+              generated=generated, actor=actor)
+    return pack
+
+
+def _fill(out: OutputDir, pack: Pack, order: Order, row: ReportRow, *, state: State, audit: AuditLog,
+          config: Config, current: bytes | None, generated: datetime, actor: str) -> None:
     versions = _versions(out, order, state, config, current)
     paths = {v["path"] for v in versions} | {order.path}
     scan = _scan_audit(out, audit, order.id, paths)
     zones = _zones(out, order, state)
     _probe_state(out, order, state)
-    _write(out, "report.json", _json(row.to_json()))
-    _write(out, "verify.py", VERIFY_SCRIPT)
-    (out / "verify.py").chmod(0o755)
-    files = sorted(_walk(out))
-    _write(out, "index.html", _index(order, row, versions, scan, zones,
-                                     [(f, _sha256(out / f)) for f in files], generated, actor))
+    out.write("report.json", _json(row.to_json()))
+    out.write("verify.py", VERIFY_SCRIPT, SCRIPT_MODE)
+    files = sorted(out.files)
+    out.write("index.html", _index(order, row, versions, scan, zones,
+                                   [(f, out.sha256(f)) for f in files], generated, actor))
     files = sorted({*files, "index.html"})
-    manifest = "".join(f"{_sha256(out / f)}  {f}\n" for f in files)
-    _write(out, "MANIFEST.sha256", manifest)
+    manifest = "".join(f"{out.sha256(f)}  {f}\n" for f in files)
+    out.write("MANIFEST.sha256", manifest)
     pack.files = [*files, "MANIFEST.sha256"]
     pack.manifest_sha256 = hashlib.sha256(manifest.encode()).hexdigest()
     pack.audit, pack.records, pack.head = scan.verified, len(scan.records), scan.head
-    return pack
 
 
 VERIFY_SCRIPT = '''#!/usr/bin/env python3

@@ -15,6 +15,7 @@ from html import escape
 from blocker.audit import VerifyResult
 from blocker.legaltime import fmt_instant, zone
 from blocker.report import OperatorRow, ReportRow, TimelineEvent, fmt_duration, seconds_between
+from blocker.textsafe import printable
 
 COLORS = {  # event kind -> colour (the list repeats the kind in words: printouts may be grey)
     "order": "#1f4e9c", "publish": "#6a3d9a", "verify": "#1b7f3b", "failure": "#c0392b", "lift": "#b9770e",
@@ -56,7 +57,9 @@ svg { display: block; margin: 6px 0; }
 
 
 def esc(value: object) -> str:
-    return escape("" if value is None else str(value))
+    """HTML-escaped, and control, format and separator characters shown escaped (textsafe): a
+    bidi override in a court's name must not reorder what the reader sees on the page."""
+    return escape("" if value is None else printable(value, limit=None))
 
 
 def page(title: str, body: str) -> str:

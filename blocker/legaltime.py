@@ -73,8 +73,8 @@ def last_day(start: date, duration: Duration) -> date:
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise LegalTimeError(f"unknown time zone {name!r} (expected an IANA name such as Europe/Paris)") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file name
+        raise LegalTimeError(f"unknown time zone {name[:80]!r} (expected an IANA name such as Europe/Paris)") from None
 
 
 def localize(naive: datetime, tz: ZoneInfo) -> datetime:

@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from blocker.textsafe import printable
+
 _RESERVED = set(vars(logging.makeLogRecord({})))
 
 
@@ -25,10 +27,13 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class PlainFormatter(logging.Formatter):
+    """One line per record, always: the message and every field value are escaped (textsafe),
+    since they carry order fields and file names, and a newline in one would forge a log line."""
+
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        extra = " ".join(f"{k}={_plain(v)}" for k, v in sorted(_fields(record).items()))
-        return f"{ts} {record.levelname:<7} {record.getMessage()}" + (f" {extra}" if extra else "")
+        extra = " ".join(f"{printable(k)}={_plain(v)}" for k, v in sorted(_fields(record).items()))
+        return f"{ts} {record.levelname:<7} {printable(record.getMessage())}" + (f" {extra}" if extra else "")
 
 
 class JsonFormatter(logging.Formatter):
@@ -43,8 +48,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def _plain(value: Any) -> str:
-    text = str(value)
-    return json.dumps(text, ensure_ascii=False) if (not text or any(c.isspace() or c in '"=' for c in text)) else text
+    """A field value: escaped, then quoted when it holds a space, `"` or `=` (printable doubles
+    every backslash, so the `\\"` added here cannot be forged by the value)."""
+    text = printable(value)
+    if not text or any(c.isspace() or c in '"=' for c in text):
+        return '"' + text.replace('"', '\\"') + '"'
+    return text
 
 
 def setup(fmt: str = "plain", level: int = logging.INFO) -> logging.Logger:

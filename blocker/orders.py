@@ -12,6 +12,7 @@ import gc
 import hashlib
 import os
 import re
+import reprlib
 import select
 import signal
 import stat
@@ -37,7 +38,7 @@ from blocker.legaltime import (
     zone,
 )
 from blocker.names import NameError_, host_from_url, name_warnings, normalize_name, reserved_for
-from blocker.textsafe import display_path
+from blocker.textsafe import display_path, printable
 from blocker.yamlio import DEFAULT_MAX_BYTES, LineDict, LineList, YamlError, loads_mapping
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
@@ -46,18 +47,40 @@ FIELDS = {
     "timezone", "targets", "action", "lifted", "notes",
 }
 ORDER_SUFFIXES = (".yaml", ".yml")
+# Largest free-text fields, in characters (README, "Order files"): generous for any real order,
+# small enough that no order makes the audit trail (which records court, case and rule) or a
+# report carry megabytes.
+TEXT_LIMITS = {"court": 500, "case_number": 200, "applicant": 500, "notes": 10_000, "lifted.reason": 2_000}
+MAX_URL = 8_000  # a `url` target (RFC 9110 asks servers to take at least 8,000 octets)
+MAX_ERRORS_PER_FILE = 100  # one file cannot fill a terminal, a log or an audit record with errors
+# One error line stays short whatever the file holds (a 200,000-element list quoted back, a
+# megabyte key): parts cut to these many characters, the whole line within textsafe.MAX_LINE.
+_MAX_PATH, _MAX_FIELD, _MAX_MESSAGE = 700, 160, 900
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 @dataclass(frozen=True)
 class OrderError:
+    """One problem of one file. `str()` is the one line shown to a person (validate, the daemon's
+    log, the `order-invalid` audit record): escaped (textsafe) and bounded (MAX_LINE)."""
+
     path: str
     field: str
     message: str
     line: int | None = None
 
+    def __post_init__(self) -> None:
+        # Bounded once, here: to_json, str() and every copy are then small too.
+        object.__setattr__(self, "field", _cut(self.field, _MAX_FIELD))
+        object.__setattr__(self, "message", _cut(self.message, _MAX_MESSAGE))
+
     def __str__(self) -> str:
         where = f" (line {self.line})" if self.line else ""
-        return f"{self.path}: {self.field}: {self.message}{where}"
+        return (f"{printable(self.path, _MAX_PATH)}: {printable(self.field, _MAX_FIELD)}: "
+                f"{printable(self.message, _MAX_MESSAGE)}{where}")
 
     def to_json(self) -> dict[str, Any]:
         return {"file": self.path, "field": self.field, "message": self.message, "line": self.line}
@@ -175,8 +198,15 @@ class _FileErrors:
     def __init__(self, path: str, doc: LineDict) -> None:
         self.path, self.doc, self.items = path, doc, []
         self.warnings: list[OrderError] = []
+        self.dropped = 0
 
     def add(self, fieldname: str, message: str, line: int | None = None) -> None:
+        if len(self.items) >= MAX_ERRORS_PER_FILE:
+            if not self.dropped:
+                self.items.append(OrderError(self.path, "(file)", f"more problems not listed: at most "
+                                             f"{MAX_ERRORS_PER_FILE} are reported per file; fix these first"))
+            self.dropped += 1
+            return
         top = fieldname.split(".")[0].split("[")[0]
         self.items.append(OrderError(self.path, fieldname, message, line or self.doc.line_of(top)))
 
@@ -187,9 +217,28 @@ class _FileErrors:
                 self.add(key, "required field is missing" if key not in self.doc else "must not be empty")
             return None
         if not isinstance(value, str) or not value.strip():
-            self.add(key, f"expected non-empty text, got {value!r}")
+            self.add(key, f"expected non-empty text, got {_quote(value)}")
             return None
-        return value.strip()
+        return _sized(self, key, value.strip())
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 120
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
+_REPR.maxlevel = 3
+
+
+def _quote(value: Any) -> str:
+    """`repr(value)`, short whatever its size (a list of 200,000 items is not spelled out)."""
+    return _REPR.repr(value)
+
+
+def _sized(err: _FileErrors, key: str, value: str, line: int | None = None) -> str | None:
+    limit = TEXT_LIMITS.get(key)
+    if limit is not None and len(value) > limit:
+        err.add(key, f"{len(value)} characters, at most {limit}: give the text in short", line)
+        return None
+    return value
 
 
 _new_object = object.__new__
@@ -297,6 +346,16 @@ def _check_fits(err: _FileErrors, raw: Any, targets: list[Target], operators: tu
                     f"({size} octets with the origin, at most 253)", line)
 
 
+def _check_urls(err: _FileErrors, raw: Any) -> None:
+    """A `url` target is kept as written (the report shows what the court named): bounded too."""
+    if not isinstance(raw, LineList):
+        return
+    for i, item in enumerate(raw):
+        url = item.get("url") if isinstance(item, LineDict) else None
+        if isinstance(url, str) and len(url) > MAX_URL:
+            err.add(f"targets[{i}].url", f"{len(url)} characters, at most {MAX_URL}", raw.line_of(i))
+
+
 def parse_order(data: bytes, path: str, config: Config) -> Order | list[OrderError]:
     """One order from the bytes of its file, or every problem found in it."""
     try:
@@ -342,6 +401,7 @@ def parse_order(data: bytes, path: str, config: Config) -> Order | list[OrderErr
     lifted = _lifted(err, doc.get("lifted"), tz) if "lifted" in doc and tz is not None else None
     targets = _targets(err, doc.get("targets"), _reserved_origins(config))
     _check_fits(err, doc.get("targets"), targets, operators, config)
+    _check_urls(err, doc.get("targets"))
     if err.items:
         return err.items
     assert order_id and court and case_number and decision and window and tz is not None
@@ -403,6 +463,8 @@ def _lifted(err: _FileErrors, raw: Any, tz: ZoneInfo) -> Lift | None:
     reason = raw["reason"]
     if not isinstance(reason, str) or not reason.strip():
         err.add("lifted.reason", "expected non-empty text", raw.line_of("reason"))
+        return None
+    if _sized(err, "lifted.reason", reason, raw.line_of("reason")) is None:
         return None
     try:
         at, _ = parse_instant(raw["at"], tz)

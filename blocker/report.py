@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from blocker.audit import AuditLog, VerifyResult, checked_lines
 from blocker.legaltime import fmt_instant
 from blocker.orders import Order
 from blocker.state import State
+from blocker.textsafe import printable
 
 # Audit events too frequent for a timeline; their substance reaches the report another way
 # (probe-pass -> last verification and failures; zone-published -> zone_history).
@@ -533,15 +535,42 @@ CSV_FIELDS = [
 ]
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV injection"): `=`, `+`, `-`, `@`
+# first, or after leading whitespace, and their fullwidth and small forms (NFKC folds them).
+FORMULA_TRIGGERS = frozenset("=+-@")
+
+
+def spreadsheet_safe(value: object) -> str | int | float:
+    """A CSV cell that a spreadsheet shows as text, never runs as a formula.
+
+    Text gets its control characters escaped (as in the table: `\\n`, `\\x1b`; a record stays
+    one line a terminal can show) and, when its first character other than whitespace is a
+    formula trigger, a leading `'`, which spreadsheets take as "this is text" (OWASP). That
+    includes text that legitimately starts with `-`. Numbers the tool computed (a negative
+    duration, a serial) stay numbers: a Python int or float cannot carry a formula.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    text = printable(value, limit=None)
+    first = text.lstrip()[:1]
+    if first and unicodedata.normalize("NFKC", first)[:1] in FORMULA_TRIGGERS:
+        return "'" + text
+    return text
+
+
 def to_csv(rows: Iterable[ReportRow]) -> str:
-    """One line per order and operator: what a spreadsheet filters and sorts best."""
+    """One line per order and operator: what a spreadsheet filters and sorts best.
+
+    Every cell goes through `spreadsheet_safe`: order fields are text from outside (a court name
+    `=HYPERLINK(...)` must not become a link, or a command, in the legal team's spreadsheet).
+    """
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         j = row.to_json()
         for op in j["per_operator"]:
-            writer.writerow({
+            writer.writerow({key: spreadsheet_safe(value) for key, value in {
                 "order": j["id"], "court": j["court"], "case_number": j["case_number"],
                 "applicant": j["applicant"] or "", "status": j["status"], "flag": j["flag"] or "",
                 "start": j["start"], "lift": j["lift"], "rule": j["rule"],
@@ -555,5 +584,5 @@ def to_csv(rows: Iterable[ReportRow]) -> str:
                 "failures": op["failures"], "lift_state": op["lift"],
                 "removed_from_zone": op["removed_from_zone"] or "", "lift_verified": op["lift_verified"] or "",
                 "time_to_lift_seconds": "" if op["time_to_lift_seconds"] is None else op["time_to_lift_seconds"],
-            })
+            }.items()})
     return out.getvalue()
