@@ -175,8 +175,6 @@ def _plan(args: argparse.Namespace, config: Config, *, record: bool, force: bool
     at = parse_at(args.at, config)
     result = _valid_orders(args, config)
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
-    if not record and args.state_dir:
-        require_dir(state_dir, "state_dir", "--state-dir")
     state = State(state_dir) if record else State.open_existing(state_dir)
     eff = effective_orders(result, config, state, audit, at, force=force, record=record)
     zones = state.zones() if state is not None else {}

@@ -279,8 +279,7 @@ def test_the_watch_signature_notices_a_dangling_link_appearing(tmp_path: Path) -
 
 READ_COMMANDS = [
     ("report",), ("expiring",), ("audit", "show"), ("audit", "verify"), ("evidence", "good", "--out", "pack"),
-    ("plan",),
-]
+]  # not `plan`: a plan before the first `apply` names the state folder that apply will create
 ORDERS_COMMANDS = [("validate",), ("status",), ("report",), ("expiring",), ("plan",), ("render", "--out", "r"),
                    ("probe", "--operator", "orange", "--resolver", "127.0.0.1:9"), ("evidence", "good", "--out", "p")]
 
