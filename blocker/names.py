@@ -45,12 +45,17 @@ class NameError_(ValueError):
     """A name that must not reach a zone; the message says why in words a lawyer can act on."""
 
 
-@lru_cache(maxsize=1)
+_TLDS: frozenset[str] = frozenset()  # known_tlds(), once built: no call per name on the fast path
+
+
 def known_tlds() -> frozenset[str]:
     """Top-level labels of the Public Suffix List snapshot, plus `example` and `test`: a target
     under any other (`.cmo`, `.invalid`, `.localhost`, a private TLD) is a typo or a trick."""
-    rules = _psl_sets()[0]
-    return frozenset(rule.rsplit(".", 1)[-1].lstrip("!") for rule in rules) | RESERVED_TLDS
+    global _TLDS
+    if not _TLDS:
+        rules = _psl_sets()[0]
+        _TLDS = frozenset(rule.rsplit(".", 1)[-1].lstrip("!") for rule in rules) | RESERVED_TLDS
+    return _TLDS
 
 
 @lru_cache(maxsize=1)
@@ -210,7 +215,7 @@ def normalize_name(raw: object) -> str:
     if _FAST_NAME.match(name) and "xn--" not in name and RPZ_LABEL_PREFIX not in name:
         if _is_public_labels(name):
             raise NameError_(f"{raw!r} is a public suffix: blocking it would block every domain under it")
-        if name[name.rfind(".") + 1:] in known_tlds():
+        if name[name.rfind(".") + 1:] in (_TLDS or known_tlds()):
             return name
     if not name:
         raise NameError_("empty name")
