@@ -25,7 +25,7 @@ from blocker.legaltime import fmt_instant
 from blocker.orders import LoadResult, Order, parse_order
 from blocker.plan import Plan
 from blocker.publish import PublishError, ReloadResult, run_reload, write_zone
-from blocker.rpz import next_serial, read_meta, serial_gt
+from blocker.rpz import next_serial, read_meta, read_regular, serial_gt
 from blocker.state import OrderVersion, State, ZoneRecord
 
 FLAG_INVALID = "invalid-file"  # file is broken now: its last good version stays in force
@@ -59,12 +59,14 @@ def field_diff(old: Order, new: Order) -> dict[str, Any]:
 
 def effective_orders(result: LoadResult, config: Config, state: State | None, audit: AuditLog | None,
                      at: datetime, *, force: bool = False, actor: str | None = None,
-                     record: bool = True) -> Effective:
+                     record: bool = True, now: datetime | None = None) -> Effective:
     """Valid orders, plus the last good version of orders whose file broke or vanished.
 
     With `record` (apply, daemon) new versions are stored and audited; without it (plan) the
-    state is only read.
+    state is only read. `at` decides what is in force; what is stored carries `now` (the
+    wall clock, default `at`): an `apply --at` in another year must not back-date receipts.
     """
+    seen_at = now or at
     if state is None:
         return Effective(dict(result.orders))
     eff = Effective(dict(result.orders))
@@ -75,7 +77,7 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
         prev = last.get(order_id)
         if prev is not None and prev.digest == order.digest:
             if not prev.present:
-                state.set_present(order_id, True, at)
+                state.set_present(order_id, True, seen_at)
             continue
         try:
             content = Path(order.path).read_bytes()
@@ -83,7 +85,7 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
             continue
         if hashlib.sha256(content).hexdigest() != order.digest:
             continue  # the file changed again under us: the next reconcile takes it
-        state.remember_order(order_id, order.digest, order.path, content, at)
+        state.remember_order(order_id, order.digest, order.path, content, seen_at)
         if audit is not None:
             if prev is None:
                 audit.append("order-added", _order_summary(order), actor=actor)
@@ -107,7 +109,7 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
         elif old.end > at and not force:
             eff.orders[order_id], eff.flags[order_id] = old, FLAG_ORPHANED
             if version.present and record:
-                state.set_present(order_id, False, at)
+                state.set_present(order_id, False, seen_at)
                 if audit is not None:
                     audit.append("order-orphaned", {"order": order_id, "file": version.path,
                                                     "note": "file removed while in force; entries kept"}, actor=actor)
@@ -178,9 +180,9 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
     """Write every changed zone, record it, reload; one operator's failure does not stop the others."""
     outcomes = []
     for op_plan in plan.operators:
-        if not op_plan.changed:
+        if not op_plan.writes:
             if state is not None and op_plan.previous is not None:
-                _adopt(state, audit, op_plan, plan.orders, now or datetime.now(UTC), actor)
+                _adopt(state, audit, op_plan, zones_dir, now or datetime.now(UTC), actor)
             continue
         operator, op = op_plan.operator, config.operators[op_plan.operator]
         path = zones_dir / f"{operator}.rpz"
@@ -188,9 +190,9 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         serial = choose_serial(path, recorded.serial if recorded is not None else None, plan.orders, operator,
                                plan.at)
         published_at = now or datetime.now(UTC)
+        data = op_plan.zone.text(serial, config)
         try:
-            write_zone(path, op_plan.zone.text(serial, config), op.origin, config.publish_check,
-                       op_plan.zone.checksum)
+            write_zone(path, data, op.origin, config.publish_check, op_plan.zone.checksum)
         except PublishError as exc:
             if audit is not None:
                 audit.append("publish-failed", {"operator": operator, "error": str(exc)}, actor=actor)
@@ -199,7 +201,14 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         order_ids = list(op_plan.order_ids)
         if state is not None:
             state.record_publish(ZoneRecord(operator, serial, op_plan.zone.checksum, op_plan.zone.names,
-                                            op_plan.zone.entries, published_at, False, "reload pending"), order_ids)
+                                            op_plan.zone.entries, published_at, False, "reload pending",
+                                            hashlib.sha256(data).hexdigest()), order_ids, data)
+        if audit is not None and op_plan.restore:
+            audit.append("zone-restored", {
+                "operator": operator, "file": str(path), "serial": serial, "reason": op_plan.restore,
+                "found_sha256": op_plan.file_sha256, "published_sha256": op_plan.published_sha256,
+                "new_sha256": hashlib.sha256(data).hexdigest(), "content_changed": op_plan.changed,
+            }, actor=actor)
         if audit is not None:
             _audit_publish(audit, op_plan, serial, order_ids, actor)
         changed = [c.owner for c in op_plan.changes]
@@ -260,18 +269,25 @@ def publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _adopt(state: State, audit: AuditLog | None, op_plan: Any, orders: Mapping[str, Order], at: datetime,
+def _adopt(state: State, audit: AuditLog | None, op_plan: Any, zones_dir: Path, at: datetime,
            actor: str | None) -> None:
-    """A current zone the state does not know (written by `render`, or before this state dir
-    existed) is recorded as found, so reports and later plans know which serial carries what."""
+    """A current zone the state does not hold (written before this state dir existed, or before
+    the state kept zone bytes) is recorded as found, bytes and all, so reports and later plans
+    know which serial carries what, and a later edit of the file is seen."""
     recorded = state.zone(op_plan.operator)
     assert op_plan.previous is not None
+    if recorded is not None and recorded.checksum == op_plan.zone.checksum and recorded.digest:
+        return
+    data = read_regular(zones_dir / f"{op_plan.operator}.rpz")
+    if data is None or hashlib.sha256(data).hexdigest() != op_plan.file_sha256:
+        return  # changed since the plan read it: the next plan looks again
     if recorded is not None and recorded.checksum == op_plan.zone.checksum:
+        state.keep_bytes(op_plan.operator, recorded.serial, op_plan.file_sha256, data)  # recorded before bytes were
         return
     order_ids = list(op_plan.order_ids)
     state.record_publish(ZoneRecord(op_plan.operator, op_plan.previous.serial, op_plan.zone.checksum,
                                     op_plan.zone.names, op_plan.zone.entries, at, True,
-                                    "adopted: zone already current on disk"), order_ids)
+                                    "adopted: zone already current on disk", op_plan.file_sha256), order_ids, data)
     if audit is not None:
         audit.append("zone-adopted", {"operator": op_plan.operator, "serial": op_plan.previous.serial,
                                       "checksum": op_plan.zone.checksum, "orders": order_ids}, actor=actor)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +25,14 @@ CREATE TABLE IF NOT EXISTS zones (
     records INTEGER NOT NULL,
     published_at TEXT NOT NULL,
     in_effect INTEGER NOT NULL,          -- 1 once the reload hook succeeded
-    reload_message TEXT NOT NULL DEFAULT ''
+    reload_message TEXT NOT NULL DEFAULT '',
+    digest TEXT NOT NULL DEFAULT '',     -- SHA-256 of the exact bytes published (the whole file)
+    content BLOB                         -- those bytes, zlib-compressed: what a damaged file is rewritten from
+);
+CREATE TABLE IF NOT EXISTS applied_plans (
+    checksum TEXT PRIMARY KEY,           -- a plan checksum `apply --checksum` published
+    result TEXT NOT NULL,                -- SHA-256 of "operator zone-checksum" lines after it
+    applied_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS order_versions (
     order_id TEXT NOT NULL,
@@ -121,6 +129,7 @@ class ZoneRecord:
     published_at: datetime
     in_effect: bool
     reload_message: str
+    digest: str = ""  # SHA-256 of the file bytes published; "" for a zone recorded before it was kept
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,10 @@ class State:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(zones)")}
+            for name, decl in (("digest", "TEXT NOT NULL DEFAULT ''"), ("content", "BLOB")):
+                if name not in columns:  # a state folder made before zones kept their bytes
+                    self.db.execute(f"ALTER TABLE zones ADD COLUMN {name} {decl}")
 
     @classmethod
     def open_existing(cls, state_dir: Path) -> State | None:
@@ -180,21 +193,56 @@ class State:
         row = self.db.execute("SELECT * FROM zones WHERE operator=?", (operator,)).fetchone()
         if row is None:
             return None
-        return ZoneRecord(row[0], row[1], row[2], row[3], row[4], from_iso(row[5]), bool(row[6]), row[7])
+        digest = row[8] if len(row) > 8 else ""  # a read-only open of a state folder made before digests
+        return ZoneRecord(row[0], row[1], row[2], row[3], row[4], from_iso(row[5]), bool(row[6]), row[7], digest)
 
     def zones(self) -> dict[str, ZoneRecord]:
         ops = [r[0] for r in self.db.execute("SELECT operator FROM zones ORDER BY operator")]
         return {op: z for op in ops if (z := self.zone(op)) is not None}
 
-    def record_publish(self, zone: ZoneRecord, order_ids: list[str]) -> None:
+    def record_publish(self, zone: ZoneRecord, order_ids: list[str], data: bytes | None = None) -> None:
+        """`data`: the exact bytes written to the zone file. Kept (compressed: one row, one write
+        per publish, about a tenth of the file) so that plan, apply and the daemon know what was
+        published without trusting a file anyone can edit, and can rewrite it."""
+        blob = zlib.compress(data, 1) if data is not None else None
         with self.tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO zones VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO zones (operator, serial, checksum, names, records, published_at, in_effect, "
+                "reload_message, digest, content) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (zone.operator, zone.serial, zone.checksum, zone.names, zone.records,
-                 iso(zone.published_at), int(zone.in_effect), zone.reload_message),
+                 iso(zone.published_at), int(zone.in_effect), zone.reload_message, zone.digest, blob),
             )
             db.execute("INSERT OR REPLACE INTO zone_history VALUES (?,?,?,?,?)",
                        (zone.operator, zone.serial, zone.checksum, iso(zone.published_at), ",".join(order_ids)))
+
+    def keep_bytes(self, operator: str, serial: int, digest: str, data: bytes) -> None:
+        """Keep the bytes of a zone recorded before the state kept them (same serial only)."""
+        with self.tx() as db:
+            db.execute("UPDATE zones SET digest=?, content=? WHERE operator=? AND serial=?",
+                       (digest, zlib.compress(data, 1), operator, serial))
+
+    def published_bytes(self, operator: str) -> bytes | None:
+        """The exact bytes last published for `operator`, or None when the state does not hold them
+        (no publish yet, or a state folder made before zones kept their bytes)."""
+        try:
+            row = self.db.execute("SELECT content FROM zones WHERE operator=?", (operator,)).fetchone()
+        except sqlite3.OperationalError:  # a read-only open of a state folder made before zones kept bytes
+            return None
+        if row is None or row[0] is None:
+            return None
+        try:
+            return zlib.decompress(row[0])
+        except zlib.error:  # a damaged row: as if it were not kept (the file is then read, with care)
+            return None
+
+    def record_applied(self, checksum: str, result: str, at: datetime) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO applied_plans VALUES (?,?,?)", (checksum, result, iso(at)))
+
+    def applied_result(self, checksum: str) -> str | None:
+        """What the zones were right after `apply --checksum <checksum>` published, if it did."""
+        row = self.db.execute("SELECT result FROM applied_plans WHERE checksum=?", (checksum,)).fetchone()
+        return None if row is None else str(row[0])
 
     def mark_in_effect(self, operator: str, ok: bool, message: str) -> None:
         with self.tx() as db:
