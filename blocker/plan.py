@@ -421,9 +421,9 @@ def compute_plan(orders: Mapping[str, Order], at: datetime, config: Config, zone
                     # The file holds the published bytes: no need to inflate the stored copy.
                     prev_entries = _entries_of(data, file_sha, seen, path, warnings)
                 else:
-                    stored = state.published_bytes(operator) if state is not None else None
+                    stored = state.published_body(operator) if state is not None else None
                     if stored is not None:
-                        prev_entries = _entries_of(stored, record.digest, seen, path, None)
+                        prev_entries = _entries_of(stored, record.checksum, seen, path, None)
                 if prev_entries is not None:
                     published = record.digest
                     previous_meta = ZoneMeta(record.serial, record.checksum)

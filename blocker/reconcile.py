@@ -202,7 +202,7 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         if state is not None:
             state.record_publish(ZoneRecord(operator, serial, op_plan.zone.checksum, op_plan.zone.names,
                                             op_plan.zone.entries, published_at, False, "reload pending",
-                                            hashlib.sha256(data).hexdigest()), order_ids, data)
+                                            hashlib.sha256(data).hexdigest()), order_ids, op_plan.zone.body)
         if audit is not None and op_plan.restore:
             audit.append("zone-restored", {
                 "operator": operator, "file": str(path), "serial": serial, "reason": op_plan.restore,
@@ -282,12 +282,14 @@ def _adopt(state: State, audit: AuditLog | None, op_plan: Any, zones_dir: Path, 
     if data is None or hashlib.sha256(data).hexdigest() != op_plan.file_sha256:
         return  # changed since the plan read it: the next plan looks again
     if recorded is not None and recorded.checksum == op_plan.zone.checksum:
-        state.keep_bytes(op_plan.operator, recorded.serial, op_plan.file_sha256, data)  # recorded before bytes were
+        # Recorded before the state kept digests and bodies; the body is the file's (the plan checked it).
+        state.keep_body(op_plan.operator, recorded.serial, op_plan.file_sha256, op_plan.zone.body)
         return
     order_ids = list(op_plan.order_ids)
     state.record_publish(ZoneRecord(op_plan.operator, op_plan.previous.serial, op_plan.zone.checksum,
                                     op_plan.zone.names, op_plan.zone.entries, at, True,
-                                    "adopted: zone already current on disk", op_plan.file_sha256), order_ids, data)
+                                    "adopted: zone already current on disk", op_plan.file_sha256), order_ids,
+                        op_plan.zone.body)
     if audit is not None:
         audit.append("zone-adopted", {"operator": op_plan.operator, "serial": op_plan.previous.serial,
                                       "checksum": op_plan.zone.checksum, "orders": order_ids}, actor=actor)

@@ -6,6 +6,7 @@ committed state, and the CLI can read it while the daemon runs.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import zlib
@@ -26,8 +27,11 @@ CREATE TABLE IF NOT EXISTS zones (
     published_at TEXT NOT NULL,
     in_effect INTEGER NOT NULL,          -- 1 once the reload hook succeeded
     reload_message TEXT NOT NULL DEFAULT '',
-    digest TEXT NOT NULL DEFAULT '',     -- SHA-256 of the exact bytes published (the whole file)
-    content BLOB                         -- those bytes, zlib-compressed: what a damaged file is rewritten from
+    digest TEXT NOT NULL DEFAULT ''      -- SHA-256 of the exact bytes published (the whole file)
+);
+CREATE TABLE IF NOT EXISTS zone_bodies (
+    checksum TEXT PRIMARY KEY,           -- SHA-256 of the body (zones.checksum)
+    content BLOB NOT NULL                -- the body, zlib-compressed: the previous zone of the next plan
 );
 CREATE TABLE IF NOT EXISTS applied_plans (
     checksum TEXT PRIMARY KEY,           -- a plan checksum `apply --checksum` published
@@ -163,9 +167,8 @@ class State:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
             columns = {r[1] for r in self.db.execute("PRAGMA table_info(zones)")}
-            for name, decl in (("digest", "TEXT NOT NULL DEFAULT ''"), ("content", "BLOB")):
-                if name not in columns:  # a state folder made before zones kept their bytes
-                    self.db.execute(f"ALTER TABLE zones ADD COLUMN {name} {decl}")
+            if "digest" not in columns:  # a state folder made before zones kept their digest
+                self.db.execute("ALTER TABLE zones ADD COLUMN digest TEXT NOT NULL DEFAULT ''")
 
     @classmethod
     def open_existing(cls, state_dir: Path) -> State | None:
@@ -200,40 +203,53 @@ class State:
         ops = [r[0] for r in self.db.execute("SELECT operator FROM zones ORDER BY operator")]
         return {op: z for op in ops if (z := self.zone(op)) is not None}
 
-    def record_publish(self, zone: ZoneRecord, order_ids: list[str], data: bytes | None = None) -> None:
-        """`data`: the exact bytes written to the zone file. Kept (compressed: one row, one write
-        per publish, about a tenth of the file) so that plan, apply and the daemon know what was
-        published without trusting a file anyone can edit, and can rewrite it."""
-        blob = zlib.compress(data, 1) if data is not None else None
+    def record_publish(self, zone: ZoneRecord, order_ids: list[str], body: bytes | None = None) -> None:
+        """`body`: the zone body published (what `zone.checksum` is the SHA-256 of). Kept,
+        compressed, once per distinct body (operators with the same content share it), in the
+        same transaction: plan, apply and the daemon then know what was published without
+        trusting a file anyone can edit. One row, about a tenth of the zone, per publish."""
         with self.tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO zones (operator, serial, checksum, names, records, published_at, in_effect, "
-                "reload_message, digest, content) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "reload_message, digest) VALUES (?,?,?,?,?,?,?,?,?)",
                 (zone.operator, zone.serial, zone.checksum, zone.names, zone.records,
-                 iso(zone.published_at), int(zone.in_effect), zone.reload_message, zone.digest, blob),
+                 iso(zone.published_at), int(zone.in_effect), zone.reload_message, zone.digest),
             )
+            self._keep_body(db, zone.checksum, body)
             db.execute("INSERT OR REPLACE INTO zone_history VALUES (?,?,?,?,?)",
                        (zone.operator, zone.serial, zone.checksum, iso(zone.published_at), ",".join(order_ids)))
 
-    def keep_bytes(self, operator: str, serial: int, digest: str, data: bytes) -> None:
-        """Keep the bytes of a zone recorded before the state kept them (same serial only)."""
-        with self.tx() as db:
-            db.execute("UPDATE zones SET digest=?, content=? WHERE operator=? AND serial=?",
-                       (digest, zlib.compress(data, 1), operator, serial))
+    @staticmethod
+    def _keep_body(db: _Locked, checksum: str, body: bytes | None) -> None:
+        known = db.execute("SELECT 1 FROM zone_bodies WHERE checksum=?", (checksum,)).fetchone()
+        if body is not None and known is None:
+            db.execute("INSERT INTO zone_bodies VALUES (?,?)", (checksum, zlib.compress(body, 1)))
+        db.execute("DELETE FROM zone_bodies WHERE checksum NOT IN (SELECT checksum FROM zones)")
 
-    def published_bytes(self, operator: str) -> bytes | None:
-        """The exact bytes last published for `operator`, or None when the state does not hold them
-        (no publish yet, or a state folder made before zones kept their bytes)."""
+    def keep_body(self, operator: str, serial: int, digest: str, body: bytes) -> None:
+        """Keep the digest and body of a zone recorded before the state kept them (same serial only)."""
+        with self.tx() as db:
+            if db.execute("UPDATE zones SET digest=? WHERE operator=? AND serial=?",
+                          (digest, operator, serial)).rowcount:
+                row = db.execute("SELECT checksum FROM zones WHERE operator=?", (operator,)).fetchone()
+                self._keep_body(db, row[0], body)
+
+    def published_body(self, operator: str) -> bytes | None:
+        """The body last published for `operator` (checked against its SHA-256), or None when the
+        state does not hold it (no publish yet, a state folder made before bodies were kept, a
+        damaged row: the file is then read, with care)."""
         try:
-            row = self.db.execute("SELECT content FROM zones WHERE operator=?", (operator,)).fetchone()
-        except sqlite3.OperationalError:  # a read-only open of a state folder made before zones kept bytes
+            row = self.db.execute("SELECT b.content, z.checksum FROM zones z JOIN zone_bodies b "
+                                  "ON b.checksum = z.checksum WHERE z.operator=?", (operator,)).fetchone()
+        except sqlite3.OperationalError:  # a read-only open of a state folder made before bodies were kept
             return None
-        if row is None or row[0] is None:
+        if row is None:
             return None
         try:
-            return zlib.decompress(row[0])
-        except zlib.error:  # a damaged row: as if it were not kept (the file is then read, with care)
+            body = zlib.decompress(row[0])
+        except zlib.error:
             return None
+        return body if hashlib.sha256(body).hexdigest() == row[1] else None
 
     def record_applied(self, checksum: str, result: str, at: datetime) -> None:
         with self.tx() as db:
