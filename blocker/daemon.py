@@ -254,9 +254,21 @@ class Daemon:
         """Every zone file is what was last published, to the byte (its whole digest, not its
         header, which a truncation keeps): one edited, truncated, emptied, deleted or replaced
         behind our back is rewritten from the state at once, and /healthz is 503 until it is."""
+        # Not while a reconcile runs: between its write of a zone and its record of the digest,
+        # the file is new and the state not yet.
+        if not self._reconcile_lock.acquire(blocking=False):
+            return
+        try:
+            changed = self._damaged_zones()
+        finally:
+            self._reconcile_lock.release()
+        if changed:  # /healthz says what the reconcile finds: restored, or why not (503)
+            self.reconcile("zone-changed")
+
+    def _damaged_zones(self) -> list[str]:
         state = self.state
         if state is None:
-            return
+            return []
         changed = []
         for operator, record in state.zones().items():
             if operator not in self.config.operators or not record.digest:
@@ -278,11 +290,7 @@ class Daemon:
             log.warning("zone file is not what was published", extra={
                 "operator": operator, "file": str(path), "found_sha256": digest or "missing or not a file",
                 "published_sha256": record.digest})
-        if changed:
-            h = self.health
-            self.health = Health(False, [*h.reasons, *(f"{op}: zone file is not what was published"
-                                                       for op in changed)], h.flags, h.last_reconcile)
-            self.reconcile("zone-changed")
+        return changed
 
     def _schedule_transitions(self, orders: dict[str, Order], now: datetime) -> None:
         wanted: dict[str, datetime] = {}
