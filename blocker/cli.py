@@ -13,14 +13,14 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from blocker import __version__, cli_legal
 from blocker.audit import AuditLog, AuditWriteError
 from blocker.config import Config, ConfigError, load_config
 from blocker.crashlog import write_crash_log
-from blocker.legaltime import LegalTimeError, parse_instant, zone
+from blocker.legaltime import LegalTimeError, fmt_instant, parse_instant, zone
 from blocker.orders import LoadResult, load_orders
 from blocker.plan import Caches, Plan, compute_plan
 from blocker.policy import desired
@@ -48,15 +48,34 @@ class CliError(Exception):
         self.code = code
 
 
+AT_SKEW = timedelta(minutes=5)  # how far `apply --at` may be from the clock without --force
+
+
+def wall_clock() -> datetime:
+    """The instant records carry: when a change was made, whatever `--at` it was made for."""
+    return datetime.now(UTC)
+
+
 def parse_at(text: str | None, config: Config) -> datetime:
     """`--at`: ISO 8601; without an offset it is read in the configured time zone."""
     if text is None:
-        return datetime.now(UTC)
+        return wall_clock()
     try:
         instant, _ = parse_instant(text, zone(config.timezone))
     except LegalTimeError as exc:
         raise CliError(f"--at: {exc}", EXIT_USAGE) from None
     return instant.astimezone(UTC)
+
+
+def _skew(at: datetime, now: datetime) -> str:
+    """`--at` away from the clock, in words ("" within AT_SKEW): a mistyped year lifts an order
+    in force, or blocks again one that ended, and back-dates what the records say."""
+    gap = at - now
+    if abs(gap) <= AT_SKEW:
+        return ""
+    seconds = abs(gap.total_seconds())
+    size = f"{seconds / 86400:.1f} days" if seconds >= 86400 else f"{seconds / 60:.0f} minutes"
+    return f"--at {fmt_instant(at)} is {size} {'ahead of' if gap > timedelta(0) else 'behind'} the clock"
 
 
 def require_dir(path: Path, what: str, flag: str | None) -> None:
@@ -148,14 +167,32 @@ def _valid_orders(args: argparse.Namespace, config: Config) -> LoadResult:
 
 
 def cmd_render(args: argparse.Namespace, config: Config) -> int:
+    """A preview: the zones the orders give at an instant, written where they change nothing.
+    Only `apply` and the daemon publish: they check, record, audit and reload."""
+    if not args.out:
+        raise CliError("render is a preview and needs --out DIR (a folder other than the zones folder) or "
+                       "--out - (one operator, to stdout); to publish, use `blocker plan` then `blocker apply`",
+                       EXIT_USAGE)
+    operators = _operators(args, config)
+    to_stdout = args.out == "-"
+    if to_stdout and len(operators) != 1:
+        raise CliError(f"--out - writes one zone: name one operator with --operator (known: "
+                       f"{', '.join(sorted(config.operators))})", EXIT_USAGE)
+    out = config.zones_dir if to_stdout else Path(args.out)
+    if not to_stdout and out.resolve() == config.zones_dir.resolve():
+        raise CliError(f"--out {args.out} is the zones folder resolvers read ({config.zones_dir}): render never "
+                       "publishes; preview elsewhere, or use `blocker plan` then `blocker apply`", EXIT_USAGE)
     at = parse_at(args.at, config)
     result = _valid_orders(args, config)
-    out = Path(args.out) if args.out else config.zones_dir
     caches = Caches()
-    for operator in _operators(args, config):
+    for operator in operators:
         op = config.operators[operator]
         zone = render_body(desired(result.orders.values(), operator, at, caches.policy), op, caches.render)
         path = out / f"{operator}.rpz"
+        if to_stdout:  # the serial apply would give it after the published zone (read, never written)
+            sys.stdout.buffer.write(zone.text(choose_serial(path, None, result.orders, operator, at), config))
+            sys.stdout.flush()
+            continue
         meta = read_meta(path)
         if meta is not None and meta.checksum == zone.checksum:
             print(f"{path}: unchanged, serial {meta.serial}, {zone.names} names, {zone.entries} records")
@@ -170,32 +207,44 @@ def cmd_render(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-def _plan(args: argparse.Namespace, config: Config, *, record: bool, force: bool = False,
-          audit: AuditLog | None = None) -> tuple[Plan, Effective, State | None]:
+def _plan(args: argparse.Namespace, config: Config, *, force: bool = False) -> tuple[
+        Plan, Effective, State | None, LoadResult]:
+    """The plan, read-only: nothing is recorded (see `cmd_apply` for when it is)."""
     at = parse_at(args.at, config)
     result = _valid_orders(args, config)
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
-    state = State(state_dir) if record else State.open_existing(state_dir)
-    eff = effective_orders(result, config, state, audit, at, force=force, record=record)
+    state = State.open_existing(state_dir)
+    eff = effective_orders(result, config, state, None, at, force=force, record=False)
     zones = state.zones() if state is not None else {}
     plan = compute_plan(eff.orders, at, config, Path(args.out) if args.out else config.zones_dir,
                         operators=_operators(args, config), force=force,
-                        last_publish={op: z.published_at for op, z in zones.items()})
-    return plan, eff, state
+                        last_publish={op: z.published_at for op, z in zones.items()}, state=state)
+    return plan, eff, state, result
 
 
-def _print_plan(plan: Plan, eff: Effective, as_json: bool) -> None:
+def _orphaned(eff: Effective) -> list[str]:
+    return sorted(i for i, flag in eff.flags.items() if flag == FLAG_ORPHANED)
+
+
+def _print_plan(plan: Plan, eff: Effective, as_json: bool, notes: Sequence[str] = ()) -> None:
+    for warning in plan.warnings:
+        print(f"blocker: warning: {warning}", file=sys.stderr)
     if as_json:
         data = plan.to_json()
         data["flags"] = eff.flags
+        data["refusals"] = list(notes)
         print(json.dumps(data, indent=2))
         return
     for order_id, flag in sorted(eff.flags.items()):
         print(f"! order {order_id}: {flag} (its last good version stays in force)")
+    for note in notes:
+        print(f"! {note}")
     for p in plan.operators:
-        state = "changes" if p.changed else "no change"
+        state = "changes" if p.changed else "rewrite" if p.restore else "no change"
         prev = f"serial {p.previous.serial}" if p.previous else "no zone yet"
         print(f"{p.operator}: {state} ({prev}; {p.zone.names} names, {p.zone.entries} records after)")
+        if p.restore:
+            print(f"  ! {p.restore}")
         for c in p.changes:
             sign = {"add": "+", "remove": "-", "change": "~"}[c.kind]
             action = c.action or c.old_action
@@ -204,19 +253,47 @@ def _print_plan(plan: Plan, eff: Effective, as_json: bool) -> None:
         for c in p.held:
             print(f"  = {c.owner} {c.old_action} [{','.join(c.old_order_ids)}] HELD ({', '.join(c.reasons)})")
         if p.guard:
-            print(f"  held: {p.guard}; review, then `blocker apply --force`")
+            print(f"  held: {p.guard}; review `blocker plan --force`, then `blocker apply --force --checksum SUM`")
     print(f"plan checksum: {plan.checksum}")
 
 
+def _refusals(plan: Plan, eff: Effective, skew: str) -> list[str]:
+    """Why `apply` (without --force) would refuse this plan; empty when it would go ahead."""
+    notes = []
+    if skew:
+        notes.append(f"{skew}: apply refuses it without --force (exit 4)")
+    if plan.held:
+        notes.append(f"{len(plan.held)} removal(s) need review: apply refuses them without --force (exit 4)")
+    orphaned = _orphaned(eff)
+    if orphaned:
+        notes.append(f"order(s) {', '.join(orphaned)} in force lost their file: apply refuses without --force "
+                     "(exit 4); lift them with `lifted:` in a file, or review `blocker plan --force`")
+    return notes
+
+
 def cmd_plan(args: argparse.Namespace, config: Config) -> int:
-    plan, eff, _ = _plan(args, config, record=False)
-    _print_plan(plan, eff, args.json)
-    return EXIT_CHANGES if plan.has_changes else EXIT_OK
+    """Exit 3 whenever `apply` with the same arguments would change, hold or refuse something:
+    a script that sees 0 knows apply has nothing to do."""
+    plan, eff, _, _ = _plan(args, config, force=args.force)
+    skew = "" if args.force else _skew(plan.at, wall_clock())
+    notes = _refusals(plan, eff, skew)
+    _print_plan(plan, eff, args.json, notes)
+    return EXIT_CHANGES if plan.has_changes or notes else EXIT_OK
 
 
 def cmd_apply(args: argparse.Namespace, config: Config) -> int:
     if args.dry_run:
         return cmd_plan(args, config)
+    if args.force and not args.checksum:
+        raise CliError("apply --force needs --checksum: review what it removes with `blocker plan --force` (same "
+                       "--at, --orders, --operator), then `blocker apply --force --checksum SUM`", EXIT_REFUSED)
+    now = wall_clock()
+    at = parse_at(args.at, config)
+    skew = _skew(at, now) if args.at else ""
+    if skew and not args.force:
+        raise CliError(f"refused: {skew}: apply publishes what resolvers serve from now on, and records it as "
+                       "published now; preview another instant with `blocker plan --at`, or review "
+                       "`blocker plan --force --at ...` and apply it with --force --checksum", EXIT_REFUSED)
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
     audit = AuditLog(state_dir)
     try:
@@ -224,28 +301,44 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
             audit.repair()  # a torn end left by a crash or a full disk is moved aside before anything
             for stale in remove_stale_temps(Path(args.out) if args.out else config.zones_dir):
                 print(f"removed {display_path(stale)}: a temp file left by a killed publisher", file=sys.stderr)
-            plan, eff, state = _plan(args, config, record=True, force=args.force, audit=audit)
+            # First read only: a refused apply changes nothing, not even the state's orders.
+            plan, eff, state, result = _plan(args, config, force=args.force)
             _print_plan(plan, eff, args.json)
+            done = state.applied_result(args.checksum) if state is not None and args.checksum else None
             if args.checksum and args.checksum != plan.checksum:
+                if done == plan.result and not plan.has_changes and not plan.held and not _orphaned(eff):
+                    print(f"nothing to do: plan {args.checksum} is already applied")
+                    return EXIT_OK
                 raise CliError(f"plan checksum is {plan.checksum}, not the reviewed {args.checksum}: "
                                "the orders or zones changed; review the plan again", EXIT_REFUSED)
             if plan.held:
-                raise CliError(f"refused: {len(plan.held)} removal(s) need review; "
-                               "run `blocker apply --force` once they are intended", EXIT_REFUSED)
-            orphaned = sorted(i for i, flag in eff.flags.items() if flag == FLAG_ORPHANED)
+                raise CliError(f"refused: {len(plan.held)} removal(s) need review: see them with "
+                               "`blocker plan --force`, then `blocker apply --force --checksum SUM`", EXIT_REFUSED)
+            orphaned = _orphaned(eff)
             if orphaned:
                 raise CliError(f"refused: order(s) {', '.join(orphaned)} in force lost their file (kept in force "
-                               "from the state); lift them with `lifted:` in a file, or run "
-                               "`blocker apply --force` to drop them", EXIT_REFUSED)
+                               "from the state); lift them with `lifted:` in a file, or review "
+                               "`blocker plan --force` and run `blocker apply --force --checksum SUM` to drop them",
+                               EXIT_REFUSED)
+            if state is not None:
+                state.close()
+            # Now record: new order versions (audited), orphans forgotten when forced. The orders
+            # in force are the ones just planned with (same files, same state, under the lock).
+            state = State(state_dir)
+            effective_orders(result, config, state, audit, plan.at, force=args.force, record=True, now=now)
             if not plan.has_changes:
                 print("nothing to apply")
                 return EXIT_OK
             audit.append("apply", {"checksum": plan.checksum, "force": args.force,
-                                   "operators": [p.operator for p in plan.operators if p.changed]})
-            # With --at, the zones published are the state at that instant: record them as such, so
-            # later plans explain changes relative to it.
+                                   "operators": [p.operator for p in plan.operators if p.writes],
+                                   "at": fmt_instant(plan.at) if args.at else None,
+                                   "restored": [p.operator for p in plan.operators if p.restore]})
+            # Published now, whatever --at says: records carry the wall-clock instant (the
+            # `apply` record says which --at the zones were computed for).
             outcomes = publish_plan(plan, config, Path(args.out) if args.out else config.zones_dir, state, audit,
-                                    now=plan.at if args.at else None)
+                                    now=now)
+            if state is not None and all(o.published for o in outcomes):
+                state.record_applied(plan.checksum, plan.result, now)
     except PublishError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     except AuditWriteError as exc:
@@ -296,22 +389,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON array instead of a table")
     p.set_defaults(func=cmd_status)
 
-    p = add("render", "write one RPZ zone per operator for the orders in force")
+    p = add("render", "preview: write the RPZ zones of the orders in force to a folder or stdout (never published)")
     p.add_argument("--orders", metavar="DIR")
     p.add_argument("--at", metavar="ISO8601")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: config zones_dir)")
+    p.add_argument("--out", metavar="DIR", help="required: a folder other than zones_dir, or - (stdout, one operator)")
     p.add_argument("--operator", metavar="OP", action="append", help="only this operator (repeatable)")
     p.set_defaults(func=cmd_render)
 
-    p = add("plan", "show what apply would change, per operator, and why")
+    p = add("plan", "show what apply would change, per operator, and why (exit 3: apply would do something)")
     _publish_args(p)
+    p.add_argument("--force", action="store_true", help="preview what `apply --force` would do, with its checksum")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
 
     p = add("apply", "publish the plan: atomic write, check, reload; refuses unexplained removals")
     _publish_args(p)
     p.add_argument("--checksum", metavar="SUM", help="refuse unless the plan is the one reviewed")
-    p.add_argument("--force", action="store_true", help="also apply removals no order's end explains")
+    p.add_argument("--force", action="store_true",
+                   help="also apply removals no order's end explains, and an --at far from the clock "
+                        "(needs --checksum from `blocker plan --force`)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing (same as plan)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_apply)

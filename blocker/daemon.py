@@ -44,7 +44,7 @@ from blocker.expectations import (
 from blocker.legaltime import fmt_instant
 from blocker.metrics import Snapshot, observe_reconcile, registry_for, render
 from blocker.orders import LoadResult, Order, OrderCache, load_orders, stat_signature
-from blocker.plan import Caches, Plan, compute_plan
+from blocker.plan import Caches, Plan, compute_plan, file_digest
 from blocker.policy import PolicyCache, ZoneEntries, desired, next_transition
 from blocker.probe import Check, CheckResult, probe_sync, prove, read_lane_canaries, served_throughout
 from blocker.publish import remove_stale_temps, run_reload
@@ -158,6 +158,7 @@ class Daemon:
         self._probe_lock = threading.Lock()
         self._probe_cache = PolicyCache()
         self._verdicts: dict[tuple[str, str, str, str, str], str] = {}
+        self._zone_marks: dict[str, tuple[Any, ...]] = {}  # operator -> the damaged zone file last seen
 
     # lifecycle -----------------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -331,6 +332,8 @@ class Daemon:
                                args=["periodic"], id="reconcile:periodic", replace_existing=True)
         self.scheduler.add_job(self.watch, IntervalTrigger(seconds=self.config.watch_interval),
                                id="watch:orders", replace_existing=True)
+        self.scheduler.add_job(self.watch_zones, IntervalTrigger(seconds=self.config.watch_interval),
+                               id="watch:zones", replace_existing=True)
         if any(op.resolvers for op in self.config.operators.values()):
             self.scheduler.add_job(self.probe_pass, IntervalTrigger(seconds=self.config.probe_interval),
                                    args=["periodic"], id="probe:periodic", replace_existing=True)
@@ -339,6 +342,48 @@ class Daemon:
         signature = stat_signature(self.config.orders_dir)
         if signature != self.folder_signature:
             self.reconcile("orders-changed")
+
+    def watch_zones(self) -> None:
+        """Every zone file is what was last published, to the byte (its whole digest, not its
+        header, which a truncation keeps): one edited, truncated, emptied, deleted or replaced
+        behind our back is rewritten from the state at once, and /healthz is 503 until it is."""
+        # Not while a reconcile runs: between its write of a zone and its record of the digest,
+        # the file is new and the state not yet.
+        if not self._reconcile_lock.acquire(blocking=False):
+            return
+        try:
+            changed = self._damaged_zones()
+        finally:
+            self._reconcile_lock.release()
+        if changed:  # /healthz says what the reconcile finds: restored, or why not (503)
+            self.reconcile("zone-changed")
+
+    def _damaged_zones(self) -> list[str]:
+        state = self.state
+        if state is None:
+            return []
+        changed = []
+        for operator, record in state.zones().items():
+            if operator not in self.config.operators or not record.digest:
+                continue
+            path = self.config.zones_dir / f"{operator}.rpz"
+            digest, _ = file_digest(path, self.caches.files)
+            if digest == record.digest:
+                self._zone_marks.pop(operator, None)
+                continue
+            try:  # what is there now, so that a rewrite that failed is not retried every tick
+                st = os.lstat(path)
+                mark: tuple[Any, ...] = (digest, st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            except OSError:
+                mark = (digest,)
+            if self._zone_marks.get(operator) == mark:
+                continue
+            self._zone_marks[operator] = mark
+            changed.append(operator)
+            log.warning("zone file is not what was published", extra={
+                "operator": operator, "file": str(path), "found_sha256": digest or "missing or not a file",
+                "published_sha256": record.digest})
+        return changed
 
     def _schedule_transitions(self, orders: dict[str, Order], now: datetime) -> None:
         wanted: dict[str, datetime] = {}
@@ -415,16 +460,25 @@ class Daemon:
         self._report_invalid(result)
         eff = effective_orders(result, config, self.state, self.audit, now, actor=ACTOR)
         zones = self.state.zones()
-        # Remembered entries hold only while the zone on disk is the one they came from: another
-        # publisher (`blocker apply --force`) may have replaced it since.
+        # Remembered entries hold only while the state says the zone published is the one they
+        # came from: another publisher (`blocker apply --force`) may have replaced it since.
         previous = {}
         for operator, (checksum, entries) in self.previous.items():
-            meta = read_meta(config.zones_dir / f"{operator}.rpz")
-            if meta is not None and meta.checksum == checksum:
+            record = zones.get(operator)
+            if record is not None and record.checksum == checksum:
                 previous[operator] = entries
+        if reason == "periodic":  # a full digest of every zone file, whatever its stat says
+            self.caches.files.clear()
         plan = compute_plan(eff.orders, now, config, config.zones_dir, caches=self.caches,
                             previous=previous or None,
-                            last_publish={op: z.published_at for op, z in zones.items()})
+                            last_publish={op: z.published_at for op, z in zones.items()}, state=self.state)
+        for warning in plan.warnings:
+            log.warning("zone file", extra={"problem": warning})
+        for op_plan in plan.operators:
+            if op_plan.restore:
+                log.warning("zone file changed behind blocker's back: rewriting it from the state",
+                            extra={"operator": op_plan.operator, "problem": op_plan.restore,
+                                   "found_sha256": op_plan.file_sha256 or "", "reason": reason})
         self._report_catchups(plan, now)
         outcomes = publish_plan(plan, config, config.zones_dir, self.state, self.audit, actor=ACTOR, now=now)
         retried = self._retry_reloads(plan, {o.operator for o in outcomes})
@@ -543,6 +597,10 @@ class Daemon:
                 served[op_plan.operator] = on_disk.serial
             if op_plan.operator in failed_ops:
                 reasons.append(f"{op_plan.operator}: publish failed")
+            elif (record is not None and record.digest
+                  and file_digest(self.config.zones_dir / f"{op_plan.operator}.rpz", self.caches.files)[0]
+                  != record.digest):
+                reasons.append(f"{op_plan.operator}: zone file is not what was published")
             elif on_disk is None or on_disk.checksum != op_plan.zone.checksum:
                 reasons.append(f"{op_plan.operator}: published zone is not current")
             elif record is not None and record.checksum == on_disk.checksum and not record.in_effect:

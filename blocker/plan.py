@@ -8,6 +8,8 @@ explains (a deleted file, a bad checkout) are held back until a human says `--fo
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +22,17 @@ from blocker.config import Config
 from blocker.legaltime import fmt_instant
 from blocker.orders import Order
 from blocker.policy import Entry, PolicyCache, ZoneContent, ZoneEntries, canonical_order, desired, sort_key
-from blocker.rpz import RenderedZone, ZoneMeta, entries_from_bytes, prune_renderings, read_meta, render_body
+from blocker.rpz import (
+    RenderedZone,
+    ZoneMeta,
+    entries_from_bytes,
+    prune_renderings,
+    read_meta,
+    read_regular,
+    render_body,
+    structural_check,
+)
+from blocker.state import State
 
 JUSTIFIED = frozenset({"expired", "lifted"})
 
@@ -52,6 +64,11 @@ class OperatorPlan:
     guard: str = ""  # why removals were held, in words
     # The ids `entries` names, when the plan knows them without a pass over every entry.
     known_order_ids: list[str] | None = field(default=None, repr=False, compare=False)
+    # Why the zone file must be rewritten although its content does not change ("" when it is
+    # what was last published): edited, truncated, emptied, deleted, replaced behind our back.
+    restore: str = ""
+    file_sha256: str | None = None  # of the zone file as found (None: missing or not a regular file)
+    published_sha256: str = ""  # of the bytes last published, as the state holds them ("" unknown)
 
     @property
     def order_ids(self) -> list[str]:
@@ -66,10 +83,17 @@ class OperatorPlan:
     def changed(self) -> bool:
         return self.previous is None or self.previous.checksum != self.zone.checksum
 
+    @property
+    def writes(self) -> bool:
+        """Whether applying this plan writes the zone file (new content, or a damaged file)."""
+        return self.changed or bool(self.restore)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "operator": self.operator,
             "changed": self.changed,
+            "restore": self.restore,
+            "file_sha256": self.file_sha256,
             "previous_serial": None if self.previous is None else self.previous.serial,
             "previous_checksum": None if self.previous is None else self.previous.checksum,
             "checksum": self.zone.checksum,
@@ -88,18 +112,29 @@ class Plan:
     at: datetime
     operators: list[OperatorPlan]
     orders: dict[str, Order]
+    warnings: list[str] = field(default_factory=list)  # one line each: shown, never fatal
 
     @property
     def checksum(self) -> str:
-        """Identifies the reviewed change: same previous and next content per zone."""
+        """Identifies the reviewed change: same previous and next content per zone (and, for a
+        zone file found damaged, that it is rewritten)."""
         text = "".join(
-            f"{p.operator} {p.previous.checksum if p.previous else '-'} {p.zone.checksum}\n" for p in self.operators
+            f"{p.operator} {p.previous.checksum if p.previous else '-'} {p.zone.checksum}"
+            + (" rewrite" if p.restore and not p.changed else "") + "\n" for p in self.operators
         )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
+    def result(self) -> str:
+        """What the zones are once this plan is applied: an apply of a checksum already applied
+        finds the zones in this state, and has nothing to do."""
+        text = "".join(f"{p.operator} {p.zone.checksum}\n" for p in self.operators)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
     def has_changes(self) -> bool:
-        return any(p.changed for p in self.operators)
+        """Whether applying writes a zone file: new content, or a damaged file rewritten."""
+        return any(p.writes for p in self.operators)
 
     @property
     def held(self) -> list[tuple[str, Change]]:
@@ -107,7 +142,7 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {"at": fmt_instant(self.at), "checksum": self.checksum, "has_changes": self.has_changes,
-                "operators": [p.to_json() for p in self.operators]}
+                "operators": [p.to_json() for p in self.operators], "warnings": list(self.warnings)}
 
 
 def _removal_reasons(ids: Iterable[str], orders: Mapping[str, Order], at: datetime) -> tuple[str, ...]:
@@ -242,6 +277,42 @@ class Caches:
     # value keeps what the key names by id() alive and is checked by identity, so a freed
     # object's id reused by another cannot hit.
     diffs: dict[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
+    # Zone file -> (its lstat signature, the SHA-256 of its bytes): a file whose inode, size,
+    # mtime and ctime are unchanged is not read again. ctime moves on every write and cannot be
+    # set back by a user, but ticks coarsely: the daemon clears this at every periodic reconcile,
+    # so a full digest of every file is taken at least then.
+    files: dict[Path, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+
+
+def _signature(path: Path) -> tuple[int, ...] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def file_digest(path: Path, cache: dict[Path, tuple[tuple[int, ...], str]] | None = None) -> tuple[
+        str, bytes | None]:
+    """SHA-256 of the zone file at `path` ("" when missing or not a regular file), and its bytes
+    when they had to be read (None when the cache answered, or there is no file)."""
+    signature = _signature(path)
+    if signature is None:
+        if cache is not None:
+            cache.pop(path, None)
+        return "", None
+    hit = cache.get(path) if cache is not None else None
+    if hit is not None and hit[0] == signature:
+        return hit[1], None
+    data = read_regular(path)
+    if data is None:
+        return "", None
+    sha = hashlib.sha256(data).hexdigest()
+    if cache is not None and _signature(path) == signature:  # not changed while it was read
+        cache[path] = (signature, sha)
+    return sha, data
 
 
 def plan_operator(operator: str, orders: Mapping[str, Order], at: datetime, config: Config, *,
@@ -281,43 +352,113 @@ def plan_operator(operator: str, orders: Mapping[str, Order], at: datetime, conf
     return OperatorPlan(operator, previous_meta, zone, content.entries, allowed, held, guard, order_ids)
 
 
-def _previous_entries(path: Path, seen: dict[tuple[int, str], ZoneEntries]) -> ZoneEntries:
-    """The entries of the zone at `path`; zones with the same bytes (operators with the same
-    content) are read once, and share one mapping, so their diffs are shared too."""
-    try:
-        data = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):  # no zone there (yet): publishing will say why
+def _previous_entries(path: Path, seen: dict[tuple[int, str], ZoneEntries],
+                      warnings: list[str] | None = None) -> ZoneEntries:
+    """The entries of the zone file at `path`, read from its comments: only for a zone the state
+    does not hold. See `_entries_of`."""
+    data = read_regular(path)
+    if data is None:
+        if warnings is not None and (path.exists() or path.is_symlink()):
+            warnings.append(f"{path}: not a regular file: treated as no previous zone, rewritten on apply")
         return {}
-    fingerprint = (len(data), hashlib.sha256(data).hexdigest())
-    entries = seen.get(fingerprint)
-    if entries is None:
-        entries = seen[fingerprint] = entries_from_bytes(data)
+    entries = _entries_of(data, hashlib.sha256(data).hexdigest(), seen, path, warnings)
+    return {} if entries is None else entries
+
+
+def _entries_of(data: bytes, sha: str, seen: dict[tuple[int, str], ZoneEntries | None], path: Path,
+                warnings: list[str] | None) -> ZoneEntries | None:
+    """The entries of zone bytes, from their comments; None for bytes that are not a zone
+    blocker wrote (half a line, tabs, a non-ASCII comment, a bare owner, binary garbage), with
+    a warning: never an error, publishing rewrites such a file. Zones with the same bytes
+    (operators with the same content) are read once and share one mapping, so their diffs are
+    shared too."""
+    fingerprint = (len(data), sha)
+    if fingerprint in seen:
+        return seen[fingerprint]
+    entries: ZoneEntries | None
+    try:
+        entries = entries_from_bytes(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        if warnings is not None:
+            reason = "not ASCII" if isinstance(exc, UnicodeDecodeError) else "a line blocker does not write"
+            warnings.append(f"{path}: not a zone blocker wrote ({reason}): treated as no previous zone, "
+                            "rewritten on apply")
+        entries = None
+    seen[fingerprint] = entries
     return entries
 
 
 def compute_plan(orders: Mapping[str, Order], at: datetime, config: Config, zones_dir: Path, *,
                  operators: Iterable[str] | None = None, force: bool = False,
                  last_publish: Mapping[str, datetime] | None = None,
-                 previous: Mapping[str, ZoneEntries] | None = None, caches: Caches | None = None) -> Plan:
-    """The plan for the named operators (default: all), against the zones in `zones_dir`."""
+                 previous: Mapping[str, ZoneEntries] | None = None, caches: Caches | None = None,
+                 state: State | None = None) -> Plan:
+    """The plan for the named operators (default: all), against what was last published.
+
+    With a `state` that holds an operator's published zone, that is the previous zone (never
+    the file, which anyone with access to the folder can edit): a file whose digest differs is
+    to be rewritten (`restore`). Without one, the file in `zones_dir` is read. `previous`, when
+    given, holds entries already known for the previous zone (the daemon's memory).
+    """
     plans = []
     caches = caches or Caches()
     caches.diffs.clear()
-    seen: dict[tuple[int, str], ZoneEntries] = {}
+    seen: dict[tuple[int, str], ZoneEntries | None] = {}
+    warnings: list[str] = []
     try:
         for operator in operators or sorted(config.operators):
             path = zones_dir / f"{operator}.rpz"
-            if previous is not None and operator in previous:
-                prev_entries = previous[operator]
-            else:
-                prev_entries = _previous_entries(path, seen)
-            plans.append(plan_operator(
-                operator, orders, at, config, previous=prev_entries, previous_meta=read_meta(path),
+            file_sha, data = file_digest(path, caches.files)
+            record = state.zone(operator) if state is not None else None
+            known = previous.get(operator) if previous is not None else None
+            prev_entries: ZoneEntries | None = None
+            previous_meta: ZoneMeta | None = None
+            published = ""
+            if record is not None and record.digest:
+                if known is not None:
+                    prev_entries = known
+                elif file_sha == record.digest and (data is not None or (data := read_regular(path)) is not None):
+                    # The file holds the published bytes: no need to inflate the stored copy.
+                    prev_entries = _entries_of(data, file_sha, seen, path, warnings)
+                else:
+                    stored = state.published_body(operator) if state is not None else None
+                    if stored is not None:
+                        prev_entries = _entries_of(stored, record.checksum, seen, path, None)
+                if prev_entries is not None:
+                    published = record.digest
+                    previous_meta = ZoneMeta(record.serial, record.checksum)
+            if not published:  # the state does not hold this zone: what the folder has is all there is
+                if data is None and file_sha:
+                    data = read_regular(path)
+                if known is not None:
+                    prev_entries = known
+                elif data is None:
+                    prev_entries = _previous_entries(path, seen, warnings)
+                else:
+                    prev_entries = _entries_of(data, file_sha, seen, path, warnings)
+                # Bytes that are not one of our zones, or whose body is not the one its header
+                # names (a truncation keeps the header), were not published by us: rewritten.
+                previous_meta = read_meta(path) if prev_entries is not None and data is not None else None
+                if previous_meta is not None and data is not None and previous_meta.checksum is not None:
+                    problems = structural_check(data, config.operators[operator].origin)
+                    if problems:
+                        warnings.append(f"{path}: damaged ({'; '.join(problems)}): rewritten on apply")
+                        previous_meta = None
+                prev_entries = prev_entries or {}
+            assert prev_entries is not None
+            op_plan = plan_operator(
+                operator, orders, at, config, previous=prev_entries, previous_meta=previous_meta,
                 last_publish=(last_publish or {}).get(operator), force=force, caches=caches,
-            ))
+            )
+            op_plan.file_sha256, op_plan.published_sha256 = file_sha or None, published
+            if published and file_sha != published:
+                found = f"sha256 {file_sha[:16]}" if file_sha else "missing or not a regular file"
+                op_plan.restore = (f"{path.name} is not what was published ({found}, published "
+                                   f"sha256 {published[:16]}): rewritten")
+            plans.append(op_plan)
     finally:
         caches.diffs.clear()  # it holds whole zones: keep them no longer than this plan
     # The renderings this plan uses are the ones the next plan patches; the others hold whole
     # zones for nothing.
     prune_renderings(caches.render, [p.zone for p in plans])
-    return Plan(at, plans, dict(orders))
+    return Plan(at, plans, dict(orders), warnings)

@@ -90,6 +90,8 @@ def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: 
                 _CHECKED[body_checksum] = len(origin)
         if problems:
             raise PublishError(f"{path.name}: zone check failed: {'; '.join(problems)}")
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()  # an empty folder in its place (a non-empty one is refused: not ours to delete)
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)

@@ -27,7 +27,7 @@ from blocker.legaltime import fmt_instant
 from blocker.orders import LoadResult, Order, parse_order, read_order_file
 from blocker.plan import Plan
 from blocker.publish import PublishError, ReloadResult, run_reload, write_zone
-from blocker.rpz import next_serial, read_meta, serial_gt
+from blocker.rpz import next_serial, read_meta, read_regular, serial_gt
 from blocker.state import OrderVersion, State, ZoneRecord
 from blocker.yamlio import YamlError
 
@@ -62,12 +62,14 @@ def field_diff(old: Order, new: Order) -> dict[str, Any]:
 
 def effective_orders(result: LoadResult, config: Config, state: State | None, audit: AuditLog | None,
                      at: datetime, *, force: bool = False, actor: str | None = None,
-                     record: bool = True) -> Effective:
+                     record: bool = True, now: datetime | None = None) -> Effective:
     """Valid orders, plus the last good version of orders whose file broke or vanished.
 
     With `record` (apply, daemon) new versions are stored and audited; without it (plan) the
-    state is only read.
+    state is only read. `at` decides what is in force; what is stored carries `now` (the
+    wall clock, default `at`): an `apply --at` in another year must not back-date receipts.
     """
+    seen_at = now or at
     if state is None:
         return Effective(dict(result.orders))
     eff = Effective(dict(result.orders))
@@ -78,7 +80,7 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
         prev = last.get(order_id)
         if prev is not None and prev.digest == order.digest:
             if not prev.present:
-                state.set_present(order_id, True, at)
+                state.set_present(order_id, True, seen_at)
             continue
         try:
             content = read_order_file(Path(order.path))  # never blocks: a FIFO swapped in is refused
@@ -98,7 +100,7 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
             if order.lifted_early and order.lifted is not None:
                 audit.append("order-lifted-early", {"order": order_id, "at": fmt_instant(order.lifted.at),
                                                     "reason": order.lifted.reason}, actor=actor)
-        state.remember_order(order_id, order.digest, order.path, content, at)
+        state.remember_order(order_id, order.digest, order.path, content, seen_at)
     for order_id, version in sorted(last.items()):
         if order_id in result.orders:
             continue
@@ -115,7 +117,7 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
                 if audit is not None:
                     audit.append("order-orphaned", {"order": order_id, "file": version.path,
                                                     "note": "file removed while in force; entries kept"}, actor=actor)
-                state.set_present(order_id, False, at)
+                state.set_present(order_id, False, seen_at)
         elif record:  # forced: a human lifts the orphan
             if audit is not None:
                 audit.append("order-forgotten", {"order": order_id, "file": version.path, "forced": True},
@@ -183,9 +185,9 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
     """Write every changed zone, record it, reload; one operator's failure does not stop the others."""
     outcomes = []
     for op_plan in plan.operators:
-        if not op_plan.changed:
+        if not op_plan.writes:
             if state is not None and op_plan.previous is not None:
-                _adopt(state, audit, op_plan, plan.orders, now or datetime.now(UTC), actor)
+                _adopt(state, audit, op_plan, zones_dir, now or datetime.now(UTC), actor)
             continue
         operator, op = op_plan.operator, config.operators[op_plan.operator]
         path = zones_dir / f"{operator}.rpz"
@@ -196,17 +198,27 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         order_ids = list(op_plan.order_ids)
         announced: list[bool] = []
 
+        data = op_plan.zone.text(serial, config)
+        digest = hashlib.sha256(data).hexdigest()
+
         def write_ahead(op_plan: Any = op_plan, serial: int = serial, order_ids: list[str] = order_ids,
-                        announced: list[bool] = announced) -> None:
+                        announced: list[bool] = announced, digest: str = digest, path: Path = path) -> None:
             # Write-ahead: the records of the change are durable before the zone is renamed into
             # place; an AuditWriteError here leaves the previous zone serving, nothing published.
-            if audit is not None:
-                _audit_publish(audit, op_plan, serial, order_ids, actor)
-                announced.append(True)
+            if audit is None:
+                return
+            if op_plan.restore:
+                audit.append("zone-restored", {
+                    "operator": op_plan.operator, "file": str(path), "serial": serial, "reason": op_plan.restore,
+                    "found_sha256": op_plan.file_sha256, "published_sha256": op_plan.published_sha256,
+                    "new_sha256": digest, "content_changed": op_plan.changed,
+                }, actor=actor)
+            _audit_publish(audit, op_plan, serial, order_ids, actor)
+            announced.append(True)
 
         try:
-            write_zone(path, op_plan.zone.text(serial, config), op.origin, config.publish_check,
-                       op_plan.zone.checksum, before_replace=write_ahead)
+            write_zone(path, data, op.origin, config.publish_check, op_plan.zone.checksum,
+                       before_replace=write_ahead)
         except PublishError as exc:
             if audit is not None:
                 failed: dict[str, Any] = {"operator": operator, "error": str(exc)}
@@ -218,7 +230,8 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
             continue
         if state is not None:
             state.record_publish(ZoneRecord(operator, serial, op_plan.zone.checksum, op_plan.zone.names,
-                                            op_plan.zone.entries, published_at, False, "reload pending"), order_ids)
+                                            op_plan.zone.entries, published_at, False, "reload pending",
+                                            digest), order_ids, op_plan.zone.body)
         changed = [c.owner for c in op_plan.changes]
         result = run_reload(op, path, serial, config.reload_timeout, changed)
         if result.ok and op.resolvers and op.reload.kind != "none":
@@ -321,18 +334,27 @@ def publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[None]:
         thread_lock.release()
 
 
-def _adopt(state: State, audit: AuditLog | None, op_plan: Any, orders: Mapping[str, Order], at: datetime,
+def _adopt(state: State, audit: AuditLog | None, op_plan: Any, zones_dir: Path, at: datetime,
            actor: str | None) -> None:
-    """A current zone the state does not know (written by `render`, or before this state dir
-    existed) is recorded as found, so reports and later plans know which serial carries what."""
+    """A current zone the state does not hold (written before this state dir existed, or before
+    the state kept zone bytes) is recorded as found, bytes and all, so reports and later plans
+    know which serial carries what, and a later edit of the file is seen."""
     recorded = state.zone(op_plan.operator)
     assert op_plan.previous is not None
+    if recorded is not None and recorded.checksum == op_plan.zone.checksum and recorded.digest:
+        return
+    data = read_regular(zones_dir / f"{op_plan.operator}.rpz")
+    if data is None or hashlib.sha256(data).hexdigest() != op_plan.file_sha256:
+        return  # changed since the plan read it: the next plan looks again
     if recorded is not None and recorded.checksum == op_plan.zone.checksum:
+        # Recorded before the state kept digests and bodies; the body is the file's (the plan checked it).
+        state.keep_body(op_plan.operator, recorded.serial, op_plan.file_sha256, op_plan.zone.body)
         return
     order_ids = list(op_plan.order_ids)
     state.record_publish(ZoneRecord(op_plan.operator, op_plan.previous.serial, op_plan.zone.checksum,
                                     op_plan.zone.names, op_plan.zone.entries, at, True,
-                                    "adopted: zone already current on disk"), order_ids)
+                                    "adopted: zone already current on disk", op_plan.file_sha256), order_ids,
+                        op_plan.zone.body)
     if audit is not None:
         audit.append("zone-adopted", {"operator": op_plan.operator, "serial": op_plan.previous.serial,
                                       "checksum": op_plan.zone.checksum, "orders": order_ids}, actor=actor)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,13 +339,31 @@ class ZoneMeta:
     checksum: str | None
 
 
+def read_regular(path: Path, limit: int | None = None) -> bytes | None:
+    """The bytes of `path` (the first `limit` of them), or None when it is not a regular file:
+    missing, a directory, a symlink (not followed: a zone file is never one of ours), a FIFO
+    (opened without blocking), a device, or unreadable. A zone folder is writable by others."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read() if limit is None else fh.read(limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def read_meta(path: Path) -> ZoneMeta | None:
     """Serial and content checksum of a zone blocker wrote; None when there is no such file."""
-    try:
-        with path.open("r", encoding="ascii", errors="replace") as fh:
-            head = fh.read(4096)
-    except (FileNotFoundError, NotADirectoryError):  # no zone there (yet): publishing will say why
+    data = read_regular(path, 4096)
+    if data is None:  # no zone there (yet), or not a file: publishing will say why
         return None
+    head = data.decode("ascii", errors="replace")
     soa = _SOA_RE.search(head)
     if soa is None:
         return None

@@ -6,8 +6,10 @@ committed state, and the CLI can read it while the daemon runs.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +26,17 @@ CREATE TABLE IF NOT EXISTS zones (
     records INTEGER NOT NULL,
     published_at TEXT NOT NULL,
     in_effect INTEGER NOT NULL,          -- 1 once the reload hook succeeded
-    reload_message TEXT NOT NULL DEFAULT ''
+    reload_message TEXT NOT NULL DEFAULT '',
+    digest TEXT NOT NULL DEFAULT ''      -- SHA-256 of the exact bytes published (the whole file)
+);
+CREATE TABLE IF NOT EXISTS zone_bodies (
+    checksum TEXT PRIMARY KEY,           -- SHA-256 of the body (zones.checksum)
+    content BLOB NOT NULL                -- the body, zlib-compressed: the previous zone of the next plan
+);
+CREATE TABLE IF NOT EXISTS applied_plans (
+    checksum TEXT PRIMARY KEY,           -- a plan checksum `apply --checksum` published
+    result TEXT NOT NULL,                -- SHA-256 of "operator zone-checksum" lines after it
+    applied_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS order_versions (
     order_id TEXT NOT NULL,
@@ -121,6 +133,7 @@ class ZoneRecord:
     published_at: datetime
     in_effect: bool
     reload_message: str
+    digest: str = ""  # SHA-256 of the file bytes published; "" for a zone recorded before it was kept
 
 
 @dataclass(frozen=True)
@@ -153,6 +166,9 @@ class State:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(zones)")}
+            if "digest" not in columns:  # a state folder made before zones kept their digest
+                self.db.execute("ALTER TABLE zones ADD COLUMN digest TEXT NOT NULL DEFAULT ''")
 
     @classmethod
     def open_existing(cls, state_dir: Path) -> State | None:
@@ -180,21 +196,69 @@ class State:
         row = self.db.execute("SELECT * FROM zones WHERE operator=?", (operator,)).fetchone()
         if row is None:
             return None
-        return ZoneRecord(row[0], row[1], row[2], row[3], row[4], from_iso(row[5]), bool(row[6]), row[7])
+        digest = row[8] if len(row) > 8 else ""  # a read-only open of a state folder made before digests
+        return ZoneRecord(row[0], row[1], row[2], row[3], row[4], from_iso(row[5]), bool(row[6]), row[7], digest)
 
     def zones(self) -> dict[str, ZoneRecord]:
         ops = [r[0] for r in self.db.execute("SELECT operator FROM zones ORDER BY operator")]
         return {op: z for op in ops if (z := self.zone(op)) is not None}
 
-    def record_publish(self, zone: ZoneRecord, order_ids: list[str]) -> None:
+    def record_publish(self, zone: ZoneRecord, order_ids: list[str], body: bytes | None = None) -> None:
+        """`body`: the zone body published (what `zone.checksum` is the SHA-256 of). Kept,
+        compressed, once per distinct body (operators with the same content share it), in the
+        same transaction: plan, apply and the daemon then know what was published without
+        trusting a file anyone can edit. One row, about a tenth of the zone, per publish."""
         with self.tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO zones VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO zones (operator, serial, checksum, names, records, published_at, in_effect, "
+                "reload_message, digest) VALUES (?,?,?,?,?,?,?,?,?)",
                 (zone.operator, zone.serial, zone.checksum, zone.names, zone.records,
-                 iso(zone.published_at), int(zone.in_effect), zone.reload_message),
+                 iso(zone.published_at), int(zone.in_effect), zone.reload_message, zone.digest),
             )
+            self._keep_body(db, zone.checksum, body)
             db.execute("INSERT OR REPLACE INTO zone_history VALUES (?,?,?,?,?)",
                        (zone.operator, zone.serial, zone.checksum, iso(zone.published_at), ",".join(order_ids)))
+
+    @staticmethod
+    def _keep_body(db: _Locked, checksum: str, body: bytes | None) -> None:
+        known = db.execute("SELECT 1 FROM zone_bodies WHERE checksum=?", (checksum,)).fetchone()
+        if body is not None and known is None:
+            db.execute("INSERT INTO zone_bodies VALUES (?,?)", (checksum, zlib.compress(body, 1)))
+        db.execute("DELETE FROM zone_bodies WHERE checksum NOT IN (SELECT checksum FROM zones)")
+
+    def keep_body(self, operator: str, serial: int, digest: str, body: bytes) -> None:
+        """Keep the digest and body of a zone recorded before the state kept them (same serial only)."""
+        with self.tx() as db:
+            if db.execute("UPDATE zones SET digest=? WHERE operator=? AND serial=?",
+                          (digest, operator, serial)).rowcount:
+                row = db.execute("SELECT checksum FROM zones WHERE operator=?", (operator,)).fetchone()
+                self._keep_body(db, row[0], body)
+
+    def published_body(self, operator: str) -> bytes | None:
+        """The body last published for `operator` (checked against its SHA-256), or None when the
+        state does not hold it (no publish yet, a state folder made before bodies were kept, a
+        damaged row: the file is then read, with care)."""
+        try:
+            row = self.db.execute("SELECT b.content, z.checksum FROM zones z JOIN zone_bodies b "
+                                  "ON b.checksum = z.checksum WHERE z.operator=?", (operator,)).fetchone()
+        except sqlite3.OperationalError:  # a read-only open of a state folder made before bodies were kept
+            return None
+        if row is None:
+            return None
+        try:
+            body = zlib.decompress(row[0])
+        except zlib.error:
+            return None
+        return body if hashlib.sha256(body).hexdigest() == row[1] else None
+
+    def record_applied(self, checksum: str, result: str, at: datetime) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO applied_plans VALUES (?,?,?)", (checksum, result, iso(at)))
+
+    def applied_result(self, checksum: str) -> str | None:
+        """What the zones were right after `apply --checksum <checksum>` published, if it did."""
+        row = self.db.execute("SELECT result FROM applied_plans WHERE checksum=?", (checksum,)).fetchone()
+        return None if row is None else str(row[0])
 
     def mark_in_effect(self, operator: str, ok: bool, message: str) -> None:
         with self.tx() as db:

@@ -85,9 +85,11 @@ def start_unbound(op: str, port: int, control: int) -> subprocess.Popen[bytes]:
 def main() -> int:
     blocker = [sys.executable, "-m", "blocker"]
     ZONES.mkdir(parents=True, exist_ok=True)
-    # Unbound refuses to start without its zone file: publish once before starting it.
-    subprocess.run([*blocker, "render", "--out", str(ZONES)], cwd=ROOT, check=False,
-                   stdout=subprocess.DEVNULL)
+    # Unbound refuses to start without its zone file: publish once before starting it (`apply`,
+    # recorded and audited like any publish; its reload fails with no Unbound yet, and the
+    # daemon retries that reload at start).
+    subprocess.run([*blocker, "apply"], cwd=ROOT, check=False, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     children = [start_unbound(op, port, CONTROL_BASE + i + 1) for i, (op, port) in enumerate(OPERATORS.items())]
     time.sleep(0.5)
     for proc, op in zip(children, OPERATORS, strict=True):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from blocker.audit import AuditLog, checked_lines, verify_live
+from tests.clock import apply_at
 
 BIN = Path(sys.executable).parent / "blocker"
 
@@ -61,8 +62,10 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (orders / "one.yaml").write_text(ORDER.format(id="one", n=1, start="2091-01-10"))
     (orders / "two.yaml").write_text(ORDER.format(id="two", n=2, start="2091-02-10"))
     for at in ("2091-01-10T12:00:00+01:00", "2091-02-10T12:00:00+01:00"):
-        proc = blocker("apply", "--orders", "orders", "--out", "zones", "--state-dir", "state", "--at", at, cwd=root)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        # Run as if the clock read `at` (tests/clock.py): apply refuses an --at far from the clock.
+        code, out, err = apply_at(at, ["--config", "config.yaml", "apply", "--orders", "orders", "--out", "zones",
+                                       "--state-dir", "state"], cwd=root)
+        assert code == 0, out + err
     return root
 
 

@@ -571,7 +571,10 @@ def test_deleted_file_lifts_nothing_until_apply_force(env: Env) -> None:
     assert health["orders_orphaned"] == ["deleted"]
     assert status == 200
 
-    applied = env.run_cli("apply", "--force", config=config)  # while the daemon runs
+    planned = env.run_cli("plan", "--force", "--json", config=config)  # what --force removes, with its checksum
+    assert planned.returncode == 3, planned.stdout + planned.stderr
+    applied = env.run_cli("apply", "--force", "--checksum", json.loads(planned.stdout)["checksum"],
+                          config=config)  # while the daemon runs
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "deleted.example.gg" not in zone_owners(env.zone())
     daemon.wait_reconciles(1)

@@ -28,6 +28,7 @@ import pytest
 
 from blocker.audit import AuditLog
 from blocker.state import State
+from tests.clock import apply_at
 from tests.legal_samples import ALPHA, BRAVO
 
 BIN = Path(sys.executable).parent / "blocker"
@@ -98,8 +99,10 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, text in ORDERS.items():
         (root / "orders" / f"{name}.yaml").write_text(text, encoding="utf-8")
     for at in APPLY_AT:
-        proc = blocker("apply", "--orders", "orders", "--out", "zones", "--state-dir", "state", "--at", at, cwd=root)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        # Run as if the clock read `at` (tests/clock.py): apply refuses an --at far from the clock.
+        code, out, err = apply_at(at, ["--config", "config.yaml", "apply", "--orders", "orders", "--out", "zones",
+                                       "--state-dir", "state"], cwd=root)
+        assert code == 0, out + err
     # What the daemon's probe passes record (blocker/daemon.py _record_probe), at known instants.
     state = State(root / "state")
     state.record_first("alpha", "orange", "blocked", paris(2091, 1, 10, 12, 7))
@@ -328,9 +331,9 @@ def test_evidence_pack_is_complete_and_checkable(copy: Path) -> None:
     # A second version of the order, applied: both versions must be in the pack.
     original = (copy / "orders" / "alpha.yaml").read_bytes()
     (copy / "orders" / "alpha.yaml").write_text(ORDERS["alpha"] + "  - alpha-mirror.example\n")
-    proc = blocker("apply", "--orders", "orders", "--out", "zones", "--state-dir", "state",
-                   "--at", "2091-03-22T10:00:00+01:00", cwd=copy)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, out, err = apply_at("2091-03-22T10:00:00+01:00", ["--config", "config.yaml", "apply", "--orders", "orders",
+                                                            "--out", "zones", "--state-dir", "state"], cwd=copy)
+    assert code == 0, out + err
     proc = blocker("evidence", "alpha", "--out", "pack", "--orders", "orders", "--state-dir", "state", "--at", T,
                    cwd=copy)
     assert proc.returncode == 0, proc.stderr

@@ -1,7 +1,7 @@
 """`blocker probe` and the daemon's probe passes, run for real against real resolvers.
 
 The session's Unbound, BIND, Knot Resolver and PowerDNS Recursor (tests/conftest_resolvers.py) all
-read the zones directory `rpz_zones_dir`. Here `blocker render` writes the operator zones into it
+read the zones directory `rpz_zones_dir`. Here `blocker render` previews the operator zones, moved into it
 from a temporary orders folder at a chosen instant, every resolver reloads them, and `blocker probe`
 (the installed console script, as a subprocess) is asked what it finds at another instant:
 
@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,9 +211,18 @@ class Env:
     def render(self, at: str, out: Path | None = None) -> int:
         """`blocker render` of every operator's zone at `at`; the orange zone's serial."""
         out = out or self.zones
-        proc = self.run("render", "--orders", str(self.orders), "--out", str(out), "--config",
+        # render is a preview and refuses the zones folder: render next to it (from the zones
+        # there, so serials go on from theirs), then move the files in, as a hand publish would.
+        scratch = self.root / "preview"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        for zone_file in out.glob("*.rpz"):
+            shutil.copy2(zone_file, scratch / zone_file.name)
+        proc = self.run("render", "--orders", str(self.orders), "--out", str(scratch), "--config",
                         str(self.configs["empty"]), "--at", at)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+        for zone_file in scratch.glob("*.rpz"):
+            os.replace(zone_file, out / zone_file.name)
         meta = read_meta(out / "orange.rpz")
         assert meta is not None
         return meta.serial

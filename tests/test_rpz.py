@@ -7,8 +7,6 @@ the exit codes and the files left behind are the ones a user gets.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import json
 import os
@@ -29,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blocker import publish
-from blocker.cli import main
 from blocker.config import Config, load_config
+from blocker.legaltime import parse_instant, zone
 from blocker.orders import Order, parse_order
 from blocker.policy import PolicyCache, desired
 from blocker.publish import PublishError, write_zone
@@ -45,6 +43,7 @@ from blocker.rpz import (
     structural_check,
 )
 from blocker.state import State
+from tests.clock import run_at
 
 BIN = Path(sys.executable).parent / "blocker"
 NAMED_CHECKZONE = shutil.which("named-checkzone") or shutil.which("named-checkzone", path="/usr/sbin:/usr/bin")
@@ -545,11 +544,12 @@ class Work:
             argv += ["--out", str(self.zones)]
         if command in ("plan", "apply"):
             argv += ["--state-dir", str(self.state)]
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main([*argv, *args])
-        assert "internal error" not in err.getvalue(), err.getvalue()
-        return code, out.getvalue(), err.getvalue()
+        # A plan or apply --at T is run as if the clock read T (tests/clock.py): these tests are about
+        # what apply publishes at an instant; test_publish_guards.py is about --at and the clock.
+        instant = None
+        if command in ("plan", "apply") and "--at" in args:
+            instant = parse_instant(args[args.index("--at") + 1], zone("Europe/Paris"))[0]
+        return run_at(instant, [*argv, *args])
 
     def plan(self, when: str) -> tuple[int, dict]:
         code, out, err = self.cli("plan", "--at", when, "--json")
@@ -558,6 +558,12 @@ class Work:
 
     def zone(self, operator: str = "orange") -> bytes:
         return (self.zones / f"{operator}.rpz").read_bytes()
+
+    def force(self, when: str, *args: str) -> tuple[int, str, str]:
+        """`apply --force`, the way it is meant to be run: with the checksum `plan --force` showed."""
+        code, out, err = self.cli("plan", "--at", when, "--force", "--json", *args)
+        assert code in (0, 3), out + err
+        return self.cli("apply", "--at", when, "--force", "--checksum", json.loads(out)["checksum"], *args)
 
 
 def make_work(root: Path, extra_config: str = "") -> Work:
@@ -811,11 +817,12 @@ def test_apply_keeps_the_entries_of_an_order_file_deleted_while_in_force_until_f
     code, plan = work.plan(T_FEB)
     assert plan["flags"] == {"exp": "orphaned"}
     assert changes(plan) == {}
+    assert code == 3 and "lost their file" in plan["refusals"][0]    # apply refuses: plan says so
     code, out, _ = work.cli("apply", "--at", T_FEB)
-    assert code in (0, 4)
+    assert code == 4
     assert "exp: orphaned" in out
     assert {op: work.zone(op) for op in ("orange", "free")} == before     # still blocked, byte for byte
-    code, out, err = work.cli("apply", "--at", T_FEB, "--force")
+    code, out, err = work.force(T_FEB)
     assert code == 0, out + err
     assert "- exp.example nxdomain [exp] (orphaned)" in out
     assert "exp.example" not in rules(work.zone().decode())
@@ -838,14 +845,14 @@ def test_apply_holds_an_orphaned_removal_found_in_the_published_zone(work):
     work.remove("exp")
     code, plan = work.plan(T_FEB)
     (op,) = [p for p in plan["operators"] if p["operator"] == "orange"]
-    assert code == 0 and not op["changed"]
+    assert code == 3 and not op["changed"]                      # nothing changes, but apply refuses
     assert {c["name"]: c["reasons"] for c in op["held"]} == {"exp.example": ["orphaned"],
                                                             "*.exp.example": ["orphaned"]}
     assert "orphaned" in op["guard"]
     code, out, err = work.cli("apply", "--at", T_FEB)
     assert code == 4 and "--force" in err and "HELD (orphaned)" in out
     assert work.zone() == before
-    assert work.cli("apply", "--at", T_FEB, "--force")[0] == 0
+    assert work.force(T_FEB)[0] == 0
     assert set(rules(work.zone().decode())) == {"keep.example", "*.keep.example"}
 
 
@@ -856,7 +863,7 @@ def test_apply_holds_a_target_removed_from_an_order_still_in_force(work):
     assert code == 4
     assert "= exp.example nxdomain [exp] HELD (order-changed)" in out
     assert b"exp.example CNAME ." in work.zone() and b"other.example" not in work.zone()
-    assert work.cli("apply", "--at", T_FEB, "--force")[0] == 0
+    assert work.force(T_FEB)[0] == 0
     assert b"exp.example" not in work.zone() and b"other.example CNAME ." in work.zone()
 
 
@@ -881,7 +888,7 @@ def test_apply_refuses_removing_more_than_the_configured_share(tmp_path):
     code, out, _err = work.cli("apply", "--at", "2030-04-15")     # "big" expired: 6 of 8 entries, 75 %
     assert code == 4 and "max_removal_share" in out
     assert work.zone() == before
-    assert work.cli("apply", "--at", "2030-04-15", "--force")[0] == 0
+    assert work.force("2030-04-15")[0] == 0
     assert set(rules(work.zone().decode())) == {"d.example", "*.d.example"}
 
 
@@ -953,7 +960,7 @@ def test_apply_records_the_serial_and_continues_from_it(work):
     # Clock set back to before the last publish: a change still moves the serial forward.
     # (--force: "soon" is pending again at that instant, an unexplained removal.)
     work.write("back", ["back.example"], start="2020-01-01", end="2031-01-01")
-    assert work.cli("apply", "--at", FEB, "--force")[0] == 0
+    assert work.force(FEB)[0] == 0
     third = read_meta(work.zones / "orange.rpz")
     assert third is not None and third.serial == second.serial + 1
 
