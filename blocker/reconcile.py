@@ -217,24 +217,30 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
 
 def _audit_publish(audit: AuditLog, op_plan: Any, serial: int, order_ids: list[str], actor: str | None) -> None:
     operator = op_plan.operator
-    by_order: dict[tuple[str, str], list[str]] = {}
+    # One pass over the changes: each group gathers its owners and the union of their reasons
+    # as it goes (a change's owner is in no other change of the plan), so the cost is linear in
+    # the changes, not changes x groups.
+    by_order: dict[tuple[str, str], tuple[list[str], set[str]]] = {}
+    counts = {"add": 0, "remove": 0, "change": 0}
     for change in op_plan.changes:
+        counts[change.kind] += 1
         kind = "entries-activated" if change.kind == "add" else "entries-lifted" if change.kind == "remove" else ""
         if not kind:
             continue
         ids = change.order_ids if change.kind == "add" else change.old_order_ids
         for order_id in ids:
-            by_order.setdefault((kind, order_id), []).append(change.owner)
-    for (kind, order_id), names in sorted(by_order.items()):
-        reasons = sorted({r for c in op_plan.changes if c.owner in set(names) for r in c.reasons})
+            group = by_order.get((kind, order_id))
+            if group is None:
+                group = by_order[(kind, order_id)] = ([], set())
+            group[0].append(change.owner)
+            group[1].update(change.reasons)
+    for (kind, order_id), (names, reasons) in sorted(by_order.items()):
         audit.append(kind, {"operator": operator, "order": order_id, "serial": serial, "count": len(names),
-                            "names": names[:1000], "reasons": reasons}, actor=actor)
+                            "names": names[:1000], "reasons": sorted(reasons)}, actor=actor)
     audit.append("zone-published", {
         "operator": operator, "serial": serial, "checksum": op_plan.zone.checksum, "names": op_plan.zone.names,
         "records": op_plan.zone.entries, "orders": order_ids,
-        "added": sum(1 for c in op_plan.changes if c.kind == "add"),
-        "removed": sum(1 for c in op_plan.changes if c.kind == "remove"),
-        "changed": sum(1 for c in op_plan.changes if c.kind == "change"),
+        "added": counts["add"], "removed": counts["remove"], "changed": counts["change"],
         "held": len(op_plan.held),
     }, actor=actor)
 
