@@ -90,6 +90,49 @@ class AuditLog:
             self._write_head(record["seq"], record["hash"])
         return record
 
+    def append_many(self, items: list[tuple[str, dict[str, Any]]], *, actor: str | None = None,
+                    at: datetime | None = None) -> list[dict[str, Any]]:
+        """`append` of each (event, data) in turn, as one write, one fsync and one head update.
+
+        The records, their order and their chain are exactly what as many `append` calls give;
+        only the cost differs: a first publish of 1,000 orders on four operators is 5,000
+        records, and three fsyncs each (log, head, folder) were most of its time. They are
+        durable together when this returns, as each one would be after its own `append`.
+        """
+        if not items:
+            return []
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with (self.dir / "audit.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the daemon and CLI commands append to one chain
+            seq, prev = self._tail()
+            records, lines = [], []
+            for event, data in items:
+                seq += 1
+                record: dict[str, Any] = {
+                    "seq": seq,
+                    "ts": (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds"),
+                    "actor": actor or self.actor,
+                    "event": event,
+                    "data": data or {},
+                    "prev": prev,
+                }
+                record["hash"] = prev = record_hash(record)
+                records.append(record)
+                lines.append(canonical(record) + b"\n")
+            blob = memoryview(b"".join(lines))
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                while blob:  # a short write (a signal, a full disk) must not leave half the batch
+                    written = os.write(fd, blob)
+                    if written <= 0:
+                        raise OSError("audit trail: write made no progress")
+                    blob = blob[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._write_head(records[-1]["seq"], records[-1]["hash"])
+        return records
+
     def _tail(self) -> tuple[int, str]:
         """Sequence and hash of the last record, read from the end of the file."""
         try:
