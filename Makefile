@@ -37,6 +37,7 @@ run: run-debs $(VENV)/.installed
 bench: debs $(VENV)/.installed
 	$(PY) bench/render.py
 	$(PY) bench/probe.py
+	$(PY) bench/publish.py
 
 clean:
 	rm -rf $(VENV) var

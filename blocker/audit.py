@@ -178,16 +178,28 @@ class AuditLog:
 
     def _append_locked(self, seq: int, prev: str, event: str, data: dict[str, Any] | None, *,
                        actor: str | None = None, at: datetime | None = None) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "seq": seq + 1,
-            "ts": (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds"),
-            "actor": actor or self.actor,
-            "event": event,
-            "data": data or {},
-            "prev": prev,
-        }
-        record["hash"] = record_hash(record)
-        line = canonical(record) + b"\n"
+        return self._write_locked(seq, prev, [(event, data or {})], actor=actor, at=at)[0]
+
+    def _write_locked(self, seq: int, prev: str, items: list[tuple[str, dict[str, Any]]], *,
+                      actor: str | None = None, at: datetime | None = None) -> list[dict[str, Any]]:
+        """Chain `items` after (seq, prev) and write them whole, or not at all (lock held)."""
+        records, lines = [], []
+        for event, data in items:
+            seq += 1
+            record: dict[str, Any] = {
+                "seq": seq,
+                "ts": (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds"),
+                "actor": actor or self.actor,
+                "event": event,
+                "data": data or {},
+                "prev": prev,
+            }
+            record["hash"] = prev = record_hash(record)
+            records.append(record)
+            lines.append(canonical(record) + b"\n")
+        first, last = records[0], records[-1]
+        what = f"record {first['seq']} ({first['event']})" if len(records) == 1 else \
+            f"records {first['seq']}-{last['seq']}"
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         except OSError as exc:
@@ -195,7 +207,7 @@ class AuditLog:
         try:
             end = os.fstat(fd).st_size  # stable: every appender holds the lock
             try:
-                _write_all(fd, line)
+                _write_all(fd, b"".join(lines))
                 os.fsync(fd)
             except OSError as exc:
                 try:  # never leave our own torn record behind
@@ -203,21 +215,20 @@ class AuditLog:
                     os.fsync(fd)
                 except OSError:
                     pass  # the next append finds the torn tail and quarantines it
-                raise self._failed(f"{self.path}: cannot write record {seq + 1} ({event}): "
-                                   f"{exc.strerror or exc}") from None
+                raise self._failed(f"{self.path}: cannot write {what}: {exc.strerror or exc}") from None
         finally:
             os.close(fd)
         try:
-            self._write_head(record["seq"], record["hash"])
+            self._write_head(last["seq"], last["hash"])
         except OSError as exc:
-            # The record is durable; a head file behind the log is what a crash here leaves too.
-            raise self._failed(f"{self.head_path}: record {seq + 1} written, head not updated: "
+            # The records are durable; a head file behind the log is what a crash here leaves too.
+            raise self._failed(f"{self.head_path}: {what} written, head not updated: "
                                f"{exc.strerror or exc}") from None
         if self.last_error is not None or self.observer is not None:
             self.last_error = None
             if self.observer is not None:
                 self.observer(True, "")
-        return record
+        return records
 
     def _repair_locked(self) -> tuple[int, str, dict[str, Any] | None]:
         """Sequence and hash to chain to, after moving a damaged end aside (lock held), and the
@@ -282,6 +293,21 @@ class AuditLog:
         except OSError as exc:
             raise self._failed(f"{self.path}: cannot cut its torn end: {exc.strerror or exc}") from None
         return {"quarantine": f"{QUARANTINE_DIR}/{name}", "size": len(torn), "sha256": digest}
+
+    def append_many(self, items: list[tuple[str, dict[str, Any]]], *, actor: str | None = None,
+                    at: datetime | None = None) -> list[dict[str, Any]]:
+        """`append` of each (event, data) in turn, as one write, one fsync and one head update.
+
+        The records, their order and their chain are exactly what as many `append` calls give;
+        only the cost differs: a first publish of 1,000 orders on four operators is 5,000
+        records, and three fsyncs each (log, head, folder) were most of its time. They are
+        durable together when this returns, or none of them is there (AuditWriteError).
+        """
+        if not items:
+            return []
+        with self._locked():
+            seq, prev, _repaired = self._repair_locked()
+            return self._write_locked(seq, prev, items, actor=actor, at=at)
 
     def _tail(self) -> tuple[int, str]:
         """Sequence and hash of the last whole record, read from the end of the file."""

@@ -283,6 +283,15 @@ class State:
             db.execute("INSERT OR REPLACE INTO orders VALUES (?,?,?,1,?)", (order_id, digest, path, iso(at)))
             return cur.rowcount > 0
 
+    def remember_orders(self, versions: list[tuple[str, str, str, bytes]], at: datetime) -> None:
+        """`remember_order` of each (order_id, digest, path, content), in one transaction: one
+        fsync for a folder of 1,000 new orders, not 1,000."""
+        with self.tx() as db:
+            for order_id, digest, path, content in versions:
+                db.execute("INSERT OR IGNORE INTO order_versions VALUES (?,?,?,?,?)",
+                           (order_id, digest, path, content, iso(at)))
+                db.execute("INSERT OR REPLACE INTO orders VALUES (?,?,?,1,?)", (order_id, digest, path, iso(at)))
+
     def set_present(self, order_id: str, present: bool, at: datetime) -> None:
         with self.tx() as db:
             db.execute("UPDATE orders SET present=?, updated_at=? WHERE order_id=?", (int(present), iso(at), order_id))

@@ -1,0 +1,227 @@
+"""Publishing: the same audit records, state and zones as before the cost work, at linear cost.
+
+The contract test replays a small history (first publish, an order edited, an order lifted, an
+order expired, a removal forced) through `effective_orders`, `compute_plan` and `publish_plan`
+and compares every audit record (event and data) with the records the code wrote before the
+publish path was made linear (kept here verbatim). The scaling tests count work, not time: the
+number of comparisons the audit grouping and the flush lists make, as the zone doubles.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from blocker.audit import AuditLog
+from blocker.config import Config, load_config
+from blocker.orders import load_orders
+from blocker.plan import Change, compute_plan
+from blocker.reconcile import _change_groups, effective_orders, publish_plan
+from blocker.state import State
+from tests.test_daemon import (  # noqa: F401 - env is a fixture
+    Env,
+    env,
+    events,
+    verify_audit,
+    wait_until,
+    whole_second,
+    write_order,
+    zone_owners,
+)
+
+CONFIG_YAML = """\
+timezone: Europe/Paris
+publish: {check: structural}
+operators:
+  orange:
+    redirect: {a: [192.0.2.10]}
+  free:
+    redirect: {cname: info.operator.example}
+"""
+
+
+def _order(folder: Path, order_id: str, targets: list[str], *, operators: str = "[orange, free]",
+           start: str = "2030-01-01", end: str = "2030-06-01", action: str = "nxdomain",
+           lifted: str | None = None) -> None:
+    text = (f"id: {order_id}\ncourt: Tribunal judiciaire de Paris\ncase_number: RG 30/{len(order_id):05d}\n"
+            f"decision_date: 2029-12-20\noperators: {operators}\nstart: {start}\nend: {end}\naction: {action}\n"
+            + (f"lifted: {{at: '{lifted}', reason: appeal}}\n" if lifted else "")
+            + "targets:\n" + "".join(f"  - {t}\n" for t in targets))
+    (folder / f"{order_id}.yaml").write_text(text)
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def history(root: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Every audit record (event, data) of a short history of publishes; paths made relative."""
+    orders, state_dir, zones = root / "orders", root / "state", root / "zones"
+    orders.mkdir(parents=True)
+    (root / "blocker.yaml").write_text(CONFIG_YAML)
+    config: Config = load_config(root / "blocker.yaml")
+    state, audit = State(state_dir), AuditLog(state_dir, actor="test")
+
+    def step(at: str, force: bool = False) -> None:
+        instant = _at(at)
+        result = load_orders(orders, config)
+        assert result.ok, result.errors
+        eff = effective_orders(result, config, state, audit, instant, force=force, actor="test")
+        last = {op: z.published_at for op, z in state.zones().items()}
+        plan = compute_plan(eff.orders, instant, config, zones, force=force, last_publish=last)
+        publish_plan(plan, config, zones, state, audit, actor="test", now=instant)
+
+    _order(orders, "alpha", ["a.example", "{domain: b.example, subdomains: false}", "shared.example",
+                             "www.c.example"])
+    _order(orders, "beta", ["shared.example", "c.example", "d.example"], action="redirect")
+    _order(orders, "gamma", ["g1.example", "g2.example"], operators="[free]", end="2030-02-01")
+    _order(orders, "later", ["l.example"], start="2030-03-01")
+    step("2030-01-10T12:00:00+01:00")
+    # alpha edited: one target gone (a forced removal), one added; gamma expires; later starts.
+    _order(orders, "alpha", ["{domain: b.example, subdomains: false}", "shared.example", "www.c.example",
+                             "e.example"])
+    step("2030-03-02T12:00:00+01:00", force=True)
+    # beta lifted early: its names go, shared.example stays for alpha with alpha's action.
+    _order(orders, "beta", ["shared.example", "c.example", "d.example"], action="redirect",
+           lifted="2030-03-05T00:00:00+01:00")
+    step("2030-03-06T12:00:00+01:00")
+    state.close()
+    prefix = str(orders) + "/"
+    out = []
+    for record in audit.records():
+        data = json.loads(json.dumps(record["data"]).replace(prefix, "<orders>/"))
+        out.append((record["event"], data))
+    return out
+
+
+BEFORE = Path(__file__).with_name("data") / "publish_audit_before.json"
+
+
+def test_the_audit_records_of_a_publish_history_are_those_written_before(tmp_path: Path) -> None:
+    """Same events, same order, same data (names, counts, reasons, serials, checksums) as the
+    quadratic code wrote for the same history (tests/data/publish_audit_before.json)."""
+    expected = [(event, data) for event, data in json.loads(BEFORE.read_text())]
+    assert history(tmp_path) == expected
+
+
+# --- a real daemon: a large publish does not make another transition late ---------------------
+
+LATENESS_SLA = 1.0  # seconds after its instant by which an unrelated lift must be in its zone
+
+
+def test_an_unrelated_lift_just_after_a_large_order_starts_is_on_time(env: Env) -> None:  # noqa: F811
+    """A 20,000-target order starts at T on orange; an order on sfr lifts at T+3 s. The lift
+    must be in sfr's zone within 1 s of its instant (it was 62.8 s late at 16k targets)."""
+    config = env.config({"orange": {}, "sfr": {}}, reconcile=30)
+    start = whole_second(5)
+    lift = start + timedelta(seconds=3)
+    big = [f"site{i:05d}.big.example" for i in range(20_000)]
+    write_order(env.orders, "large", start, start + timedelta(days=30), big, operators=("orange",))
+    write_order(env.orders, "small", start - timedelta(days=1), lift, ["small.example"], operators=("sfr",))
+    daemon = env.start(config)
+    assert "small.example" in zone_owners(env.zone("sfr"))
+    assert "site00000.big.example" not in zone_owners(env.zone("orange"))
+    seen = wait_until(lambda: "small.example" not in zone_owners(env.zone("sfr")),
+                      lift.timestamp() + 30, "the lift on sfr")
+    late = seen - lift.timestamp()
+    print(f"\n[latency] unrelated lift while a 20k order is published: {late:+.3f} s")
+    assert "site19999.big.example" in zone_owners(env.zone("orange"))
+    assert late < LATENESS_SLA, f"lift applied {late:.3f} s after its instant\n{daemon.log()}"
+    records = verify_audit(env.state)
+    lifted = [d for d in events(records, "entries-lifted") if d["order"] == "small"]
+    assert [(d["operator"], d["names"], d["reasons"]) for d in lifted] == [("sfr", ["small.example", "*.small.example"],
+                                                                             ["expired"])]
+
+
+# --- scaling: work counted, not timed ----------------------------------------------------------
+
+class CountingList(list):  # type: ignore[type-arg]
+    """A list that counts the items read from it (by iteration or by index)."""
+
+    reads = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for item in super().__iter__():
+            CountingList.reads += 1
+            yield item
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        CountingList.reads += 1
+        return super().__getitem__(index)
+
+
+def _changes(orders: int, per_order: int) -> list[Change]:
+    out = []
+    for i in range(per_order):
+        for o in range(orders):
+            kind = ("add", "remove", "change")[(i + o) % 3]
+            ids = (f"order-{o:03d}",) if i % 5 else (f"order-{o:03d}", f"order-{(o + 1) % orders:03d}")
+            out.append(Change(f"n{i}-{o}.example", kind, None, ids if kind != "remove" else (), None,
+                              ids if kind != "add" else (), ("order-added",) if i % 2 else ("started",)))
+    return out
+
+
+def _reference_groups(changes: list[Change]) -> list[tuple[str, str, int, list[str], list[str]]]:
+    """What the old `_audit_publish` computed (quadratic), for the same changes."""
+    by_order: dict[tuple[str, str], list[str]] = {}
+    for change in changes:
+        kind = "entries-activated" if change.kind == "add" else "entries-lifted" if change.kind == "remove" else ""
+        if not kind:
+            continue
+        for order_id in change.order_ids if change.kind == "add" else change.old_order_ids:
+            by_order.setdefault((kind, order_id), []).append(change.owner)
+    return [(kind, order_id, len(names), names[:1000],
+             sorted({r for c in changes if c.owner in set(names) for r in c.reasons}))
+            for (kind, order_id), names in sorted(by_order.items())]
+
+
+def test_the_audit_grouping_equals_the_old_one_and_reads_each_change_once_per_use() -> None:
+    small = _changes(7, 60)
+    assert _change_groups(small)[0] == _reference_groups(small)
+    reads = []
+    for per_order in (1500, 3000):  # twice the changes, the same 40 orders
+        changes = CountingList(_changes(40, per_order))
+        CountingList.reads = 0
+        groups, counts = _change_groups(changes)
+        assert sum(counts.values()) == len(changes)
+        reads.append(CountingList.reads)
+        # One pass, then at most the 1,000 names each record carries: not changes x groups.
+        assert CountingList.reads <= len(changes) + 1000 * len(groups)
+    assert reads[1] <= 2 * reads[0]
+
+
+def test_the_fsyncs_of_a_first_publish_do_not_grow_with_the_orders(tmp_path: Path, monkeypatch) -> None:
+    """The audit and state writes of a reconcile are batched: 10 or 40 new orders on two
+    operators cost the same number of fsyncs (it was three per record, records per order)."""
+    import os
+
+    counted = []
+    for n in (10, 40):
+        root = tmp_path / str(n)
+        orders = root / "orders"
+        orders.mkdir(parents=True)
+        (root / "blocker.yaml").write_text(CONFIG_YAML)
+        config = load_config(root / "blocker.yaml")
+        for i in range(n):
+            _order(orders, f"o{i:03d}", [f"a{i}.example", f"b{i}.example"])
+        state, audit = State(root / "state"), AuditLog(root / "state", actor="test")
+        instant = _at("2030-01-10T12:00:00+01:00")
+        calls = [0]
+
+        def fsync(fd: int, calls: list[int] = calls, real=os.fsync) -> None:  # type: ignore[no-untyped-def]
+            calls[0] += 1
+            real(fd)
+
+        result = load_orders(orders, config)
+        monkeypatch.setattr(os, "fsync", fsync)
+        eff = effective_orders(result, config, state, audit, instant, actor="test")
+        plan = compute_plan(eff.orders, instant, config, root / "zones")
+        publish_plan(plan, config, root / "zones", state, audit, actor="test", now=instant)
+        monkeypatch.undo()
+        records = list(audit.records())
+        assert sum(r["event"] == "entries-activated" for r in records) == 2 * n
+        state.close()
+        counted.append(calls[0])
+    assert counted[0] == counted[1], counted
