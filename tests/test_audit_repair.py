@@ -235,10 +235,10 @@ def test_a_write_cut_at_any_byte_by_rlimit_fsize_fails_cleanly_on_a_whole_record
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KB tmpfs mounted for this test (the tests run as root, like the daemon does)."""
+    """A small tmpfs (8 MB) mounted for this test (the tests run as root, like the daemon does)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mount)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", str(mount)],
                           capture_output=True, text=True)
     assert done.returncode == 0, f"cannot mount a tmpfs (run the tests as root): {done.stderr}"
     try:
