@@ -388,6 +388,43 @@ def publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[None]:
         thread_lock.release()
 
 
+class _SharedHold:
+    """The one hold of `publish_lock` that the threads of this process publishing at once share."""
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()  # taken to enter the first and to leave the last
+        self.count = 0
+        self.held: Any = None  # the entered publish_lock context, while count > 0
+
+
+_SHARED: dict[str, _SharedHold] = {}
+_SHARED_GUARD = threading.Lock()
+
+
+@contextmanager
+def shared_publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[None]:
+    """`publish_lock`, held once for all the threads of this process inside it (reference
+    counted): another process (`blocker apply`) is excluded as by `publish_lock`, while the
+    daemon's publishers of different operators do not exclude each other (they exclude each
+    other per operator, and share the state and the audit trail, which lock themselves)."""
+    with _SHARED_GUARD:
+        hold = _SHARED.setdefault(str(state_dir), _SharedHold())
+    with hold.guard:
+        if hold.count == 0:
+            held = publish_lock(state_dir, timeout)
+            held.__enter__()  # raises PublishError: count stays 0
+            hold.held = held
+        hold.count += 1
+    try:
+        yield
+    finally:
+        with hold.guard:
+            hold.count -= 1
+            if hold.count == 0:
+                held, hold.held = hold.held, None
+                held.__exit__(None, None, None)
+
+
 def _adopt(state: State, audit: AuditLog | None, op_plan: Any, zones_dir: Path, at: datetime,
            actor: str | None) -> None:
     """A current zone the state does not hold (written before this state dir existed, or before
