@@ -315,6 +315,9 @@ class Caches:
     # set back by a user, but ticks coarsely: the daemon clears this at every periodic reconcile,
     # so a full digest of every file is taken at least then.
     files: dict[Path, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+    # Operator -> the rendering its last plan used: a plan of some operators (the daemon plans
+    # each one when it is free) keeps the others' renderings, which their next plans patch.
+    used: dict[str, RenderedZone] = field(default_factory=dict)
 
 
 def _signature(path: Path) -> tuple[int, ...] | None:
@@ -494,5 +497,7 @@ def compute_plan(orders: Mapping[str, Order], at: datetime, config: Config, zone
         caches.diffs.clear()  # it holds whole zones: keep them no longer than this plan
     # The renderings this plan uses are the ones the next plan patches; the others hold whole
     # zones for nothing.
-    prune_renderings(caches.render, [p.zone for p in plans])
+    for p in plans:
+        caches.used[p.operator] = p.zone
+    prune_renderings(caches.render, list(caches.used.values()))
     return Plan(at, plans, dict(orders), warnings)
