@@ -44,7 +44,7 @@ from blocker.expectations import (
 from blocker.legaltime import fmt_instant
 from blocker.metrics import Snapshot, observe_reconcile, registry_for, render
 from blocker.orders import LoadResult, Order, OrderCache, load_orders, stat_signature
-from blocker.plan import Caches, Plan, compute_plan, file_digest
+from blocker.plan import Caches, OperatorPlan, Plan, compute_plan, file_digest
 from blocker.policy import PolicyCache, ZoneEntries, desired, next_transition
 from blocker.probe import Check, CheckResult, probe_sync, prove, read_lane_canaries, served_throughout
 from blocker.publish import remove_stale_temps, run_reload
@@ -55,6 +55,7 @@ from blocker.reconcile import (
     effective_orders,
     publish_lock,
     publish_plan,
+    shared_publish_lock,
     verify_served,
 )
 from blocker.rpz import canary_owner, read_entries, read_meta
@@ -81,6 +82,20 @@ class Health:
 HTTP_TIMEOUT = 3.0  # seconds a connection may take to send its request (and to read the answer)
 HTTP_DEADLINE = 10.0  # seconds a whole exchange may take, however slowly the client trickles
 HTTP_MAX_CONNECTIONS = 32  # connections served at once; more are closed at once
+
+
+@dataclass
+class _Load:
+    """One load of the orders: what its publishers plan with (the config and caches of that
+    instant: a SIGHUP may replace the daemon's while they publish)."""
+
+    seq: int
+    config: Config
+    caches: Caches
+    result: LoadResult
+    eff: Effective
+    now: datetime
+    claimed: list[str] = field(default_factory=list)  # operators claimed, not yet handed to a publisher
 
 
 class _BoundedHTTPServer(ThreadingHTTPServer):
@@ -142,7 +157,21 @@ class Daemon:
         self.invalid_seen: dict[str, tuple[str, ...]] = {}
         self.scheduled: dict[str, datetime] = {}
         self.folder_signature: tuple[Any, ...] | None = None
-        self._reconcile_lock = threading.Lock()
+        # Loading the orders (and recording their versions) is one at a time; planning is one at a
+        # time (the caches are shared); publishing is one at a time per operator: `_busy` holds
+        # the operators a publisher has claimed, `_pending` those another reconcile found busy.
+        self._load_lock = threading.Lock()
+        self._plan_lock = threading.Lock()
+        self._claims = threading.Condition()
+        self._busy: set[str] = set()
+        self._pending: set[str] = set()
+        self._closing = False
+        self._load_seq = self._orders_seq = 0
+        self._health_lock = threading.Lock()
+        self._reasons: dict[str, list[str]] = {}  # operator ("" for the orders) -> why unhealthy
+        self._flags: dict[str, Any] = {}
+        self._held: dict[str, int] = {}
+        self._last_done: datetime | None = None  # the instant of the last reconcile that finished
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._hup = False
@@ -274,8 +303,12 @@ class Daemon:
             self.http.shutdown()
             self.http.server_close()
             self.http = None
-        # A reconcile or probe pass still running finishes first; one starting later finds no state.
-        with self._reconcile_lock, self._probe_lock:
+        # Publishers still running finish first (a marked operator is not planned again); a
+        # reconcile or probe pass starting later finds no state.
+        with self._claims:
+            self._closing = True
+            self._claims.wait_for(lambda: not self._busy)
+        with self._load_lock, self._probe_lock:
             if self.state is not None:
                 with contextlib.suppress(AuditWriteError):  # already reported by health and metrics
                     self.audit.append("daemon-stop", {"pid": os.getpid()})
@@ -313,10 +346,11 @@ class Daemon:
             log.error("config reload failed, keeping the running config", extra={"error": str(exc)})
             return
         if fresh != self.config:
-            self.config = fresh
-            self.order_cache = OrderCache()
-            self.caches = Caches()
-            self.previous = {}
+            with self._load_lock:  # a publisher running keeps the config and caches of its load
+                self.config = fresh
+                self.order_cache = OrderCache()
+                self.caches = Caches()
+                self.previous = {}
             log.info("config reloaded", extra={"config": str(self.config_path)})
 
     def _log_exception(self, message: str, exc: BaseException, **extra: Any) -> None:
@@ -347,24 +381,23 @@ class Daemon:
         """Every zone file is what was last published, to the byte (its whole digest, not its
         header, which a truncation keeps): one edited, truncated, emptied, deleted or replaced
         behind our back is rewritten from the state at once, and /healthz is 503 until it is."""
-        # Not while a reconcile runs: between its write of a zone and its record of the digest,
-        # the file is new and the state not yet.
-        if not self._reconcile_lock.acquire(blocking=False):
-            return
+        # Not an operator a reconcile is publishing: between its write of a zone and its record of
+        # the digest, the file is new and the state not yet. The others are claimed meanwhile.
+        free = self._claim(sorted(self.config.operators), mark=False)
         try:
-            changed = self._damaged_zones()
+            changed = self._damaged_zones(free)
         finally:
-            self._reconcile_lock.release()
-        if changed:  # /healthz says what the reconcile finds: restored, or why not (503)
+            marked = [op for op in free if self._release(op)]
+        if changed or marked:  # /healthz says what the reconcile finds: restored, or why not (503)
             self.reconcile("zone-changed")
 
-    def _damaged_zones(self) -> list[str]:
+    def _damaged_zones(self, operators: list[str]) -> list[str]:
         state = self.state
         if state is None:
             return []
         changed = []
         for operator, record in state.zones().items():
-            if operator not in self.config.operators or not record.digest:
+            if operator not in operators or operator not in self.config.operators or not record.digest:
                 continue
             path = self.config.zones_dir / f"{operator}.rpz"
             digest, _ = file_digest(path, self.caches.files)
@@ -404,28 +437,37 @@ class Daemon:
 
     # the reconcile -------------------------------------------------------------------------
     def reconcile(self, reason: str, instant: datetime | None = None) -> bool:
-        with self._reconcile_lock:
-            if self.state is None:  # stopped
-                return False
-            started = time.monotonic()
-            try:
-                with publish_lock(self.state_dir):
-                    self._audit_recovered()
-                    ok = self._reconcile(reason, instant)
-            except AuditWriteError as exc:  # nothing was published whose change is not on record
-                log.error("audit trail cannot be written: the previous zones keep serving", extra={"error": str(exc)})
-                self.health = Health(False, [f"audit trail cannot be written: {exc}"], self.health.flags,
-                                     datetime.now(UTC))
-                ok = False
-            except Exception as exc:  # the daemon keeps running: the next reconcile tries again
-                self._log_exception("reconcile failed", exc, reason=reason)
-                self.health = Health(False, [f"reconcile failed: {type(exc).__name__}: {exc}"],
-                                     self.health.flags, datetime.now(UTC))
-                ok = False
-            with self.snapshot.lock:
-                observe_reconcile(self.snapshot, time.monotonic() - started, ok)
-                self.snapshot.last_reconcile_ts = time.time()
-            return ok
+        """Load the orders (one at a time: their receipts go to the trail in order), then plan
+        and publish each operator that no other reconcile is publishing, each in its own
+        thread: a large publish on one operator (its zone check, its reload) holds back no
+        other operator's transition. An operator busy elsewhere is marked, and its publisher
+        plans it again from the newest orders when it is done (at most one such rerun)."""
+        if self.state is None:  # stopped
+            return False
+        started = time.monotonic()
+        load: _Load | None = None
+        ok = False
+        try:
+            with shared_publish_lock(self.state_dir):
+                load = self._load_and_claim(reason, instant)
+                if load is None:
+                    return False
+                ok = self._publish_claimed(load, reason)
+        except AuditWriteError as exc:  # nothing was published whose change is not on record
+            self._audit_failed(exc)
+        except Exception as exc:  # the daemon keeps running: the next reconcile tries again
+            self._reconcile_failed(exc, reason)
+        finally:
+            # Claimed but never handed to a publisher (the plan failed): free for the next reconcile.
+            for operator in load.claimed if load is not None else ():
+                self._release(operator)
+        with self._health_lock:  # /healthz's last_reconcile: this one, its publishers all done
+            self._last_done = load.now if load is not None else datetime.now(UTC)
+            self._compose_health()
+        with self.snapshot.lock:
+            observe_reconcile(self.snapshot, time.monotonic() - started, ok)
+            self.snapshot.last_reconcile_ts = time.time()
+        return ok
 
     def _audit_observed(self, ok: bool, error: str) -> None:
         """Every append's outcome, from whichever thread appended: the metric follows at once."""
@@ -446,7 +488,48 @@ class Daemon:
         self._audit_down_since = None
         log.info("audit trail writable again", extra={"error_was": error})
 
-    def _reconcile(self, reason: str, instant: datetime | None) -> bool:
+    def _audit_failed(self, exc: AuditWriteError, operator: str = "") -> None:
+        log.error("audit trail cannot be written: the previous zones keep serving", extra={"error": str(exc)})
+        self._set_reasons(operator, [f"audit trail cannot be written: {exc}"])
+
+    def _reconcile_failed(self, exc: Exception, reason: str, operator: str = "") -> None:
+        extra = {"reason": reason, **({"operator": operator} if operator else {})}
+        self._log_exception("reconcile failed", exc, **extra)
+        self._set_reasons(operator, [f"reconcile failed: {type(exc).__name__}: {exc}"])
+
+    def _claim(self, operators: list[str], *, mark: bool = True) -> list[str]:
+        """The operators of `operators` this caller may publish now; with `mark`, each busy one
+        is marked for its publisher to plan again when done (coalesced: one mark per operator)."""
+        with self._claims:
+            if self._closing:
+                return []
+            mine = [op for op in operators if op not in self._busy]
+            if mark:
+                self._pending.update(op for op in operators if op in self._busy)
+            self._busy.update(mine)
+            return mine
+
+    def _release(self, operator: str) -> bool:
+        """Done with `operator`: whether it was marked meanwhile (it must be planned again)."""
+        with self._claims:
+            pending = operator in self._pending and not self._closing
+            self._pending.discard(operator)
+            self._busy.discard(operator)
+            self._claims.notify_all()
+            return pending
+
+    def _load_and_claim(self, reason: str, instant: datetime | None) -> _Load | None:
+        """Orders loaded and their versions recorded, under the load lock; then the operators
+        this caller publishes. None once stopped."""
+        with self._load_lock:
+            if self.state is None or self._closing:
+                return None
+            self._audit_recovered()
+            load = self._load(reason, instant)
+            load.claimed = self._claim(sorted(load.config.operators))
+            return load
+
+    def _load(self, reason: str, instant: datetime | None) -> _Load:
         assert self.state is not None
         config = self.config
         self.folder_signature = stat_signature(config.orders_dir)
@@ -459,19 +542,52 @@ class Daemon:
         result = load_orders(config.orders_dir, config, self.order_cache, verify=reason == "periodic")
         self._report_invalid(result)
         eff = effective_orders(result, config, self.state, self.audit, now, actor=ACTOR)
+        if reason == "periodic":  # a full digest of every zone file, whatever its stat says
+            self.caches.files.clear()
+        self._schedule_transitions(eff.orders, now)
+        self._load_seq += 1
+        load = _Load(self._load_seq, config, self.caches, result, eff, now)
+        self._update_orders(load)
+        return load
+
+    def _publish_claimed(self, load: _Load, reason: str) -> bool:
+        """Plan the claimed operators together (one plan at a time: the caches are shared, and
+        operators with the same content share one diff), then publish each in its own thread."""
+        if not load.claimed:
+            return True  # every operator is being published: their publishers plan them again
+        plan = self._plan(load, load.claimed, reason)
+        if len(plan.operators) == 1:
+            load.claimed = []  # released by its publisher
+            return self._publish_operator(load, plan, plan.operators[0], reason)
+        results: dict[str, bool] = {}
+        threads = []
+        for op_plan in plan.operators:
+            def work(op_plan: OperatorPlan = op_plan) -> None:
+                results[op_plan.operator] = self._publish_operator(load, plan, op_plan, reason)
+            thread = threading.Thread(target=work, name=f"publish:{op_plan.operator}", daemon=True)
+            thread.start()
+            load.claimed.remove(op_plan.operator)  # released by its publisher
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+        return len(results) == len(threads) and all(results.values())
+
+    def _plan(self, load: _Load, operators: list[str], reason: str) -> Plan:
+        assert self.state is not None
+        config = load.config
         zones = self.state.zones()
         # Remembered entries hold only while the state says the zone published is the one they
         # came from: another publisher (`blocker apply --force`) may have replaced it since.
         previous = {}
-        for operator, (checksum, entries) in self.previous.items():
+        for operator in operators:
+            remembered = self.previous.get(operator)
             record = zones.get(operator)
-            if record is not None and record.checksum == checksum:
-                previous[operator] = entries
-        if reason == "periodic":  # a full digest of every zone file, whatever its stat says
-            self.caches.files.clear()
-        plan = compute_plan(eff.orders, now, config, config.zones_dir, caches=self.caches,
-                            previous=previous or None,
-                            last_publish={op: z.published_at for op, z in zones.items()}, state=self.state)
+            if remembered is not None and record is not None and record.checksum == remembered[0]:
+                previous[operator] = remembered[1]
+        with self._plan_lock:
+            plan = compute_plan(load.eff.orders, load.now, config, config.zones_dir, operators=operators,
+                                caches=load.caches, previous=previous or None,
+                                last_publish={op: z.published_at for op, z in zones.items()}, state=self.state)
         for warning in plan.warnings:
             log.warning("zone file", extra={"problem": warning})
         for op_plan in plan.operators:
@@ -479,30 +595,52 @@ class Daemon:
                 log.warning("zone file changed behind blocker's back: rewriting it from the state",
                             extra={"operator": op_plan.operator, "problem": op_plan.restore,
                                    "found_sha256": op_plan.file_sha256 or "", "reason": reason})
-        self._report_catchups(plan, now)
-        outcomes = publish_plan(plan, config, config.zones_dir, self.state, self.audit, actor=ACTOR, now=now)
-        retried = self._retry_reloads(plan, {o.operator for o in outcomes})
-        failed = {o.operator: o for o in outcomes if not o.published}
-        for op_plan in plan.operators:
-            if op_plan.operator in failed:
-                self.previous.pop(op_plan.operator, None)
-            else:
-                self.previous[op_plan.operator] = (op_plan.zone.checksum, op_plan.entries)
+        return plan
+
+    def _publish_operator(self, load: _Load, plan: Plan, op_plan: OperatorPlan, reason: str) -> bool:
+        """Publish one operator's plan (claimed by this caller), then release it. Marked meanwhile
+        by another reconcile (it found the operator busy): a new reconcile, in a thread of its
+        own, loads the newest orders and plans it again, with whatever else is free then."""
+        operator, ok = op_plan.operator, False
+        try:
+            ok = self._publish_one(load, plan, op_plan, reason)
+        except AuditWriteError as exc:
+            self._audit_failed(exc, operator)
+        except Exception as exc:
+            self._reconcile_failed(exc, reason, operator)
+        finally:
+            if self._release(operator):
+                threading.Thread(target=self.reconcile, args=["pending"], name=f"reconcile:{operator}",
+                                 daemon=True).start()
+        return ok
+
+    def _publish_one(self, load: _Load, plan: Plan, op_plan: OperatorPlan, reason: str) -> bool:
+        assert self.state is not None
+        config, now, operator = load.config, load.now, op_plan.operator
+        mine = Plan(plan.at, [op_plan], plan.orders, [])
+        self._report_catchups(mine, now)
+        outcomes = publish_plan(mine, config, config.zones_dir, self.state, self.audit, actor=ACTOR, now=now)
+        retried = self._retry_reloads(mine, {o.operator for o in outcomes}, config)
+        if any(not o.published for o in outcomes):
+            self.previous.pop(operator, None)
+        else:
+            self.previous[operator] = (op_plan.zone.checksum, op_plan.entries)
         self._log_outcomes(outcomes, reason)
         outcomes += retried
-        self._schedule_transitions(eff.orders, now)
-        self._update(result, eff, plan, outcomes, now)
-        self.orders = dict(eff.orders)
+        self._update(load, op_plan, outcomes)
         if outcomes and any(op.resolvers for op in config.operators.values()) and self.scheduler.running:
             # Prove the new zone at once: the next periodic pass may be minutes away.
-            self.scheduler.add_job(self.probe_pass, DateTrigger(run_date=datetime.now(UTC) + timedelta(seconds=1)),
-                                   args=["after-publish"], id="probe:after-publish", replace_existing=True)
+            with contextlib.suppress(Exception):  # the scheduler stopping under us
+                self.scheduler.add_job(self.probe_pass,
+                                       DateTrigger(run_date=datetime.now(UTC) + timedelta(seconds=1)),
+                                       args=["after-publish"], id="probe:after-publish", replace_existing=True)
         return not any(not o.published or (o.reload is not None and not o.reload.ok) for o in outcomes)
 
-    def _retry_reloads(self, plan: Plan, done: set[str]) -> list[OperatorOutcome]:
+    def _retry_reloads(self, plan: Plan, done: set[str], config: Config | None = None) -> list[OperatorOutcome]:
         """A zone on disk whose reload failed is reloaded again on every reconcile until it takes:
         with nothing else changing, no publish would ever ask again."""
         assert self.state is not None
+        config = config or self.config
         zones = self.state.zones()
         retried = []
         for op_plan in plan.operators:
@@ -510,14 +648,14 @@ class Daemon:
             record = zones.get(operator)
             if operator in done or record is None or record.in_effect:
                 continue
-            path = self.config.zones_dir / f"{operator}.rpz"
+            path = config.zones_dir / f"{operator}.rpz"
             meta = read_meta(path)
             if meta is None or (meta.serial, meta.checksum) != (record.serial, record.checksum):
                 continue
-            op = self.config.operators[operator]
-            result = run_reload(op, path, record.serial, self.config.reload_timeout)
+            op = config.operators[operator]
+            result = run_reload(op, path, record.serial, config.reload_timeout)
             if result.ok and op.resolvers and op.reload.kind != "none":
-                result = verify_served(op, record.serial, self.config.publish_verify_timeout, result)
+                result = verify_served(op, record.serial, config.publish_verify_timeout, result)
             self.state.mark_in_effect(operator, result.ok, result.message)
             self.audit.append("reload", {"operator": operator, "serial": record.serial, "ok": result.ok,
                                          "message": result.message, "argv": list(result.argv), "retry": True},
@@ -583,38 +721,35 @@ class Daemon:
             else:
                 log.info("zone published", extra={"operator": o.operator, "serial": o.serial, "reason": reason})
 
-    def _update(self, result: LoadResult, eff: Effective, plan: Plan, outcomes: list[OperatorOutcome],
-                now: datetime) -> None:
-        assert self.state is not None
-        zones = self.state.zones()
+    def _set_reasons(self, operator: str, reasons: list[str]) -> None:
+        """Why an operator (or, for "", loading the orders) is unhealthy now; /healthz says all."""
+        with self._health_lock:
+            self._reasons[operator] = reasons
+            self._compose_health()
+
+    def _compose_health(self) -> None:
+        """/healthz from each operator's last publish and the last load (lock held): each
+        publisher updates its own operator's part."""
         reasons: list[str] = []
-        failed_ops = {o.operator for o in outcomes if not o.published}
-        served: dict[str, int] = {}
-        for op_plan in plan.operators:
-            record = zones.get(op_plan.operator)
-            on_disk = read_meta(self.config.zones_dir / f"{op_plan.operator}.rpz")
-            if on_disk is not None:
-                served[op_plan.operator] = on_disk.serial
-            if op_plan.operator in failed_ops:
-                reasons.append(f"{op_plan.operator}: publish failed")
-            elif (record is not None and record.digest
-                  and file_digest(self.config.zones_dir / f"{op_plan.operator}.rpz", self.caches.files)[0]
-                  != record.digest):
-                reasons.append(f"{op_plan.operator}: zone file is not what was published")
-            elif on_disk is None or on_disk.checksum != op_plan.zone.checksum:
-                reasons.append(f"{op_plan.operator}: published zone is not current")
-            elif record is not None and record.checksum == on_disk.checksum and not record.in_effect:
-                reasons.append(f"{op_plan.operator}: reload failed: {record.reload_message}")
-        if not self.config.orders_dir.is_dir():
-            reasons.append(f"orders folder {display_path(self.config.orders_dir)} does not exist "
+        for operator in sorted(self.config.operators):
+            reasons += self._reasons.get(operator, [f"{operator}: not planned yet"])
+        reasons += self._reasons.get("", [])
+        flags = {**self._flags, "removals_held": {op: n for op, n in sorted(self._held.items())
+                                                   if n and op in self.config.operators}}
+        self.health = Health(not reasons, reasons, flags, self._last_done)
+
+    def _update_orders(self, load: _Load) -> None:
+        """Health and metrics of the orders themselves, at each load."""
+        result, eff, now = load.result, load.eff, load.now
+        reasons: list[str] = []
+        if not load.config.orders_dir.is_dir():
+            reasons.append(f"orders folder {display_path(load.config.orders_dir)} does not exist "
                            "(the last good versions stay in force)")
         orphaned = sorted(i for i, f in eff.flags.items() if f == FLAG_ORPHANED)
-        flags = {
-            "orders_invalid": sorted(result.invalid_files),
-            "orders_orphaned": orphaned,
-            "removals_held": {p.operator: len(p.held) for p in plan.operators if p.held},
-        }
-        self.health = Health(not reasons, reasons, flags, now)
+        with self._health_lock:
+            self._flags = {"orders_invalid": sorted(result.invalid_files), "orders_orphaned": orphaned}
+            self._reasons[""] = reasons
+            self._compose_health()
         s = self.snapshot
         with s.lock:
             statuses: dict[str, int] = {}
@@ -625,16 +760,40 @@ class Daemon:
             s.order_windows = {o.id: (o.start.timestamp(), o.end.timestamp()) for o in eff.orders.values()}
             s.orders_invalid = len(result.invalid_files)
             s.orders_orphaned = len(orphaned)
-            for op_plan in plan.operators:
-                op = op_plan.operator
-                s.zone_names[op], s.zone_records[op] = op_plan.zone.names, op_plan.zone.entries
-                if op in served:
-                    s.zone_serial[op] = served[op]
-                record = zones.get(op)
-                if record is not None:
-                    s.zone_publish_ts[op] = record.published_at.timestamp()
-                    s.zone_in_effect[op] = record.in_effect
-            s.removals_held = {p.operator: len(p.held) for p in plan.operators}
+            upcoming = next_transition(eff.orders.values(), now)
+            s.next_transition_ts = upcoming.timestamp() if upcoming else None
+
+    def _update(self, load: _Load, op_plan: OperatorPlan, outcomes: list[OperatorOutcome]) -> None:
+        """Health and metrics of one operator, after its publish."""
+        assert self.state is not None
+        config, op = load.config, op_plan.operator
+        record = self.state.zone(op)
+        path = config.zones_dir / f"{op}.rpz"
+        reasons: list[str] = []
+        on_disk = read_meta(path)
+        if any(o.operator == op and not o.published for o in outcomes):
+            reasons.append(f"{op}: publish failed")
+        elif record is not None and record.digest and file_digest(path, load.caches.files)[0] != record.digest:
+            reasons.append(f"{op}: zone file is not what was published")
+        elif on_disk is None or on_disk.checksum != op_plan.zone.checksum:
+            reasons.append(f"{op}: published zone is not current")
+        elif record is not None and record.checksum == on_disk.checksum and not record.in_effect:
+            reasons.append(f"{op}: reload failed: {record.reload_message}")
+        with self._health_lock:
+            self._reasons[op] = reasons
+            self._held[op] = len(op_plan.held)
+            if load.seq > self._orders_seq:  # what the probes expect: the newest orders published
+                self._orders_seq, self.orders = load.seq, dict(load.eff.orders)
+            self._compose_health()
+        s = self.snapshot
+        with s.lock:
+            s.zone_names[op], s.zone_records[op] = op_plan.zone.names, op_plan.zone.entries
+            if on_disk is not None:
+                s.zone_serial[op] = on_disk.serial
+            if record is not None:
+                s.zone_publish_ts[op] = record.published_at.timestamp()
+                s.zone_in_effect[op] = record.in_effect
+            s.removals_held[op] = len(op_plan.held)
             for o in outcomes:
                 s.publish_failures.setdefault(o.operator, 0)
                 s.reload_failures.setdefault(o.operator, 0)
@@ -642,8 +801,6 @@ class Daemon:
                     s.publish_failures[o.operator] += 1
                 elif o.reload is not None and not o.reload.ok:
                     s.reload_failures[o.operator] += 1
-            upcoming = next_transition(eff.orders.values(), now)
-            s.next_transition_ts = upcoming.timestamp() if upcoming else None
 
     # probes ------------------------------------------------------------------------------
     def probe_pass(self, reason: str) -> None:

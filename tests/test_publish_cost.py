@@ -10,9 +10,12 @@ number of comparisons the audit grouping and the flush lists make, as the zone d
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from blocker.audit import AuditLog
 from blocker.config import Config, load_config
@@ -133,6 +136,58 @@ def test_an_unrelated_lift_just_after_a_large_order_starts_is_on_time(env: Env) 
     lifted = [d for d in events(records, "entries-lifted") if d["order"] == "small"]
     assert [(d["operator"], d["names"], d["reasons"]) for d in lifted] == [("sfr", ["small.example", "*.small.example"],
                                                                              ["expired"])]
+
+
+SLOW_RELOAD = 5.0  # seconds orange's reload hook takes once the large order is in its zone
+
+
+@pytest.mark.parametrize("slow,other", [("orange", "sfr"), ("sfr", "orange")])
+def test_a_transition_on_another_operator_is_not_held_by_a_slow_publish(env: Env, slow: str,  # noqa: F811
+                                                                        other: str) -> None:
+    """A large order starts at T on one operator whose publish then takes 5 s (its reload hook
+    sleeps); at T+1 s an order on another operator lifts, and one on the busy operator lifts too.
+    The other operator's lift is in its zone within 1 s of its instant, while the slow reload
+    still runs (it was 4+ s late: every reconcile waited for the one before); the busy
+    operator's own lift comes right after its publish (its publisher plans it again); the trail
+    verifies; both zones end up right and /healthz is 200."""
+    hook = ["sh", "-c", f"if grep -q big.example {{zone_file}}; then sleep {SLOW_RELOAD:g}; fi"]
+    config = env.config({slow: {"reload": {"kind": "command", "command": hook}}, other: {}},
+                        reconcile=30, publish={"reload_timeout": 20})
+    start = whole_second(4)
+    lift = start + timedelta(seconds=1)
+    write_order(env.orders, "large", start, start + timedelta(days=30), [f"s{i}.big.example" for i in range(2000)],
+                operators=(slow,))
+    write_order(env.orders, "other", start - timedelta(days=1), lift, ["other.example"], operators=(other,))
+    write_order(env.orders, "same", start - timedelta(days=1), lift, ["same.example"], operators=(slow,))
+    daemon = env.start(config)
+    assert "other.example" in zone_owners(env.zone(other)) and "same.example" in zone_owners(env.zone(slow))
+    seen = wait_until(lambda: "other.example" not in zone_owners(env.zone(other)), lift.timestamp() + 30,
+                      "the lift on the other operator")
+    late = seen - lift.timestamp()
+    print(f"\n[latency] lift on {other} while {slow}'s publish takes {SLOW_RELOAD:g} s: {late:+.3f} s")
+    assert late < LATENESS_SLA, f"lift applied {late:.3f} s after its instant\n{daemon.log()}"
+    assert "s0.big.example" in zone_owners(env.zone(slow))  # the large order is written; its reload runs
+    assert time.time() < start.timestamp() + SLOW_RELOAD, "the slow publish was over before the lift"
+    done = wait_until(lambda: "same.example" not in zone_owners(env.zone(slow)),
+                      start.timestamp() + SLOW_RELOAD + 10, "the lift on the busy operator")
+    assert done >= start.timestamp() + SLOW_RELOAD - 0.5  # it waited for its operator's publish only
+    wait_until(lambda: daemon.health()[0] == 200, time.time() + 5, f"healthz 200 {daemon.health()}")
+    assert daemon.stop() == 0
+    records = verify_audit(env.state)
+    seq = {id(r): i for i, r in enumerate(records)}
+    lifted = [r for r in records if r["event"] == "entries-lifted"]
+    assert sorted((r["data"]["operator"], r["data"]["order"], r["data"]["reasons"]) for r in lifted) == sorted(
+        [(other, "other", ["expired"]), (slow, "same", ["expired"])])
+    big = next(r for r in records if r["event"] == "entries-activated" and r["data"]["order"] == "large")
+    slow_reload = next(r for r in records if r["event"] == "reload" and r["data"]["operator"] == slow
+                       and r["data"]["serial"] == big["data"]["serial"])
+    other_lift = next(r for r in lifted if r["data"]["operator"] == other)
+    assert seq[id(big)] < seq[id(other_lift)] < seq[id(slow_reload)], "the lift waited for the slow reload"
+    assert slow_reload["data"]["ok"] and all(d["ok"] for d in events(records, "reload"))
+    assert records[-1]["event"] == "daemon-stop"
+    assert zone_owners(env.zone(other)) == set()
+    assert zone_owners(env.zone(slow)) == {f"{p}s{i}.big.example" for i in range(2000) for p in ("", "*.")}
+    assert "Traceback" not in daemon.log() and "reconcile failed" not in daemon.log()
 
 
 # --- scaling: work counted, not timed ----------------------------------------------------------
