@@ -187,6 +187,7 @@ class Daemon:
         self._probe_lock = threading.Lock()
         self._probe_cache = PolicyCache()
         self._verdicts: dict[tuple[str, str, str, str, str], str] = {}
+        self._watch_error = ""  # the zone watch's last failure, logged once
         self._zone_marks: dict[str, tuple[Any, ...]] = {}  # operator -> the damaged zone file last seen
 
     # lifecycle -----------------------------------------------------------------------------
@@ -384,8 +385,14 @@ class Daemon:
         # Not an operator a reconcile is publishing: between its write of a zone and its record of
         # the digest, the file is new and the state not yet. The others are claimed meanwhile.
         free = self._claim(sorted(self.config.operators), mark=False)
+        changed: list[str] = []
         try:
             changed = self._damaged_zones(free)
+            self._watch_error = ""
+        except Exception as exc:  # a corrupt state row, say: logged once (each tick would flood), the
+            if repr(exc) != self._watch_error:  # reconcile's own failure keeps /healthz at 503
+                self._watch_error = repr(exc)
+                self._log_exception("zone watch failed", exc)
         finally:
             marked = [op for op in free if self._release(op)]
         if changed or marked:  # /healthz says what the reconcile finds: restored, or why not (503)
