@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -45,7 +46,7 @@ from blocker.legaltime import fmt_instant
 from blocker.metrics import Snapshot, observe_reconcile, registry_for, render
 from blocker.orders import LoadResult, Order, OrderCache, load_orders, stat_signature
 from blocker.plan import Caches, OperatorPlan, Plan, compute_plan, file_digest
-from blocker.policy import PolicyCache, ZoneEntries, desired, next_transition
+from blocker.policy import PolicyCache, ZoneEntries, desired, next_transition, orders_in_force
 from blocker.probe import Check, CheckResult, probe_sync, prove, read_lane_canaries, served_throughout
 from blocker.publish import remove_stale_temps, run_reload
 from blocker.reconcile import (
@@ -157,11 +158,10 @@ class Daemon:
         self.invalid_seen: dict[str, tuple[str, ...]] = {}
         self.scheduled: dict[str, datetime] = {}
         self.folder_signature: tuple[Any, ...] | None = None
-        # Loading the orders (and recording their versions) is one at a time; planning is one at a
-        # time (the caches are shared); publishing is one at a time per operator: `_busy` holds
-        # the operators a publisher has claimed, `_pending` those another reconcile found busy.
+        # Loading the orders (and recording their versions) is one at a time; planning and
+        # publishing are one at a time per operator: `_busy` holds the operators a publisher has
+        # claimed, `_pending` those another reconcile found busy.
         self._load_lock = threading.Lock()
-        self._plan_lock = threading.Lock()
         self._claims = threading.Condition()
         self._busy: set[str] = set()
         self._pending: set[str] = set()
@@ -558,26 +558,60 @@ class Daemon:
         return load
 
     def _publish_claimed(self, load: _Load, reason: str) -> bool:
-        """Plan the claimed operators together (one plan at a time: the caches are shared, and
-        operators with the same content share one diff), then publish each in its own thread."""
+        """Plan and publish the claimed operators, each group of operators with the same orders
+        in force in a thread of its own: a group plans together (one diff, one content, one
+        rendering shared, as a full plan does), and no group waits for another's plan (a large
+        order's takes seconds). Each operator of a group then publishes in a thread of its own."""
         if not load.claimed:
             return True  # every operator is being published: their publishers plan them again
-        plan = self._plan(load, load.claimed, reason)
-        if len(plan.operators) == 1:
-            load.claimed = []  # released by its publisher
-            return self._publish_operator(load, plan, plan.operators[0], reason)
-        results: dict[str, bool] = {}
+        groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+        for operator in load.claimed:
+            key = tuple((o.id, o.digest) for o in orders_in_force(load.eff.orders.values(), operator, load.now))
+            groups.setdefault(key, []).append(operator)
+        return self._in_threads([(self._plan_and_publish, (load, ops, reason), ops) for ops in groups.values()],
+                                load)
+
+    def _in_threads(self, calls: list[tuple[Any, tuple[Any, ...], list[str]]], load: _Load) -> bool:
+        """Run each call (function, arguments, the claimed operators it releases) in a thread of
+        its own, the last one in this one; whether all succeeded."""
+        results: list[bool] = []
         threads = []
-        for op_plan in plan.operators:
-            def work(op_plan: OperatorPlan = op_plan) -> None:
-                results[op_plan.operator] = self._publish_operator(load, plan, op_plan, reason)
-            thread = threading.Thread(target=work, name=f"publish:{op_plan.operator}", daemon=True)
+        for function, args, operators in calls[:-1]:
+            def work(function: Any = function, args: tuple[Any, ...] = args) -> None:
+                results.append(function(*args))
+            thread = threading.Thread(target=work, name=f"publish:{','.join(operators)}", daemon=True)
             thread.start()
-            load.claimed.remove(op_plan.operator)  # released by its publisher
+            for operator in operators:
+                load.claimed.remove(operator)  # released by the thread
             threads.append(thread)
+        function, args, operators = calls[-1]
+        for operator in operators:
+            load.claimed.remove(operator)
+        results.append(function(*args))
         for thread in threads:
             thread.join()
-        return len(results) == len(threads) and all(results.values())
+        return len(results) == len(calls) and all(results)
+
+    def _plan_and_publish(self, load: _Load, operators: list[str], reason: str) -> bool:
+        try:
+            plan = self._plan(load, operators, reason)
+        except BaseException as exc:
+            for operator in operators:
+                self._release(operator)
+            if isinstance(exc, AuditWriteError):
+                self._audit_failed(exc)
+            elif isinstance(exc, Exception):
+                self._reconcile_failed(exc, reason)
+            else:
+                raise
+            return False
+        mine = _Load(load.seq, load.config, load.caches, load.result, load.eff, load.now, list(operators))
+        try:
+            return self._in_threads([(self._publish_operator, (load, plan, op_plan, reason), [op_plan.operator])
+                                     for op_plan in plan.operators], mine)
+        finally:
+            for operator in mine.claimed:  # never handed to a publisher (no thread could start)
+                self._release(operator)
 
     def _plan(self, load: _Load, operators: list[str], reason: str) -> Plan:
         assert self.state is not None
@@ -591,10 +625,13 @@ class Daemon:
             record = zones.get(operator)
             if remembered is not None and record is not None and record.checksum == remembered[0]:
                 previous[operator] = remembered[1]
-        with self._plan_lock:
-            plan = compute_plan(load.eff.orders, load.now, config, config.zones_dir, operators=operators,
-                                caches=load.caches, previous=previous or None,
-                                last_publish={op: z.published_at for op, z in zones.items()}, state=self.state)
+        # No lock: plans of different operators run at once, sharing the caches (each entry is
+        # checked by identity before use; one dropped by another plan costs a recomputation),
+        # each with its own memo of diffs (it lives for one plan).
+        caches = dataclasses.replace(load.caches, diffs={})
+        plan = compute_plan(load.eff.orders, load.now, config, config.zones_dir, operators=operators,
+                            caches=caches, previous=previous or None,
+                            last_publish={op: z.published_at for op, z in zones.items()}, state=self.state)
         for warning in plan.warnings:
             log.warning("zone file", extra={"problem": warning})
         for op_plan in plan.operators:

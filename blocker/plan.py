@@ -499,5 +499,5 @@ def compute_plan(orders: Mapping[str, Order], at: datetime, config: Config, zone
     # zones for nothing.
     for p in plans:
         caches.used[p.operator] = p.zone
-    prune_renderings(caches.render, list(caches.used.values()))
+    prune_renderings(caches.render, list(caches.used.values()))  # a snapshot: plans run at once
     return Plan(at, plans, dict(orders), warnings)

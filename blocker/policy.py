@@ -361,7 +361,7 @@ class PolicyCache:
 
     def get(self, operator: str, active: list[Order]) -> ZoneContent:
         key = tuple((o.id, o.digest) for o in active)
-        for content in self.last.values():
+        for content in list(self.last.values()):  # a snapshot: the daemon plans operators at once
             if content.key == key:
                 self.last[operator] = content
                 return content

@@ -264,7 +264,7 @@ def _patch_base(content: ZoneContent, templates: dict[str, tuple[str, ...]],
     base = content.patched_from() if content.patched_from is not None else None
     if base is None or content.touched is None or len(content.touched) > max(1000, len(content.owners) // 64):
         return None
-    for key, zone in cache.items():
+    for key, zone in list(cache.items()):  # a snapshot: the daemon renders operators at once
         if zone.content is base and all(templates[action] == records for action, records in key[2]):
             return zone
     return None
@@ -300,8 +300,8 @@ def prune_renderings(cache: dict[tuple[Any, ...], RenderedZone], keep: Iterable[
     """Drop the cached renderings no zone in `keep` uses (each holds a whole zone): what a plan
     uses is what the next plan patches."""
     wanted = {id(zone.content) for zone in keep if zone.content is not None}
-    for key in [k for k, zone in cache.items() if id(zone.content) not in wanted]:
-        del cache[key]
+    for key in [k for k, zone in list(cache.items()) if id(zone.content) not in wanted]:
+        cache.pop(key, None)  # (another thread may have dropped it: the daemon plans operators at once)
 
 
 def header(zone: RenderedZone, serial: int, config: Config) -> bytes:
