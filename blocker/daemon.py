@@ -3,6 +3,8 @@
 Each reconcile recomputes the whole desired state from the orders and publishes what
 differs; scheduled jobs at each order's start and lift instant only decide *when* to
 reconcile, never *what*. A periodic reconcile and a poll of the orders folder back them up.
+Operators are planned and published in threads of their own (one publisher per operator at a
+time), so one operator's long publish never makes another's transition late.
 """
 
 from __future__ import annotations

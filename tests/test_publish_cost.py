@@ -10,6 +10,7 @@ number of comparisons the audit grouping and the flush lists make, as the zone d
 from __future__ import annotations
 
 import json
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -188,6 +189,74 @@ def test_a_transition_on_another_operator_is_not_held_by_a_slow_publish(env: Env
     assert zone_owners(env.zone(other)) == set()
     assert zone_owners(env.zone(slow)) == {f"{p}s{i}.big.example" for i in range(2000) for p in ("", "*.")}
     assert "Traceback" not in daemon.log() and "reconcile failed" not in daemon.log()
+
+
+def test_sighup_with_a_new_operator_during_a_slow_publish_and_stop_waits_for_it(env: Env) -> None:  # noqa: F811
+    """While orange's publish takes 5 s, a SIGHUP brings a config with one more operator: its
+    zone is published at once (orange's publisher keeps the config it started with); a SIGTERM
+    then waits for orange's publish to finish, and the trail ends with it, then daemon-stop."""
+    hook = ["sh", "-c", f"if grep -q big.example {{zone_file}}; then sleep {SLOW_RELOAD:g}; fi"]
+    slow = {"orange": {"reload": {"kind": "command", "command": hook}}}
+    config = env.config(slow, reconcile=30, publish={"reload_timeout": 20})
+    write_order(env.orders, "both", whole_second(-3600), whole_second(3600), ["both.example"],
+                operators=("orange", "sfr"))
+    daemon = env.start(config)
+    assert not env.zone("sfr").exists()
+    write_order(env.orders, "large", whole_second(-60), whole_second(3600), ["s1.big.example", "s2.big.example"])
+    written = wait_until(lambda: "s1.big.example" in zone_owners(env.zone()), time.time() + 5, "orange written")
+    env.config({**slow, "sfr": {}}, reconcile=30, publish={"reload_timeout": 20})
+    sent = time.time()
+    daemon.send(signal.SIGHUP)
+    seen = wait_until(lambda: "both.example" in zone_owners(env.zone("sfr")), sent + 5, "sfr published")
+    assert seen - sent < LATENESS_SLA, f"sfr published {seen - sent:.3f} s after SIGHUP\n{daemon.log()}"
+    assert seen < written + SLOW_RELOAD - 1, "orange's slow reload was over before sfr was published"
+    assert daemon.stop(timeout=15) == 0
+    assert time.time() >= written + SLOW_RELOAD - 0.5  # the stop waited for orange's reload
+    records = verify_audit(env.state)
+    assert records[-1]["event"] == "daemon-stop"
+    reloads = events(records, "reload")
+    assert all(d["ok"] for d in reloads) and {d["operator"] for d in reloads} == {"orange", "sfr"}
+    orange = [d for d in events(records, "zone-published") if d["operator"] == "orange"][-1]
+    assert [d["serial"] for d in reloads if d["operator"] == "orange"][-1] == orange["serial"]
+    assert "Traceback" not in daemon.log() and "reconcile failed" not in daemon.log()
+
+
+def test_the_shared_publish_lock_is_held_once_for_the_threads_and_excludes_another_process(tmp_path: Path) -> None:
+    """Threads of the daemon publishing different operators are inside at once; `blocker apply`
+    in another process waits until the last of them is out."""
+    import subprocess
+    import sys
+    import threading
+
+    from blocker.reconcile import shared_publish_lock
+
+    probe = ("import sys; from pathlib import Path; from blocker.reconcile import publish_lock\n"
+             "from blocker.publish import PublishError\n"
+             "try:\n    with publish_lock(Path(sys.argv[1]), timeout=0.3): print('locked')\n"
+             "except PublishError: print('refused')\n")
+
+    def other_process() -> str:
+        return subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+
+    inside, go = threading.Barrier(3), threading.Event()
+
+    def publisher() -> None:
+        with shared_publish_lock(tmp_path):
+            inside.wait(5)  # all three at once: no thread excludes another
+            go.wait(10)
+
+    threads = [threading.Thread(target=publisher) for _ in range(2)]
+    for t in threads:
+        t.start()
+    with shared_publish_lock(tmp_path):
+        inside.wait(5)
+        assert other_process() == "refused"
+        go.set()
+        for t in threads:
+            t.join(10)
+        assert other_process() == "refused"  # this thread is still inside
+    assert other_process() == "locked"
 
 
 # --- scaling: work counted, not timed ----------------------------------------------------------
