@@ -193,13 +193,13 @@ def _patch_order(ordered: list[str], removed: Iterable[str], added: Iterable[str
     out: list[str] = []
     at = 0
     for pos, kind, owner in cuts:
-        out.extend(islice(ordered, at, pos))
+        out.extend(ordered[at:pos])  # a slice, not islice: that walks the list from its start each time
         if kind:
             at = pos + 1
         else:
             out.append(owner)  # type: ignore[arg-type]
             at = pos
-    out.extend(islice(ordered, at, None))
+    out.extend(ordered[at:])
     return out
 
 

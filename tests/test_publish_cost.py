@@ -349,3 +349,24 @@ def test_the_fsyncs_of_a_first_publish_do_not_grow_with_the_orders(tmp_path: Pat
         state.close()
         counted.append(calls[0])
     assert counted[0] == counted[1], counted
+
+
+def test_patching_the_owner_order_reads_the_list_once_not_once_per_change() -> None:
+    """A large order added to a large zone (100k owners into 1M) patches the canonical order by
+    a binary search per owner and one pass of slices: `islice` from the start for each cut made
+    it quadratic (the daemon's 100k-target order on a 1M-name zone had not been planned after
+    minutes)."""
+    import math
+
+    from blocker.policy import _patch_order, sort_key
+
+    for size, changes in ((4000, 400), (8000, 800), (16000, 1600)):
+        ordered = sorted((f"n{i}.example" for i in range(size)), key=sort_key)
+        added = [f"n{i}x.example" for i in range(0, size, size // changes)]
+        removed = ordered[1::size // changes][: changes // 2]
+        counted = CountingList(ordered)
+        CountingList.reads = 0
+        out = _patch_order(counted, removed, added)
+        assert out == sorted((set(ordered) - set(removed)) | set(added), key=sort_key)
+        cuts = len(added) + len(removed)
+        assert CountingList.reads <= cuts * (2 * math.log2(size) + 4), (size, CountingList.reads)
