@@ -339,7 +339,11 @@ class Daemon:
                                    args=["periodic"], id="probe:periodic", replace_existing=True)
 
     def watch(self) -> None:
-        signature = stat_signature(self.config.orders_dir)
+        try:
+            signature = stat_signature(self.config.orders_dir)
+        except Exception as exc:  # a job must never end in APScheduler's own traceback
+            self._log_exception("orders watch failed", exc)
+            return
         if signature != self.folder_signature:
             self.reconcile("orders-changed")
 
@@ -353,6 +357,9 @@ class Daemon:
             return
         try:
             changed = self._damaged_zones()
+        except Exception as exc:  # a corrupt state row: logged once per tick, one line, never a traceback
+            self._log_exception("zone watch failed", exc)
+            return
         finally:
             self._reconcile_lock.release()
         if changed:  # /healthz says what the reconcile finds: restored, or why not (503)
