@@ -376,7 +376,11 @@ class Daemon:
                                    args=["periodic"], id="probe:periodic", replace_existing=True)
 
     def watch(self) -> None:
-        signature = stat_signature(self.config.orders_dir)
+        try:
+            signature = stat_signature(self.config.orders_dir)
+        except Exception as exc:  # a job must never end in APScheduler's own traceback
+            self._log_exception("orders watch failed", exc)
+            return
         if signature != self.folder_signature:
             self.reconcile("orders-changed")
 

@@ -71,6 +71,9 @@ class OrderError:
     field: str
     message: str
     line: int | None = None
+    # True when `path` is already display_path's escaped form (a name that is not UTF-8 cannot
+    # be kept as it is: JSON, SQLite and the audit trail need text), so str() shows it once.
+    path_escaped: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         # Bounded once, here: to_json, str() and every copy are then small too.
@@ -79,7 +82,8 @@ class OrderError:
 
     def __str__(self) -> str:
         where = f" (line {self.line})" if self.line else ""
-        return (f"{printable(self.path, _MAX_PATH)}: {printable(self.field, _MAX_FIELD)}: "
+        path = _cut(self.path, _MAX_PATH) if self.path_escaped else printable(self.path, _MAX_PATH)
+        return (f"{path}: {printable(self.field, _MAX_FIELD)}: "
                 f"{printable(self.message, _MAX_MESSAGE)}{where}")
 
     def to_json(self) -> dict[str, Any]:
@@ -530,7 +534,7 @@ def _refusal(folder: Path, entry: os.DirEntry[str]) -> tuple[str, OrderError | N
     if _undecodable(entry.name) or _undecodable(str(folder)):
         key = display_path(folder / entry.name)
         return key, OrderError(key, "(file)", "file name is not valid UTF-8: rename the file "
-                               "(its name is shown with the undecodable bytes escaped)"), None
+                               "(its name is shown with the undecodable bytes escaped)", path_escaped=True), None
     key = str(folder / entry.name)
     try:
         st = entry.stat()  # follows a link
@@ -766,7 +770,8 @@ def load_orders(folder: Path, config: Config, cache: OrderCache | None = None, *
     """
     result = LoadResult()
     if not folder.is_dir():
-        result.errors.append(OrderError(display_path(folder), "(folder)", "orders folder does not exist"))
+        result.errors.append(OrderError(display_path(folder), "(folder)", "orders folder does not exist",
+                                        path_escaped=True))
         return result
     items: list[Order | list[OrderError]] = []  # per file, in path order
     paths: list[str] = []

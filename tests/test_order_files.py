@@ -314,14 +314,15 @@ def _crash_file(stderr: str) -> Path:
 
 def test_an_internal_error_exits_70_naming_the_file_with_the_traceback(work: Path) -> None:
     (work / "state").mkdir()
-    (work / "state" / "state.sqlite3").mkdir()  # a real fault: the database is a folder
+    # A real fault: the database is not one (a folder is "cannot be written", exit 5, instead).
+    (work / "state" / "state.sqlite3").write_bytes(b"not a database\n" * 512)
     proc = blocker("apply", cwd=work)
     assert proc.returncode == 70
     crash = _crash_file(proc.stderr)
     assert crash.parent == work / "state" / "log" and crash.name.startswith("crash-")
     assert crash.suffix == ".log" and re.fullmatch(r"crash-\d{8}T\d{6}\.\d{6}Z-\d+\.log", crash.name)
     text = crash.read_text()
-    assert "Traceback (most recent call last)" in text and "sqlite3.OperationalError" in text
+    assert "Traceback (most recent call last)" in text and "sqlite3.DatabaseError" in text
     assert "blocker apply" in text and (crash.stat().st_mode & 0o777) == 0o600
 
 
@@ -338,7 +339,7 @@ def test_a_corrupt_database_is_an_internal_error_with_a_crash_file(work: Path) -
 
 def test_the_crash_file_falls_back_to_the_temp_folder(work: Path) -> None:
     (work / "state").mkdir()
-    (work / "state" / "state.sqlite3").mkdir()
+    (work / "state" / "state.sqlite3").write_bytes(b"not a database\n" * 512)
     (work / "state" / "log").write_text("not a folder")  # the crash folder cannot be made
     proc = blocker("apply", cwd=work)
     assert proc.returncode == 70
@@ -407,3 +408,11 @@ def test_a_fifo_swapped_in_before_the_version_is_stored_does_not_hang_the_reconc
     worker.join(10)
     assert done, "the reconcile blocked opening a FIFO"
     assert state.last_good() == {}  # not stored: the next reconcile sees the FIFO and refuses it
+
+
+def test_a_state_database_that_cannot_be_opened_is_exit_5_in_one_line(work: Path) -> None:
+    (work / "state").mkdir()
+    (work / "state" / "state.sqlite3").mkdir()  # cannot be opened, as on a read-only or full disk
+    proc = blocker("apply", cwd=work)
+    assert proc.returncode == 5 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "state cannot be written" in proc.stderr and "Traceback" not in proc.stderr
