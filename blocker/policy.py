@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from itertools import compress, islice, repeat
+from itertools import compress, repeat
 from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
@@ -124,7 +124,7 @@ def _fold_range(entries: ZoneEntries, ordered: list[str], start: int, stop: int,
                 folded: dict[str, Entry]) -> None:
     """The wildcard folding pass over `ordered[start:stop]`, a range no outer wildcard covers."""
     stack: list[tuple[str, Entry]] = []  # (".apex", wildcard entry), innermost last
-    for owner in islice(ordered, start, stop):
+    for owner in ordered[start:stop]:  # a slice: islice would walk the list from its start
         while stack and not owner.endswith(stack[-1][0]):
             stack.pop()
         if stack:
@@ -275,7 +275,7 @@ def _patch(active: list[Order], key: tuple[tuple[str, str], ...], prev: ZoneCont
             prefix = sort_key(owner[2:]) + "\x00"
             lo = bisect_left(ordered, prefix, key=sort_key)
             hi = bisect_left(ordered, prefix[:-1] + "\x01", lo=lo, key=sort_key)
-            refold.update(islice(ordered, lo, hi))
+            refold.update(ordered[lo:hi])  # a slice: islice walked from the start for each wildcard
     entries = dict(prev.entries)
     unfolded = dict(prev.unfolded)  # type: ignore[arg-type]
     for owner in removed:
