@@ -642,7 +642,11 @@ def test_healthz_503_while_the_zones_dir_cannot_be_written(env: Env) -> None:
     health = json.loads(body)
     assert health["status"] == "unhealthy"
     assert any("orange" in r and "publish failed" in r for r in health["reasons"]), health
-    assert daemon.metric("blocker_publish_failures_total", operator="orange") == 1
+    # The order change failed to publish; the zone watch, finding the zone gone, tries once more
+    # (it does not retry a failed rewrite every tick).
+    assert daemon.metric("blocker_publish_failures_total", operator="orange") in (1, 2)
+    time.sleep(2.5)  # two and a half watch ticks
+    assert daemon.metric("blocker_publish_failures_total", operator="orange") <= 2
     assert "publish failed" in daemon.log()
     assert daemon.proc.poll() is None
 
