@@ -26,7 +26,7 @@ from blocker import cli
 from blocker.audit import AuditLog, checked_lines, concerns, current_actor, verify_live
 from blocker.config import Config
 from blocker.legaltime import fmt_instant, zone
-from blocker.orders import Order, parse_order
+from blocker.orders import Order, parse_order, read_order_file
 from blocker.reconcile import Effective, effective_orders
 from blocker.report import (
     Expiring,
@@ -44,6 +44,7 @@ from blocker.report import (
 from blocker.safeio import STDOUT, OutputError, check_output, check_output_dir, write_output
 from blocker.state import State
 from blocker.textsafe import display_path, printable
+from blocker.yamlio import YamlError
 
 WINDOW_RE = re.compile(r"\s*(\d{1,5})\s*(h|hours?|d|days?|w|weeks?)\s*\Z", re.IGNORECASE)
 UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
@@ -441,9 +442,9 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
             raise cli.CliError(f"unknown order {args.order_id!r}: not in the orders folder nor in {state_dir}")
         facts = _facts(Effective({order.id: order}, eff.flags), state, state_dir, at, with_audit=True)
         row = build_row(order, facts, at)
-        try:
-            current = Path(order.path).read_bytes()
-        except OSError:
+        try:  # never blocks: a FIFO put in the order's place is no order file
+            current = read_order_file(Path(order.path))
+        except (OSError, YamlError):
             current = None
         audit = AuditLog(state_dir)
         actor = current_actor()

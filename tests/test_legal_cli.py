@@ -399,3 +399,13 @@ def test_evidence_refuses_a_used_folder_and_unknown_orders_and_falls_back_to_the
     listing = json.loads((copy / "p2" / "order" / "versions.json").read_text())
     assert [v["file"] for v in listing] == ["order/current-echo.yaml"]
     assert listing[0]["note"] == "never applied: the current file"
+
+
+def test_evidence_with_a_fifo_in_the_orders_place_does_not_hang(copy: Path) -> None:
+    # The order stays in force from the state; its file is now a FIFO nobody writes to.
+    (copy / "orders" / "alpha.yaml").unlink()
+    os.mkfifo(copy / "orders" / "alpha.yaml")
+    proc = blocker("evidence", "alpha", "--out", "pack", "--orders", "orders", "--state-dir", "state", "--at", T,
+                   cwd=copy)
+    assert proc.returncode in (0, 1), proc.stderr  # 1: the folder holds an invalid file, said on stderr
+    assert (copy / "pack" / "MANIFEST.sha256").is_file()
