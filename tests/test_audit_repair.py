@@ -508,14 +508,6 @@ def _verify_dir(state: Path) -> subprocess.CompletedProcess[str]:
                           timeout=60, stdin=subprocess.DEVNULL, cwd=state)
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    environment = Env(tmp_path)
-    try:
-        yield environment
-    finally:
-        for daemon in environment.daemons:
-            daemon.kill()
 
 
 def test_a_daemon_starts_on_a_truncated_trail_repairs_it_and_publishes(env: Env) -> None:

@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -292,14 +292,6 @@ class Env:
                               stdin=subprocess.DEVNULL)
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    environment = Env(tmp_path)
-    try:
-        yield environment
-    finally:
-        for daemon in environment.daemons:
-            daemon.kill()
 
 
 def report(what: str, seconds: float) -> None:

@@ -16,7 +16,7 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,13 +40,8 @@ RESTORE_WITHIN = TICK + 2.0  # a tick, then a reconcile and a write, on a loaded
 
 
 @pytest.fixture
-def tenv(tmp_path: Path) -> Iterator[Env]:
-    environment = Env(tmp_path)
-    try:
-        yield environment
-    finally:
-        for daemon in environment.daemons:
-            daemon.kill()
+def tenv(env: Env) -> Env:
+    return env
 
 
 def state_digest(state: Path, operator: str = "orange") -> str:

@@ -18,10 +18,7 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.test_daemon import (
     BLOCKER,
@@ -32,17 +29,6 @@ from tests.test_daemon import (
     write_order,
     zone_owners,
 )
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    environment = Env(tmp_path)
-    try:
-        yield environment
-    finally:
-        for daemon in environment.daemons:
-            daemon.kill()
-
 
 ZONE_TEMP = re.compile(r"\.orange\.rpz\.[a-z0-9_]{8}\.tmp\Z")
 

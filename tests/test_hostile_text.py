@@ -21,7 +21,7 @@ import pytest
 from blocker.config import load_config
 from blocker.orders import MAX_URL, TEXT_LIMITS, OrderError, parse_order
 from blocker.textsafe import MAX_LINE
-from tests.test_daemon import Env, env  # noqa: F401 - the fixture
+from tests.test_daemon import Env
 
 BIN = Path(sys.executable).parent / "blocker"
 FORGED = "FORGED: ok (evil, 1 targets)"
@@ -125,7 +125,7 @@ def test_every_output_escapes_hostile_text_in_every_field(root: Path) -> None:
     assert "\\u202e" in outputs["report html"].stdout and "&lt;" not in HOSTILE
 
 
-def test_the_daemons_plain_log_and_its_audit_records_escape_hostile_text(env: Env) -> None:  # noqa: F811
+def test_the_daemons_plain_log_and_its_audit_records_escape_hostile_text(env: Env) -> None:
     (env.orders / NAME).write_text(VALID, encoding="utf-8")
     (env.orders / BAD_NAME).write_text(INVALID, encoding="utf-8")
     daemon = env.start(extra=("--log-format", "plain"))

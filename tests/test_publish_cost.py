@@ -24,9 +24,8 @@ from blocker.orders import load_orders
 from blocker.plan import Change, compute_plan
 from blocker.reconcile import _change_groups, effective_orders, publish_plan
 from blocker.state import State
-from tests.test_daemon import (  # noqa: F401 - env is a fixture
+from tests.test_daemon import (
     Env,
-    env,
     events,
     verify_audit,
     wait_until,
@@ -115,7 +114,7 @@ def test_the_audit_records_of_a_publish_history_are_those_written_before(tmp_pat
 LATENESS_SLA = 1.0  # seconds after its instant by which an unrelated lift must be in its zone
 
 
-def test_an_unrelated_lift_just_after_a_large_order_starts_is_on_time(env: Env) -> None:  # noqa: F811
+def test_an_unrelated_lift_just_after_a_large_order_starts_is_on_time(env: Env) -> None:
     """A 20,000-target order starts at T on orange; an order on sfr lifts at T+3 s. The lift
     must be in sfr's zone within 1 s of its instant (it was 62.8 s late at 16k targets)."""
     config = env.config({"orange": {}, "sfr": {}}, reconcile=30)
@@ -143,7 +142,7 @@ SLOW_RELOAD = 5.0  # seconds orange's reload hook takes once the large order is 
 
 
 @pytest.mark.parametrize("slow,other", [("orange", "sfr"), ("sfr", "orange")])
-def test_a_transition_on_another_operator_is_not_held_by_a_slow_publish(env: Env, slow: str,  # noqa: F811
+def test_a_transition_on_another_operator_is_not_held_by_a_slow_publish(env: Env, slow: str,
                                                                         other: str) -> None:
     """A large order starts at T on one operator whose publish then takes 5 s (its reload hook
     sleeps); at T+1 s an order on another operator lifts, and one on the busy operator lifts too.
@@ -191,7 +190,7 @@ def test_a_transition_on_another_operator_is_not_held_by_a_slow_publish(env: Env
     assert "Traceback" not in daemon.log() and "reconcile failed" not in daemon.log()
 
 
-def test_sighup_with_a_new_operator_during_a_slow_publish_and_stop_waits_for_it(env: Env) -> None:  # noqa: F811
+def test_sighup_with_a_new_operator_during_a_slow_publish_and_stop_waits_for_it(env: Env) -> None:
     """While orange's publish takes 5 s, a SIGHUP brings a config with one more operator: its
     zone is published at once (orange's publisher keeps the config it started with); a SIGTERM
     then waits for orange's publish to finish, and the trail ends with it, then daemon-stop."""
