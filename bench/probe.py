@@ -4,7 +4,7 @@ Why: a pass over a large operator's names must finish between two publishes; the
 dnsperf at ~130,000 q/s here and set the engine's floor at 13,000 verified checks/s (aim: half of
 dnsperf). This script builds an N-name RPZ (every name `CNAME .`, i.e. NXDOMAIN) and a test zone
 with a wildcard (so an unblocked name would resolve), starts Unbound on a free loopback port with
-both (auth-zone for upstream + rpz), runs blocker.probe over every name expecting "blocked", then
+both (auth-zone for upstream + rpz), runs blocker.probe.engine over every name expecting "blocked", then
 runs dnsperf with the same names for a few seconds, and prints both rates and their ratio.
 
 Run: .venv/bin/python bench/probe.py [--names 100000] [--dnsperf-seconds 10]
@@ -34,7 +34,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from blocker.probe import Check, ResolverTarget, Signature, exit_code, probe
+from blocker.probe.engine import Check, ResolverTarget, Signature, exit_code, probe
 
 ORIGIN = "bench.rpz.blocker."
 TEST_ZONE = "example.gg."

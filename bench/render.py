@@ -31,10 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from blocker.config import load_config  # noqa: E402
-from blocker.orders import OrderCache, load_orders  # noqa: E402
-from blocker.plan import Caches, compute_plan  # noqa: E402
-from blocker.reconcile import publish_plan  # noqa: E402
+from blocker.config.model import load_config  # noqa: E402
+from blocker.orders.model import OrderCache, load_orders  # noqa: E402
+from blocker.publish.plan import Caches, compute_plan  # noqa: E402
+from blocker.publish.reconcile import publish_plan  # noqa: E402
 
 AT = "2026-12-15T12:00:00+01:00"
 TARGET_A_RATIO, TARGET_A_MB, TARGET_B_S, TARGET_C_RATIO = 2.0, 600, 3.0, 20.0
@@ -225,9 +225,9 @@ def naive_baseline(names: int, out: Path) -> tuple[float, float]:
 def ours_at(names: int, out: Path) -> float:
     """blocker's path for the same names as the baseline (orders in memory, as the baseline's
     names are): policy, render, header and canary, written to a file."""
-    from blocker.orders import Order, parse_order
-    from blocker.policy import desired
-    from blocker.rpz import render_body
+    from blocker.orders.model import Order, parse_order
+    from blocker.policy.compute import desired
+    from blocker.zone.rpz import render_body
 
     config = load_config(None)
     at = datetime.fromisoformat(AT).astimezone(UTC)

@@ -1,5 +1,5 @@
 import sys
 
-from blocker.cli import main
+from blocker.cli.main import main
 
 sys.exit(main())

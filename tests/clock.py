@@ -2,7 +2,7 @@
 
 `apply --at` far from the clock is refused without --force, and what apply records carries the
 wall-clock instant. Tests that build a history at fixed instants (orders of 2030, 2091) run
-`apply` in-process with the clock of `blocker.cli`, `blocker.reconcile` and `blocker.audit` set
+`apply` in-process with the clock of `blocker.cli.main`, `blocker.publish.reconcile` and `blocker.record.audit` set
 to that instant: the records are then those of an apply really run at that instant.
 """
 
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-import blocker.audit
-import blocker.cli
-import blocker.reconcile
-from blocker.cli import main
+import blocker.cli.main
+import blocker.publish.reconcile
+import blocker.record.audit
+from blocker.cli.main import main
 
 
 def _frozen(instant: datetime) -> type[datetime]:
@@ -38,7 +38,7 @@ def _frozen(instant: datetime) -> type[datetime]:
 def wall_clock_at(instant: datetime) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         frozen = _frozen(instant)
-        for module in (blocker.cli, blocker.reconcile, blocker.audit):
+        for module in (blocker.cli.main, blocker.publish.reconcile, blocker.record.audit):
             mp.setattr(module, "datetime", frozen)
         yield
 
@@ -65,7 +65,7 @@ def run_at(instant: datetime | None, argv: list[str], cwd: Path | None = None) -
 def apply_at(text: str, argv: list[str], cwd: Path | None = None, timezone: str = "Europe/Paris") -> tuple[
         int, str, str]:
     """`blocker apply ARGV --at TEXT`, run as if the clock read TEXT (no offset: `timezone`)."""
-    from blocker.legaltime import parse_instant, zone
+    from blocker.orders.legaltime import parse_instant, zone
 
     instant, _ = parse_instant(text, zone(timezone))
     return run_at(instant, [*argv, "--at", text], cwd)

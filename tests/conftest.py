@@ -11,14 +11,14 @@ import pytest
 from tests.conftest_resolvers import *  # noqa: F403
 
 if TYPE_CHECKING:
-    from tests.test_daemon import Env
+    from tests.run.test_daemon import Env
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     """One daemon test environment (orders, state, zones folders, started daemons): every daemon it
     started is killed at the end, whatever the test did."""
-    from tests.test_daemon import Env
+    from tests.run.test_daemon import Env
 
     environment = Env(tmp_path)
     try:

@@ -1,0 +1,503 @@
+"""Plans: what publishing the orders in force at an instant would change, zone by zone, and why.
+
+A plan is computed from the orders and the zones last published, never from memory of what
+was meant, so `plan` shows exactly what `apply` will write. Removals that no order's end
+explains (a deleted file, a bad checkout) are held back until a human says `--force`.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import stat
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import compress, filterfalse
+from operator import ne
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from blocker.config.model import Config
+from blocker.orders.legaltime import fmt_instant
+from blocker.orders.model import Order
+from blocker.policy.compute import Entry, PolicyCache, ZoneContent, ZoneEntries, canonical_order, desired, sort_key
+from blocker.record.state import State
+from blocker.zone.rpz import (
+    RenderedZone,
+    ZoneMeta,
+    entries_from_bytes,
+    prune_renderings,
+    read_meta,
+    read_regular,
+    render_body,
+    structural_check,
+)
+
+JUSTIFIED = frozenset({"expired", "lifted"})
+
+_GC_LOCK = threading.Lock()
+_GC_HOLDERS = 0  # threads inside no_cyclic_gc(); the collector runs again when the last leaves
+_GC_WAS_ENABLED = False
+
+
+@contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    """No cyclic collection while a plan or a publish runs (also as a decorator).
+
+    Planning and publishing make millions of small objects (entries, changes, lines) and no
+    reference cycle: each collection the allocations trigger would walk every object alive (a
+    first plan of 1M names spent two thirds of its diff in the collector). Memory is still freed
+    by reference counting; threads nest (the daemon plans while a probe pass runs).
+    """
+    global _GC_HOLDERS, _GC_WAS_ENABLED
+    with _GC_LOCK:
+        if _GC_HOLDERS == 0:
+            _GC_WAS_ENABLED = gc.isenabled()
+            gc.disable()
+        _GC_HOLDERS += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_HOLDERS -= 1
+            if _GC_HOLDERS == 0 and _GC_WAS_ENABLED:
+                gc.enable()
+
+
+class Change(NamedTuple):
+    owner: str
+    kind: str  # "add" | "remove" | "change"
+    action: str | None
+    order_ids: tuple[str, ...]
+    old_action: str | None
+    old_order_ids: tuple[str, ...]
+    reasons: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.owner, "change": self.kind, "action": self.action, "order_ids": list(self.order_ids),
+            "old_action": self.old_action, "old_order_ids": list(self.old_order_ids), "reasons": list(self.reasons),
+        }
+
+
+@dataclass
+class OperatorPlan:
+    operator: str
+    previous: ZoneMeta | None
+    zone: RenderedZone
+    entries: ZoneEntries
+    changes: list[Change] = field(default_factory=list)
+    held: list[Change] = field(default_factory=list)
+    guard: str = ""  # why removals were held, in words
+    # The ids `entries` names, when the plan knows them without a pass over every entry.
+    known_order_ids: list[str] | None = field(default=None, repr=False, compare=False)
+    # Why the zone file must be rewritten although its content does not change ("" when it is
+    # what was last published): edited, truncated, emptied, deleted, replaced behind our back.
+    restore: str = ""
+    file_sha256: str | None = None  # of the zone file as found (None: missing or not a regular file)
+    published_sha256: str = ""  # of the bytes last published, as the state holds them ("" unknown)
+
+    @property
+    def order_ids(self) -> list[str]:
+        """Sorted ids of every order an entry of the zone names (what publishing records):
+        `sorted({i for e in entries.values() for i in e.order_ids})`, without that pass over
+        1.5M entries when the orders in force say it."""
+        if self.known_order_ids is None:
+            self.known_order_ids = sorted({i for e in self.entries.values() for i in e.order_ids})
+        return self.known_order_ids
+
+    @property
+    def changed(self) -> bool:
+        return self.previous is None or self.previous.checksum != self.zone.checksum
+
+    @property
+    def writes(self) -> bool:
+        """Whether applying this plan writes the zone file (new content, or a damaged file)."""
+        return self.changed or bool(self.restore)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "operator": self.operator,
+            "changed": self.changed,
+            "restore": self.restore,
+            "file_sha256": self.file_sha256,
+            "previous_serial": None if self.previous is None else self.previous.serial,
+            "previous_checksum": None if self.previous is None else self.previous.checksum,
+            "checksum": self.zone.checksum,
+            "names": self.zone.names,
+            "records": self.zone.entries,
+            "added": [c.to_json() for c in self.changes if c.kind == "add"],
+            "removed": [c.to_json() for c in self.changes if c.kind == "remove"],
+            "changed_entries": [c.to_json() for c in self.changes if c.kind == "change"],
+            "held": [c.to_json() for c in self.held],
+            "guard": self.guard,
+        }
+
+
+@dataclass
+class Plan:
+    at: datetime
+    operators: list[OperatorPlan]
+    orders: dict[str, Order]
+    warnings: list[str] = field(default_factory=list)  # one line each: shown, never fatal
+
+    @property
+    def checksum(self) -> str:
+        """Identifies the reviewed change: same previous and next content per zone (and, for a
+        zone file found damaged, that it is rewritten)."""
+        text = "".join(
+            f"{p.operator} {p.previous.checksum if p.previous else '-'} {p.zone.checksum}"
+            + (" rewrite" if p.restore and not p.changed else "") + "\n" for p in self.operators
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def result(self) -> str:
+        """What the zones are once this plan is applied: an apply of a checksum already applied
+        finds the zones in this state, and has nothing to do."""
+        text = "".join(f"{p.operator} {p.zone.checksum}\n" for p in self.operators)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def has_changes(self) -> bool:
+        """Whether applying writes a zone file: new content, or a damaged file rewritten."""
+        return any(p.writes for p in self.operators)
+
+    @property
+    def held(self) -> list[tuple[str, Change]]:
+        return [(p.operator, c) for p in self.operators for c in p.held]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": fmt_instant(self.at), "checksum": self.checksum, "has_changes": self.has_changes,
+                "operators": [p.to_json() for p in self.operators], "warnings": list(self.warnings)}
+
+
+def _removal_reasons(ids: Iterable[str], orders: Mapping[str, Order], at: datetime) -> tuple[str, ...]:
+    if not ids:  # a line no order asked for (hand-edited, another tool): nothing explains removing it
+        return ("orphaned",)
+    reasons = set()
+    for order_id in ids:
+        order = orders.get(order_id)
+        if order is None:
+            reasons.add("orphaned")
+            continue
+        status = order.status_at(at)
+        reasons.add(status if status in JUSTIFIED else "order-changed")
+    return tuple(sorted(reasons))
+
+
+def _addition_reasons(ids: Iterable[str], orders: Mapping[str, Order], known_ids: set[str],
+                      last_publish: datetime | None, at: datetime) -> tuple[str, ...]:
+    reasons = set()
+    for order_id in ids:
+        order = orders[order_id]
+        if last_publish is not None and last_publish < order.start <= at:
+            reasons.add("started")
+        elif order_id not in known_ids:
+            reasons.add("order-added")
+        else:
+            reasons.add("order-changed")
+    return tuple(sorted(reasons))
+
+
+def diff(previous: ZoneEntries, desired: ZoneEntries, orders: Mapping[str, Order], at: datetime,
+         last_publish: datetime | None, ordered: Iterable[str] | None = None,
+         candidates: Iterable[str] | None = None, known_ids: set[str] | None = None) -> list[Change]:
+    """Changes from `previous` to `desired`, in canonical order when `ordered` gives it.
+
+    `candidates`, when given, holds every owner whose entry may differ (a patched content knows
+    them): only those are compared. `known_ids`, when given, is every order id `previous` names.
+    """
+    if previous is desired or previous == desired:  # compared at C speed: the usual reconcile changes nothing
+        return []
+    known = known_ids  # order ids the previous zone names: built on first need
+    added_why: dict[tuple[str, ...], tuple[str, ...]] = {}  # reasons depend only on the order ids
+    removed_why: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def why_added(ids: tuple[str, ...]) -> tuple[str, ...]:
+        nonlocal known
+        reasons = added_why.get(ids)
+        if reasons is None:
+            if known is None:
+                known = {i for e in set(previous.values()) for i in e.order_ids}
+            reasons = added_why[ids] = _addition_reasons(ids, orders, known, last_publish, at)
+        return reasons
+
+    def why_removed(ids: tuple[str, ...]) -> tuple[str, ...]:
+        if ids not in removed_why:
+            removed_why[ids] = _removal_reasons(ids, orders, at)
+        return removed_why[ids]
+
+    if candidates is not None:
+        differing = [o for o in candidates if previous.get(o) != desired.get(o)]
+        walk = sorted((o for o in differing if o in desired), key=sort_key)
+        gone = sorted((o for o in differing if o not in desired), key=sort_key)
+    else:
+        if not previous and ordered is not None:  # a first publish: everything is added
+            walk = list(filter(desired.__contains__, ordered))
+        else:
+            # Compared at C speed; only what differs is visited in Python.
+            keys = list(desired)
+            different = list(compress(keys, map(ne, map(previous.get, keys), desired.values())))
+            if ordered is not None and len(different) > len(desired) // 4:
+                differing = set(different)
+                walk = [o for o in ordered if o in differing]
+            else:
+                walk = sorted(different, key=sort_key)
+        gone = sorted(filterfalse(desired.__contains__, previous), key=sort_key) if previous else []
+    changes: list[Change] = []
+    append = changes.append
+    make = tuple.__new__
+    if not previous:
+        adds: dict[int, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}  # id(entry) -> its fields
+        for owner in walk:
+            new = desired[owner]
+            fields = adds.get(id(new))
+            if fields is None or fields[1] is not new.order_ids:
+                fields = adds[id(new)] = (new.action, new.order_ids, why_added(new.order_ids))
+            append(make(Change, (owner, "add", fields[0], fields[1], None, (), fields[2])))
+        return changes
+    for owner in walk:
+        new = desired[owner]
+        old = previous.get(owner)
+        if old is None:
+            append(Change(owner, "add", new.action, new.order_ids, None, (), why_added(new.order_ids)))
+        else:
+            gone_ids = tuple(i for i in old.order_ids if i not in new.order_ids)
+            came = tuple(i for i in new.order_ids if i not in old.order_ids)
+            reasons = set(why_removed(gone_ids) if gone_ids else ()) | set(why_added(came) if came else ())
+            append(Change(owner, "change", new.action, new.order_ids, old.action, old.order_ids,
+                          tuple(sorted(reasons or {"order-changed"}))))
+    for owner in gone:
+        old = previous[owner]
+        append(Change(owner, "remove", None, (), old.action, old.order_ids, why_removed(old.order_ids)))
+    return changes
+
+
+def apply_guards(changes: list[Change], previous: ZoneEntries, config: Config, force: bool) -> tuple[
+        list[Change], list[Change], str]:
+    """Split removals into those allowed now and those held for a human (`--force`)."""
+    if force:
+        return changes, [], ""
+    removals = [c for c in changes if c.kind == "remove"]
+    unexplained = [c for c in removals if not set(c.reasons) <= JUSTIFIED]
+    guard = ""
+    if unexplained:
+        guard = (f"{len(unexplained)} removal(s) not explained by an order's expiry or lift "
+                 f"({', '.join(sorted({r for c in unexplained for r in c.reasons} - JUSTIFIED))})")
+    share = len(removals) / len(previous) if previous else 0.0
+    if len(removals) >= config.removal_guard_min and share > config.max_removal_share:
+        guard = (f"removes {len(removals)} of {len(previous)} entries ({share:.0%}), more than "
+                 f"publish.max_removal_share={config.max_removal_share:.0%}")
+        unexplained = removals
+    if not unexplained:  # the list itself: operators sharing a diff then share what is built from it
+        return changes, [], guard
+    held_set = {c.owner for c in unexplained}
+    return [c for c in changes if c.owner not in held_set], unexplained, guard
+
+
+@dataclass
+class Caches:
+    """Work kept between plans by a long-running daemon; a CLI run starts with empty ones."""
+
+    policy: PolicyCache = field(default_factory=PolicyCache)
+    render: dict[tuple[Any, ...], RenderedZone] = field(default_factory=dict)
+    # Within one plan: operators with the same previous and desired entries share one diff. The
+    # value keeps what the key names by id() alive and is checked by identity, so a freed
+    # object's id reused by another cannot hit.
+    diffs: dict[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
+    # Zone file -> (its lstat signature, the SHA-256 of its bytes): a file whose inode, size,
+    # mtime and ctime are unchanged is not read again. ctime moves on every write and cannot be
+    # set back by a user, but ticks coarsely: the daemon clears this at every periodic reconcile,
+    # so a full digest of every file is taken at least then.
+    files: dict[Path, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+    # Operator -> the rendering its last plan used: a plan of some operators (the daemon plans
+    # each one when it is free) keeps the others' renderings, which their next plans patch.
+    used: dict[str, RenderedZone] = field(default_factory=dict)
+
+
+def _signature(path: Path) -> tuple[int, ...] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def file_digest(path: Path, cache: dict[Path, tuple[tuple[int, ...], str]] | None = None) -> tuple[
+        str, bytes | None]:
+    """SHA-256 of the zone file at `path` ("" when missing or not a regular file), and its bytes
+    when they had to be read (None when the cache answered, or there is no file)."""
+    signature = _signature(path)
+    if signature is None:
+        if cache is not None:
+            cache.pop(path, None)
+        return "", None
+    hit = cache.get(path) if cache is not None else None
+    if hit is not None and hit[0] == signature:
+        return hit[1], None
+    data = read_regular(path)
+    if data is None:
+        return "", None
+    sha = hashlib.sha256(data).hexdigest()
+    if cache is not None and _signature(path) == signature:  # not changed while it was read
+        cache[path] = (signature, sha)
+    return sha, data
+
+
+def plan_operator(operator: str, orders: Mapping[str, Order], at: datetime, config: Config, *,
+                  previous: ZoneEntries, previous_meta: ZoneMeta | None, last_publish: datetime | None,
+                  force: bool = False, caches: Caches | None = None) -> OperatorPlan:
+    op = config.operators[operator]
+    caches = caches or Caches()
+    content = desired(orders.values(), operator, at, caches.policy)
+    # Every empty previous zone (a first publish) is the same: one diff serves all operators.
+    memo_key = (0 if not previous else id(previous), id(content.entries), id(orders), at, last_publish)
+    hit = caches.diffs.get(memo_key)
+    if (hit is not None and hit[2] is orders and hit[1] is content.entries
+            and (hit[0] is previous or (not previous and not hit[0]))):
+        changes = hit[3]
+    else:
+        base = content.patched_from() if content.patched_from is not None else None
+        candidates = known = None
+        if base is not None and base.entries is previous:
+            candidates = content.touched
+            if all(o.targets for o in base.orders):  # each order in force names at least one owner
+                known = {order_id for order_id, _ in base.key}
+        changes = diff(previous, content.entries, orders, at, last_publish, content.owners, candidates,
+                       known)
+        caches.diffs[memo_key] = (previous, content.entries, orders, changes)
+    allowed, held, guard = apply_guards(changes, previous, config, force)
+    order_ids = None
+    if len(content.orders) == len(content.key) and all(o.targets for o in content.orders):
+        # Every order in force names at least one owner, and folding only adds ids of orders in
+        # force; held entries add the ids they had (they are removals: no entry is replaced).
+        order_ids = sorted({order_id for order_id, _ in content.key} | {i for c in held for i in c.old_order_ids})
+    if held:
+        entries = dict(content.entries)
+        for change in held:  # kept exactly as resolvers have them now
+            entries[change.owner] = Entry(change.old_action or "nxdomain", change.old_order_ids)
+        content = ZoneContent(entries, canonical_order(entries, content))
+    zone = render_body(content, op, caches.render)
+    return OperatorPlan(operator, previous_meta, zone, content.entries, allowed, held, guard, order_ids)
+
+
+def _previous_entries(path: Path, seen: dict[tuple[int, str], ZoneEntries],
+                      warnings: list[str] | None = None) -> ZoneEntries:
+    """The entries of the zone file at `path`, read from its comments: only for a zone the state
+    does not hold. See `_entries_of`."""
+    data = read_regular(path)
+    if data is None:
+        if warnings is not None and (path.exists() or path.is_symlink()):
+            warnings.append(f"{path}: not a regular file: treated as no previous zone, rewritten on apply")
+        return {}
+    entries = _entries_of(data, hashlib.sha256(data).hexdigest(), seen, path, warnings)
+    return {} if entries is None else entries
+
+
+def _entries_of(data: bytes, sha: str, seen: dict[tuple[int, str], ZoneEntries | None], path: Path,
+                warnings: list[str] | None) -> ZoneEntries | None:
+    """The entries of zone bytes, from their comments; None for bytes that are not a zone
+    blocker wrote (half a line, tabs, a non-ASCII comment, a bare owner, binary garbage), with
+    a warning: never an error, publishing rewrites such a file. Zones with the same bytes
+    (operators with the same content) are read once and share one mapping, so their diffs are
+    shared too."""
+    fingerprint = (len(data), sha)
+    if fingerprint in seen:
+        return seen[fingerprint]
+    entries: ZoneEntries | None
+    try:
+        entries = entries_from_bytes(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        if warnings is not None:
+            reason = "not ASCII" if isinstance(exc, UnicodeDecodeError) else "a line blocker does not write"
+            warnings.append(f"{path}: not a zone blocker wrote ({reason}): treated as no previous zone, "
+                            "rewritten on apply")
+        entries = None
+    seen[fingerprint] = entries
+    return entries
+
+
+@no_cyclic_gc()
+def compute_plan(orders: Mapping[str, Order], at: datetime, config: Config, zones_dir: Path, *,
+                 operators: Iterable[str] | None = None, force: bool = False,
+                 last_publish: Mapping[str, datetime] | None = None,
+                 previous: Mapping[str, ZoneEntries] | None = None, caches: Caches | None = None,
+                 state: State | None = None) -> Plan:
+    """The plan for the named operators (default: all), against what was last published.
+
+    With a `state` that holds an operator's published zone, that is the previous zone (never
+    the file, which anyone with access to the folder can edit): a file whose digest differs is
+    to be rewritten (`restore`). Without one, the file in `zones_dir` is read. `previous`, when
+    given, holds entries already known for the previous zone (the daemon's memory).
+    """
+    plans = []
+    caches = caches or Caches()
+    caches.diffs.clear()
+    seen: dict[tuple[int, str], ZoneEntries | None] = {}
+    warnings: list[str] = []
+    try:
+        for operator in operators or sorted(config.operators):
+            path = zones_dir / f"{operator}.rpz"
+            file_sha, data = file_digest(path, caches.files)
+            record = state.zone(operator) if state is not None else None
+            known = previous.get(operator) if previous is not None else None
+            prev_entries: ZoneEntries | None = None
+            previous_meta: ZoneMeta | None = None
+            published = ""
+            if record is not None and record.digest:
+                if known is not None:
+                    prev_entries = known
+                elif file_sha == record.digest and (data is not None or (data := read_regular(path)) is not None):
+                    # The file holds the published bytes: no need to inflate the stored copy.
+                    prev_entries = _entries_of(data, file_sha, seen, path, warnings)
+                else:
+                    stored = state.published_body(operator) if state is not None else None
+                    if stored is not None:
+                        prev_entries = _entries_of(stored, record.checksum, seen, path, None)
+                if prev_entries is not None:
+                    published = record.digest
+                    previous_meta = ZoneMeta(record.serial, record.checksum)
+            if not published:  # the state does not hold this zone: what the folder has is all there is
+                if data is None and file_sha:
+                    data = read_regular(path)
+                if known is not None:
+                    prev_entries = known
+                elif data is None:
+                    prev_entries = _previous_entries(path, seen, warnings)
+                else:
+                    prev_entries = _entries_of(data, file_sha, seen, path, warnings)
+                # Bytes that are not one of our zones, or whose body is not the one its header
+                # names (a truncation keeps the header), were not published by us: rewritten.
+                previous_meta = read_meta(path) if prev_entries is not None and data is not None else None
+                if previous_meta is not None and data is not None and previous_meta.checksum is not None:
+                    problems = structural_check(data, config.operators[operator].origin)
+                    if problems:
+                        warnings.append(f"{path}: damaged ({'; '.join(problems)}): rewritten on apply")
+                        previous_meta = None
+                prev_entries = prev_entries or {}
+            assert prev_entries is not None
+            op_plan = plan_operator(
+                operator, orders, at, config, previous=prev_entries, previous_meta=previous_meta,
+                last_publish=(last_publish or {}).get(operator), force=force, caches=caches,
+            )
+            op_plan.file_sha256, op_plan.published_sha256 = file_sha or None, published
+            if published and file_sha != published:
+                found = f"sha256 {file_sha[:16]}" if file_sha else "missing or not a regular file"
+                op_plan.restore = (f"{path.name} is not what was published ({found}, published "
+                                   f"sha256 {published[:16]}): rewritten")
+            plans.append(op_plan)
+    finally:
+        caches.diffs.clear()  # it holds whole zones: keep them no longer than this plan
+    # The renderings this plan uses are the ones the next plan patches; the others hold whole
+    # zones for nothing.
+    for p in plans:
+        caches.used[p.operator] = p.zone
+    prune_renderings(caches.render, list(caches.used.values()))  # a snapshot: plans run at once
+    return Plan(at, plans, dict(orders), warnings)

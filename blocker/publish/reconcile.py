@@ -1,0 +1,474 @@
+"""One reconcile: orders -> orders in force (fail closed) -> plan -> publish -> audit.
+
+`blocker apply` and the daemon both run exactly this. The state directory remembers the last
+good version of every order, so a file that breaks or disappears never lifts a block: the
+last good version stays in force (flagged), until the order is lifted in a file or a human
+runs `apply --force`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import heapq
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+from blocker.config.model import Config, OperatorConfig
+from blocker.orders.legaltime import fmt_instant
+from blocker.orders.model import LoadResult, Order, parse_order, read_order_file
+from blocker.orders.yamlio import YamlError
+from blocker.publish.plan import Plan, no_cyclic_gc
+from blocker.publish.writer import PublishError, ReloadResult, run_reload, write_zone
+from blocker.record.audit import AuditLog
+from blocker.record.state import OrderVersion, State, ZoneRecord
+from blocker.zone.rpz import next_serial, read_meta, read_regular, serial_gt
+
+FLAG_INVALID = "invalid-file"  # file is broken now: its last good version stays in force
+FLAG_ORPHANED = "orphaned"  # file is gone while the order is still in force
+
+
+@dataclass
+class Effective:
+    """The orders to plan with, and why some of them come from the state, not from a file."""
+
+    orders: dict[str, Order]
+    flags: dict[str, str] = field(default_factory=dict)
+
+
+def field_diff(old: Order, new: Order) -> dict[str, Any]:
+    """What changed between two versions of an order, for the audit trail."""
+    at = datetime.now(UTC)
+    a, b = old.to_json(at), new.to_json(at)
+    out: dict[str, Any] = {}
+    for key in sorted(set(a) | set(b)):
+        if key in ("status", "targets", "sha256", "file"):
+            continue
+        if a.get(key) != b.get(key):
+            out[key] = {"from": a.get(key), "to": b.get(key)}
+    old_t = {t["source"]: t for t in a["targets"]}
+    new_t = {t["source"]: t for t in b["targets"]}
+    if old_t != new_t:
+        out["targets"] = {"added": sorted(set(new_t) - set(old_t)), "removed": sorted(set(old_t) - set(new_t))}
+    return out
+
+
+def effective_orders(result: LoadResult, config: Config, state: State | None, audit: AuditLog | None,
+                     at: datetime, *, force: bool = False, actor: str | None = None,
+                     record: bool = True, now: datetime | None = None) -> Effective:
+    """Valid orders, plus the last good version of orders whose file broke or vanished.
+
+    With `record` (apply, daemon) new versions are stored and audited; without it (plan) the
+    state is only read. `at` decides what is in force; what is stored carries `now` (the
+    wall clock, default `at`): an `apply --at` in another year must not back-date receipts.
+    """
+    seen_at = now or at
+    if state is None:
+        return Effective(dict(result.orders))
+    eff = Effective(dict(result.orders))
+    last = state.last_good()
+    if not record:
+        audit = None
+    # New versions are audited in one batch, then stored in one transaction (the same records in
+    # the same order as one write per order, without two fsyncs per order: a first reconcile of
+    # 1,000 files spent most of its time there).
+    versions: list[tuple[str, str, str, bytes]] = []
+    records: list[tuple[str, dict[str, Any]]] = []
+    for order_id, order in sorted(result.orders.items()) if record else ():
+        prev = last.get(order_id)
+        if prev is not None and prev.digest == order.digest:
+            if not prev.present:
+                state.set_present(order_id, True, seen_at)
+            continue
+        try:
+            content = read_order_file(Path(order.path))  # never blocks: a FIFO swapped in is refused
+        except (OSError, YamlError):
+            continue
+        if hashlib.sha256(content).hexdigest() != order.digest:
+            continue  # the file changed again under us: the next reconcile takes it
+        versions.append((order_id, order.digest, order.path, content))
+        if audit is not None:
+            if prev is None:
+                records.append(("order-added", _order_summary(order)))
+            else:
+                old = _stored_order(state, prev, config)
+                changes = field_diff(old, order) if old is not None else {}
+                records.append(("order-changed", {**_order_summary(order), "changes": changes}))
+            if order.lifted_early and order.lifted is not None:
+                records.append(("order-lifted-early", {"order": order_id, "at": fmt_instant(order.lifted.at),
+                                                       "reason": order.lifted.reason}))
+    # Write-ahead: the receipts are durable before the state knows the versions, so a failed
+    # append (AuditWriteError) leaves them new and the next reconcile records them again.
+    if audit is not None and records:
+        audit.append_many(records, actor=actor)
+    if versions:
+        state.remember_orders(versions, seen_at)
+    for order_id, version in sorted(last.items()):
+        if order_id in result.orders:
+            continue
+        old = _stored_order(state, version, config)
+        if old is None:
+            continue  # no longer valid under this config: nothing safe to keep
+        if old.end <= at:
+            eff.orders[order_id] = old  # ended: contributes no entry, but explains its removal
+        elif version.path in result.invalid_files:
+            eff.orders[order_id], eff.flags[order_id] = old, FLAG_INVALID
+        elif old.end > at and not force:
+            eff.orders[order_id], eff.flags[order_id] = old, FLAG_ORPHANED
+            if version.present and record:
+                if audit is not None:
+                    audit.append("order-orphaned", {"order": order_id, "file": version.path,
+                                                    "note": "file removed while in force; entries kept"}, actor=actor)
+                state.set_present(order_id, False, seen_at)
+        elif record:  # forced: a human lifts the orphan
+            if audit is not None:
+                audit.append("order-forgotten", {"order": order_id, "file": version.path, "forced": True},
+                             actor=actor)
+            state.forget_order(order_id)
+    return eff
+
+
+_STORED: dict[tuple[str, str, str], Order | None] = {}
+
+
+def _fingerprint(config: Config) -> str:
+    # What a parse depends on is all in the config; its repr identifies it across reloads.
+    return hashlib.sha256(repr(config).encode()).hexdigest()
+
+
+def _stored_order(state: State, version: OrderVersion, config: Config) -> Order | None:
+    """A stored version re-parsed (once per digest and config): it is what stays in force."""
+    key = (version.order_id, version.digest, _fingerprint(config))
+    if key not in _STORED:
+        if len(_STORED) > 4096:
+            _STORED.clear()
+        parsed = parse_order(state.content_of(version.order_id, version.digest), version.path, config)
+        _STORED[key] = parsed if isinstance(parsed, Order) else None
+    return _STORED[key]
+
+
+def _order_summary(order: Order) -> dict[str, Any]:
+    return {
+        "order": order.id, "file": order.path, "sha256": order.digest, "court": order.court,
+        "case_number": order.case_number, "operators": list(order.operators),
+        "start": fmt_instant(order.start, order.tz), "end": fmt_instant(order.end, order.tz), "rule": order.rule,
+        "targets": len(order.targets),
+    }
+
+
+def scheme_serial(orders: Mapping[str, Order], operator: str, at: datetime) -> int:
+    """The serial two replicas agree on: the Unix time of the last transition at or before `at`."""
+    instants = [t for o in orders.values() if operator in o.operators for t in o.transitions() if t <= at]
+    return int(max(instants).timestamp()) if instants else 1
+
+
+def choose_serial(path: Path, recorded: int | None, orders: Mapping[str, Order], operator: str,
+                  at: datetime) -> int:
+    """The serial of a changed zone: after both the one recorded in the state and the one in the
+    file on disk (whichever is later under RFC 1982), and at least the scheme value."""
+    previous = recorded
+    on_disk = read_meta(path)
+    if on_disk is not None and (previous is None or serial_gt(on_disk.serial, previous)):
+        previous = on_disk.serial
+    return next_serial(previous, scheme_serial(orders, operator, at))
+
+
+@dataclass(frozen=True)
+class OperatorOutcome:
+    operator: str
+    published: bool
+    serial: int | None
+    reload: ReloadResult | None
+    error: str = ""
+
+
+@no_cyclic_gc()
+def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | None, audit: AuditLog | None, *,
+                 actor: str | None = None, now: datetime | None = None) -> list[OperatorOutcome]:
+    """Write every changed zone, record it, reload; one operator's failure does not stop the others."""
+    outcomes = []
+    groups: dict[int, tuple[Any, ...]] = {}  # audit groupings, shared by operators with the same changes
+    for op_plan in plan.operators:
+        if not op_plan.writes:
+            if state is not None and op_plan.previous is not None:
+                _adopt(state, audit, op_plan, zones_dir, now or datetime.now(UTC), actor)
+            continue
+        operator, op = op_plan.operator, config.operators[op_plan.operator]
+        path = zones_dir / f"{operator}.rpz"
+        recorded = state.zone(operator) if state is not None else None
+        serial = choose_serial(path, recorded.serial if recorded is not None else None, plan.orders, operator,
+                               plan.at)
+        published_at = now or datetime.now(UTC)
+        order_ids = list(op_plan.order_ids)
+        announced: list[bool] = []
+
+        data = op_plan.zone.text(serial, config)
+        digest = hashlib.sha256(data).hexdigest()
+
+        def write_ahead(op_plan: Any = op_plan, serial: int = serial, order_ids: list[str] = order_ids,
+                        announced: list[bool] = announced, digest: str = digest, path: Path = path) -> None:
+            # Write-ahead: the records of the change are durable before the zone is renamed into
+            # place; an AuditWriteError here leaves the previous zone serving, nothing published.
+            if audit is None:
+                return
+            if op_plan.restore:
+                audit.append("zone-restored", {
+                    "operator": op_plan.operator, "file": str(path), "serial": serial, "reason": op_plan.restore,
+                    "found_sha256": op_plan.file_sha256, "published_sha256": op_plan.published_sha256,
+                    "new_sha256": digest, "content_changed": op_plan.changed,
+                }, actor=actor)
+            _audit_publish(audit, op_plan, serial, order_ids, actor, memo=groups)
+            announced.append(True)
+
+        try:
+            write_zone(path, data, op.origin, config.publish_check, op_plan.zone.checksum,
+                       before_replace=write_ahead)
+        except PublishError as exc:
+            if audit is not None:
+                failed: dict[str, Any] = {"operator": operator, "error": str(exc)}
+                if announced:  # the rename failed after the change was recorded: say it did not happen
+                    failed.update(serial=serial, note="the records of this change were written; the zone "
+                                  "was not put in place")
+                audit.append("publish-failed", failed, actor=actor)
+            outcomes.append(OperatorOutcome(operator, False, None, None, str(exc)))
+            continue
+        if state is not None:
+            state.record_publish(ZoneRecord(operator, serial, op_plan.zone.checksum, op_plan.zone.names,
+                                            op_plan.zone.entries, published_at, False, "reload pending",
+                                            digest), order_ids, op_plan.zone.body)
+        # Only PowerDNS flushes changed names from its cache: no list of 1.5M owners for the others.
+        changed = [c.owner for c in op_plan.changes] if op.reload.kind == "powerdns-recursor" else []
+        result = run_reload(op, path, serial, config.reload_timeout, changed)
+        if result.ok and op.resolvers and op.reload.kind != "none":
+            result = verify_served(op, serial, config.publish_verify_timeout, result)
+        if state is not None:
+            state.mark_in_effect(operator, result.ok, result.message)
+        if audit is not None:
+            audit.append("reload", {"operator": operator, "serial": serial, "ok": result.ok,
+                                    "message": result.message, "argv": list(result.argv)}, actor=actor)
+        outcomes.append(OperatorOutcome(operator, True, serial, result, "" if result.ok else result.message))
+    return outcomes
+
+
+def _audit_publish(audit: AuditLog, op_plan: Any, serial: int, order_ids: list[str], actor: str | None, *,
+                   memo: dict[int, tuple[Any, ...]] | None = None) -> None:
+    operator = op_plan.operator
+    changes = op_plan.changes
+    hit = memo.get(id(changes)) if memo is not None else None
+    if hit is not None and hit[0] is changes:  # operators with the same changes share one grouping
+        groups, counts = hit[1], hit[2]
+    else:
+        groups, counts = _change_groups(changes)
+        if memo is not None:
+            memo[id(changes)] = (changes, groups, counts)
+    items: list[tuple[str, dict[str, Any]]] = [
+        (kind, {"operator": operator, "order": order_id, "serial": serial, "count": count, "names": names,
+                "reasons": reasons})
+        for kind, order_id, count, names, reasons in groups
+    ]
+    items.append(("zone-published", {
+        "operator": operator, "serial": serial, "checksum": op_plan.zone.checksum, "names": op_plan.zone.names,
+        "records": op_plan.zone.entries, "orders": order_ids,
+        "added": counts["add"], "removed": counts["remove"], "changed": counts["change"],
+        "held": len(op_plan.held),
+    }))
+    audit.append_many(items, actor=actor)
+
+
+_GROUP_KEY = itemgetter(1, 3, 5, 6)  # Change: kind, order_ids, old_order_ids, reasons
+
+
+def _change_groups(changes: list[Any]) -> tuple[list[tuple[str, str, int, list[str], list[str]]], dict[str, int]]:
+    """Per (entries-activated | entries-lifted, order): how many owners, the first 1,000 in plan
+    order, and the union of their reasons; and the count of changes per kind.
+
+    Linear in the changes: one pass sorts their positions by (kind, ids, reasons), which few
+    distinct values take (one per order, or per set of orders naming one owner); each group then
+    takes the positions of the values that name its order, merged back into plan order only as
+    far as the 1,000 names a record carries.
+    """
+    by_key: dict[tuple[Any, ...], list[int]] = {}
+    for position, key in enumerate(map(_GROUP_KEY, changes)):
+        found = by_key.get(key)
+        if found is None:
+            by_key[key] = [position]
+        else:
+            found.append(position)
+    counts = {"add": 0, "remove": 0, "change": 0}
+    parts: dict[tuple[str, str], tuple[list[list[int]], set[str]]] = {}
+    for (kind, ids, old_ids, reasons), positions in by_key.items():
+        counts[kind] += len(positions)
+        if kind == "change":
+            continue
+        event, named = ("entries-activated", ids) if kind == "add" else ("entries-lifted", old_ids)
+        for order_id in named:
+            part = parts.get((event, order_id))
+            if part is None:
+                part = parts[(event, order_id)] = ([], set())
+            part[0].append(positions)
+            part[1].update(reasons)
+    groups = []
+    for (event, order_id), (lists, reasons) in sorted(parts.items()):
+        first = lists[0][:1000] if len(lists) == 1 else list(islice(heapq.merge(*lists), 1000))
+        groups.append((event, order_id, sum(map(len, lists)), [changes[i].owner for i in first], sorted(reasons)))
+    return groups, counts
+
+
+_LOCK_FILES: dict[str, tuple[threading.Lock, Any]] = {}  # path -> (thread lock, the one open file)
+_LOCK_FILES_GUARD = threading.Lock()
+
+
+def _lock_file(path: Path) -> tuple[threading.Lock, Any]:
+    """One open `publish.lock` per process and path, opened on first use: a publish must need no
+    new descriptor per attempt (1,000 idle connections once took the last one). Reopened only
+    when the file on disk is no longer the one held open (the state folder was replaced)."""
+    key = str(path)
+    with _LOCK_FILES_GUARD:
+        held = _LOCK_FILES.get(key)
+        if held is not None:
+            try:
+                same = os.path.samestat(os.fstat(held[1].fileno()), os.stat(path))
+            except OSError:
+                same = False
+            if same:
+                return held
+            with held[0]:  # nobody holds the flock through the old file any more
+                held[1].close()
+        try:
+            fh = path.open("a")
+        except OSError as exc:
+            raise PublishError(f"cannot open {path}: {exc.strerror or exc}; nothing published, "
+                               "the next attempt retries") from None
+        _LOCK_FILES[key] = held = (threading.Lock(), fh)
+        return held
+
+
+@contextmanager
+def publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[None]:
+    """Serialises publishers (the daemon's reconciles, `blocker apply`) on one state directory:
+    across processes by `flock`, across threads of this one by a lock around it (they share
+    the one open file, and `flock` on one open file does not exclude its other users)."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PublishError(f"cannot create {state_dir}: {exc.strerror or exc}") from None
+    path = state_dir / "publish.lock"
+    deadline = time.monotonic() + timeout
+    while True:
+        thread_lock, fh = _lock_file(path)
+        if not thread_lock.acquire(timeout=timeout):
+            raise PublishError(f"another publisher holds {path}")
+        if not fh.closed:
+            break
+        thread_lock.release()  # replaced while we waited: take the new one
+    try:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise PublishError(f"another publisher holds {path}") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        thread_lock.release()
+
+
+class _SharedHold:
+    """The one hold of `publish_lock` that the threads of this process publishing at once share."""
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()  # taken to enter the first and to leave the last
+        self.count = 0
+        self.held: Any = None  # the entered publish_lock context, while count > 0
+
+
+_SHARED: dict[str, _SharedHold] = {}
+_SHARED_GUARD = threading.Lock()
+
+
+@contextmanager
+def shared_publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[None]:
+    """`publish_lock`, held once for all the threads of this process inside it (reference
+    counted): another process (`blocker apply`) is excluded as by `publish_lock`, while the
+    daemon's publishers of different operators do not exclude each other (they exclude each
+    other per operator, and share the state and the audit trail, which lock themselves)."""
+    with _SHARED_GUARD:
+        hold = _SHARED.setdefault(str(state_dir), _SharedHold())
+    with hold.guard:
+        if hold.count == 0:
+            held = publish_lock(state_dir, timeout)
+            held.__enter__()  # raises PublishError: count stays 0
+            hold.held = held
+        hold.count += 1
+    try:
+        yield
+    finally:
+        with hold.guard:
+            hold.count -= 1
+            if hold.count == 0:
+                held, hold.held = hold.held, None
+                held.__exit__(None, None, None)
+
+
+def _adopt(state: State, audit: AuditLog | None, op_plan: Any, zones_dir: Path, at: datetime,
+           actor: str | None) -> None:
+    """A current zone the state does not hold (written before this state dir existed, or before
+    the state kept zone bytes) is recorded as found, bytes and all, so reports and later plans
+    know which serial carries what, and a later edit of the file is seen."""
+    recorded = state.zone(op_plan.operator)
+    assert op_plan.previous is not None
+    if recorded is not None and recorded.checksum == op_plan.zone.checksum and recorded.digest:
+        return
+    data = read_regular(zones_dir / f"{op_plan.operator}.rpz")
+    if data is None or hashlib.sha256(data).hexdigest() != op_plan.file_sha256:
+        return  # changed since the plan read it: the next plan looks again
+    if recorded is not None and recorded.checksum == op_plan.zone.checksum:
+        # Recorded before the state kept digests and bodies; the body is the file's (the plan checked it).
+        state.keep_body(op_plan.operator, recorded.serial, op_plan.file_sha256, op_plan.zone.body)
+        return
+    order_ids = list(op_plan.order_ids)
+    state.record_publish(ZoneRecord(op_plan.operator, op_plan.previous.serial, op_plan.zone.checksum,
+                                    op_plan.zone.names, op_plan.zone.entries, at, True,
+                                    "adopted: zone already current on disk", op_plan.file_sha256), order_ids,
+                        op_plan.zone.body)
+    if audit is not None:
+        audit.append("zone-adopted", {"operator": op_plan.operator, "serial": op_plan.previous.serial,
+                                      "checksum": op_plan.zone.checksum, "orders": order_ids}, actor=actor)
+
+
+def verify_served(op: OperatorConfig, serial: int, timeout: float, reloaded: ReloadResult) -> ReloadResult:
+    """After a reload, ask each resolver which serial it applies (the zone's canary), until all
+    serve `serial` or `timeout` passes: a reload command that exits 0 proves nothing on BIND
+    (deferred by min-update-interval) or PowerDNS (a bad file silently drops the zone)."""
+    from blocker.probe.engine import read_canaries
+    from blocker.probe.expectations import targets_for
+    from blocker.zone.rpz import canary_owner
+
+    targets = targets_for(op)
+    deadline = time.monotonic() + timeout
+    while True:
+        served = asyncio.run(read_canaries(targets, canary_owner(op.id), 1.0))
+        behind = [f"{t.name or t.address} serves {s if s is not None else 'no canary'}"
+                  for t, s in zip(targets, served, strict=True) if s is None or serial_gt(serial, s)]
+        if not behind:
+            return ReloadResult(True, f"{reloaded.message}; serial {serial} served by all {len(targets)} resolver(s)",
+                                reloaded.argv)
+        if time.monotonic() > deadline:
+            return ReloadResult(False, f"reloaded, but serial {serial} not served after {timeout:g} s: "
+                                + "; ".join(behind), reloaded.argv)
+        time.sleep(0.2)
