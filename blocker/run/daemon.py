@@ -5,48 +5,32 @@ differs; scheduled jobs at each order's start and lift instant only decide *when
 reconcile, never *what*. A periodic reconcile and a poll of the orders folder back them up.
 Operators are planned and published in threads of their own (one publisher per operator at a
 time), so one operator's long publish never makes another's transition late.
+
+This module is the reconcile side and the wiring; the parts around it live beside it:
+lifecycle (lock, signals, config reload), scheduling (the APScheduler jobs), http (the two
+endpoints), health (/healthz), probing (probe passes), metrics and logs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-import fcntl
-import json
 import logging
 import os
-import signal
-import socket
-import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.date import DateTrigger
-from apscheduler.triggers.interval import IntervalTrigger
-
 from blocker import __version__
-from blocker.config.model import Config, ConfigError, OperatorConfig, load_config
-from blocker.crashlog import write_crash_log
+from blocker.clock import SYSTEM, Clock
+from blocker.config.model import Config
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult, Order, OrderCache, load_orders, stat_signature
-from blocker.policy.compute import PolicyCache, ZoneEntries, desired, next_transition, orders_in_force
-from blocker.probe.engine import Check, CheckResult, probe_sync, prove, read_lane_canaries, served_throughout
-from blocker.probe.expectations import (
-    RANDOM_LABEL_PREFIX,
-    Published,
-    expected_checks,
-    proof_serials,
-    published_from_state,
-    signature_for,
-    targets_for,
-)
+from blocker.policy.compute import ZoneEntries, orders_in_force
 from blocker.publish.plan import Caches, OperatorPlan, Plan, compute_plan, file_digest
 from blocker.publish.reconcile import (
     FLAG_ORPHANED,
@@ -61,30 +45,21 @@ from blocker.publish.reconcile import (
 from blocker.publish.writer import remove_stale_temps, run_reload
 from blocker.record.audit import AuditLog, AuditWriteError
 from blocker.record.state import State
-from blocker.run.metrics import Snapshot, observe_reconcile, registry_for, render
+from blocker.run import http
+from blocker.run.health import Health, HealthBoard
+from blocker.run.lifecycle import DaemonError, StateDirLock, install_signals, reread_config
+from blocker.run.logs import log_internal
+from blocker.run.metrics import Snapshot, observe_orders, observe_reconcile, observe_zone, registry_for
+from blocker.run.probing import Prober
+from blocker.run.scheduling import Transitions, new_scheduler, probe_at, probes_configured, schedule_periodic
 from blocker.textsafe import display_path
-from blocker.zone.rpz import canary_owner, read_entries, read_meta
+from blocker.zone.rpz import read_meta
 
-log = logging.getLogger("blocker.run.daemon")
+__all__ = ["Daemon", "DaemonError"]
+
+log = logging.getLogger(__name__)
 CATCHUP_THRESHOLD = timedelta(seconds=2)  # a transition applied later than this is a catch-up
 ACTOR = "daemon"
-
-
-class DaemonError(Exception):
-    """The daemon cannot start; the message says why, for a person."""
-
-
-@dataclass
-class Health:
-    ok: bool = False
-    reasons: list[str] = field(default_factory=lambda: ["starting"])
-    flags: dict[str, Any] = field(default_factory=dict)
-    last_reconcile: datetime | None = None
-
-
-HTTP_TIMEOUT = 3.0  # seconds a connection may take to send its request (and to read the answer)
-HTTP_DEADLINE = 10.0  # seconds a whole exchange may take, however slowly the client trickles
-HTTP_MAX_CONNECTIONS = 32  # connections served at once; more are closed at once
 
 
 @dataclass
@@ -101,64 +76,27 @@ class _Load:
     claimed: list[str] = field(default_factory=list)  # operators claimed, not yet handed to a publisher
 
 
-class _BoundedHTTPServer(ThreadingHTTPServer):
-    """A thread per connection, but at most `HTTP_MAX_CONNECTIONS` of them: 1,000 idle
-    connections to the metrics port must not take the descriptors the publisher needs. An
-    excess connection is closed as soon as it is accepted (a scraper retries); one that sends
-    nothing is dropped after `HTTP_TIMEOUT`. Connections not yet accepted wait in the kernel's
-    listen backlog, which costs this process no descriptor."""
-
-    daemon_threads = True
-    request_queue_size = 64
-    state_dir: Path | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._slots = threading.BoundedSemaphore(HTTP_MAX_CONNECTIONS)
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Not socketserver's traceback on stderr: a client that went away is no error, anything
-        else is one log line naming its crash file."""
-        exc = sys.exc_info()[1]
-        if exc is None or isinstance(exc, (ConnectionError, TimeoutError)):
-            return
-        written = write_crash_log(getattr(self, "state_dir", None), exc, "http handler")
-        log.error("http request failed", exc_info=(type(exc), exc, exc.__traceback__),
-                  extra={"traceback": display_path(written) if written else "not written"})
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
 class Daemon:
+    """One daemon on one state folder. `clock` is where "now" comes from and `sleep` how a timer
+    that woke early waits for its instant (a test passes a fixed clock and a sleep that moves it)."""
+
     def __init__(self, config: Config, config_path: Path | None = None,
-                 overrides: dict[str, Any] | None = None) -> None:
+                 overrides: dict[str, Any] | None = None, *, clock: Clock = SYSTEM,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.config = config
         self.config_path = config_path
         self.overrides = overrides or {}
         self.state_dir = config.state_dir
+        self.clock = clock
+        self.sleep = sleep
         self.snapshot = Snapshot()
         self.registry = registry_for(self.snapshot)
-        self.health = Health()
+        self.board = HealthBoard()
         self.order_cache = OrderCache()
         self.caches = Caches()
         # operator -> (checksum, entries) of the zone this daemon last published or found current
         self.previous: dict[str, tuple[str, ZoneEntries]] = {}
         self.invalid_seen: dict[str, tuple[str, ...]] = {}
-        self.scheduled: dict[str, datetime] = {}
         self.folder_signature: tuple[Any, ...] | None = None
         # Loading the orders (and recording their versions) is one at a time; planning and
         # publishing are one at a time per operator: `_busy` holds the operators a publisher has
@@ -169,93 +107,39 @@ class Daemon:
         self._pending: set[str] = set()
         self._closing = False
         self._load_seq = self._orders_seq = 0
-        self._health_lock = threading.Lock()
-        self._reasons: dict[str, list[str]] = {}  # operator ("" for the orders) -> why unhealthy
-        self._flags: dict[str, Any] = {}
-        self._held: dict[str, int] = {}
-        self._last_done: datetime | None = None  # the instant of the last reconcile that finished
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._hup = False
-        self._lock_file: Any = None
+        self._lock = StateDirLock(self.state_dir)
         self.state: State | None = None
         self.audit = AuditLog(self.state_dir, actor=ACTOR, observer=self._audit_observed)
         self._audit_down_since: datetime | None = None
-        self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
-            "coalesce": True, "max_instances": 1, "misfire_grace_time": config.misfire_grace,
-        })
-        self.http: ThreadingHTTPServer | None = None
-        self.orders: dict[str, Order] = {}
-        self._probe_lock = threading.Lock()
-        self._probe_cache = PolicyCache()
-        self._verdicts: dict[tuple[str, str, str, str, str], str] = {}
+        self.scheduler = new_scheduler(config)
+        self.transitions = Transitions(self.scheduler, self.reconcile)
+        self.http: http.BoundedHTTPServer | None = None
+        self.orders: dict[str, Order] = {}  # what the probes expect: the newest orders published
+        self.prober = Prober(self.state_dir, self.audit, self.snapshot, clock, lambda: self.orders,
+                             self.previous_zone)
         self._watch_error = ""  # the zone watch's last failure, logged once
         self._zone_marks: dict[str, tuple[Any, ...]] = {}  # operator -> the damaged zone file last seen
 
-    # lifecycle -----------------------------------------------------------------------------
+    @property
+    def health(self) -> Health:
+        return self.board.health
+
+    def previous_zone(self, operator: str) -> tuple[str, ZoneEntries] | None:
+        return self.previous.get(operator)
+
+    # ------------------------------------------------------------------------------------------
     def acquire_lock(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / "daemon.lock"
-        fh = path.open("a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            fh.close()
-            raise DaemonError(f"another blocker daemon is running on state dir {self.state_dir} (pid {holder}); "
-                              "one daemon per state directory") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        self._lock_file = fh
+        self._lock.acquire()
 
     def start_http(self) -> None:
         host, port = self.config.http_listen
-        daemon = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] == "/metrics":
-                    body, status, ctype = render(daemon.registry), 200, "text/plain; version=0.0.4; charset=utf-8"
-                elif self.path.split("?")[0] == "/healthz":
-                    status, payload = daemon.health_payload()
-                    body, ctype = json.dumps(payload, indent=1).encode(), "application/json"
-                else:
-                    body, status, ctype = b"not found: try /metrics or /healthz\n", 404, "text/plain"
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def handle(self) -> None:
-                # The socket timeout bounds each wait; this bounds the whole exchange, so a client
-                # sending one byte every few seconds cannot hold a connection slot for ever.
-                timer = threading.Timer(HTTP_DEADLINE, self._cut)
-                timer.daemon = True
-                timer.start()
-                try:
-                    super().handle()
-                finally:
-                    timer.cancel()
-
-            def _cut(self) -> None:
-                with contextlib.suppress(OSError):
-                    self.connection.shutdown(socket.SHUT_RDWR)
-
-        Handler.timeout = HTTP_TIMEOUT  # a request that does not arrive in time: the connection is dropped
         try:
-            self.http = _BoundedHTTPServer((host, port), Handler)
-            self.http.state_dir = self.state_dir  # where handle_error writes a crash file
+            self.http = http.serve((host, port), self.registry, self.health_payload, self.state_dir)
         except OSError as exc:
             raise DaemonError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        self.http.daemon_threads = True
-        threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
         log.info("listening", extra={"address": f"{host}:{self.http.server_address[1]}"})
 
     def run(self) -> int:
@@ -277,13 +161,13 @@ class Daemon:
             log.info("daemon started", extra={"version": __version__, "orders_dir": str(self.config.orders_dir),
                                               "zones_dir": str(self.config.zones_dir),
                                               "state_dir": str(self.state_dir)})
-            self._install_signals()
+            install_signals(self.stop, self._on_hup)
             self.reconcile("start")
-            self._schedule_periodic()
+            schedule_periodic(self.scheduler, self.config, reconcile=self.reconcile, watch=self.watch,
+                              watch_zones=self.watch_zones, probe_pass=self.probe_pass)
             self.scheduler.start()
-            if any(op.resolvers for op in self.config.operators.values()):
-                self.scheduler.add_job(self.probe_pass, DateTrigger(run_date=datetime.now(UTC)), args=["start"],
-                                       id="probe:start", replace_existing=True)
+            if probes_configured(self.config):
+                probe_at(self.scheduler, self.probe_pass, self.clock.now(), "start")
             while not self._stop.is_set():
                 self._wake.wait(1.0)
                 self._wake.clear()
@@ -303,52 +187,34 @@ class Daemon:
             # lock, and a reconcile job calling add_job/get_job would deadlock the stop.
             self.scheduler.shutdown(wait=False)
         if self.http is not None:
-            self.http.shutdown()
-            self.http.server_close()
+            http.stop(self.http)
             self.http = None
         # Publishers still running finish first (a marked operator is not planned again); a
         # reconcile or probe pass starting later finds no state.
         with self._claims:
             self._closing = True
             self._claims.wait_for(lambda: not self._busy)
-        with self._load_lock, self._probe_lock:
+        with self._load_lock, self.prober.lock:
             if self.state is not None:
                 with contextlib.suppress(AuditWriteError):  # already reported by health and metrics
                     self.audit.append("daemon-stop", {"pid": os.getpid()})
                 log.info("daemon stopped")
                 self.state.close()
                 self.state = None
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        self._lock.release()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
 
-    def _install_signals(self) -> None:
-        def on_stop(signum: int, _frame: Any) -> None:
-            log.info("stopping", extra={"signal": signal.Signals(signum).name})
-            self.stop()
-
-        def on_hup(_signum: int, _frame: Any) -> None:
-            self._hup = True
-            self._wake.set()
-
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGHUP, on_hup)
+    def _on_hup(self) -> None:
+        self._hup = True
+        self._wake.set()
 
     def reload_config(self) -> None:
         """SIGHUP: re-read the config file; a broken one keeps the running config (fail closed)."""
-        if self.config_path is None:
-            return
-        try:
-            fresh = load_config(self.config_path).with_paths(**self.overrides)
-        except ConfigError as exc:
-            log.error("config reload failed, keeping the running config", extra={"error": str(exc)})
-            return
-        if fresh != self.config:
+        fresh = reread_config(self.config_path, self.overrides)
+        if fresh is not None and fresh != self.config:
             with self._load_lock:  # a publisher running keeps the config and caches of its load
                 self.config = fresh
                 self.order_cache = OrderCache()
@@ -356,30 +222,22 @@ class Daemon:
                 self.previous = {}
             log.info("config reloaded", extra={"config": str(self.config_path)})
 
-    def _log_exception(self, message: str, exc: BaseException, **extra: Any) -> None:
-        """The one-line log of an internal error (the formatter keeps one frame), naming the
-        file that holds its full traceback (`<state_dir>/log/crash-*.log`)."""
-        written = write_crash_log(self.state_dir, exc, f"daemon: {message} {extra}")
-        log.error(message, exc_info=(type(exc), exc, exc.__traceback__),
-                  extra={**extra, "traceback": display_path(written) if written else "not written"})
+    def health_payload(self) -> tuple[int, dict[str, Any]]:
+        return self.board.payload(self.clock.now(), self.audit.last_error, self.config.reconcile_interval)
 
-    # scheduling ----------------------------------------------------------------------------
-    def _schedule_periodic(self) -> None:
-        self.scheduler.add_job(self.reconcile, IntervalTrigger(seconds=self.config.reconcile_interval),
-                               args=["periodic"], id="reconcile:periodic", replace_existing=True)
-        self.scheduler.add_job(self.watch, IntervalTrigger(seconds=self.config.watch_interval),
-                               id="watch:orders", replace_existing=True)
-        self.scheduler.add_job(self.watch_zones, IntervalTrigger(seconds=self.config.watch_interval),
-                               id="watch:zones", replace_existing=True)
-        if any(op.resolvers for op in self.config.operators.values()):
-            self.scheduler.add_job(self.probe_pass, IntervalTrigger(seconds=self.config.probe_interval),
-                                   args=["periodic"], id="probe:periodic", replace_existing=True)
+    def probe_pass(self, reason: str) -> None:
+        """Probe every operator's resolvers for the state in force now; record what was proven."""
+        with self.prober.lock:
+            if self.state is None:  # stopped
+                return
+            self.prober.run_pass(self.config, self.state, reason)
 
+    # the watches ------------------------------------------------------------------------------
     def watch(self) -> None:
         try:
             signature = stat_signature(self.config.orders_dir)
         except Exception as exc:  # a job must never end in APScheduler's own traceback
-            self._log_exception("orders watch failed", exc)
+            log_internal(log, self.state_dir, "orders watch failed", exc)
             return
         if signature != self.folder_signature:
             self.reconcile("orders-changed")
@@ -398,7 +256,7 @@ class Daemon:
         except Exception as exc:  # a corrupt state row, say: logged once (each tick would flood), the
             if repr(exc) != self._watch_error:  # reconcile's own failure keeps /healthz at 503
                 self._watch_error = repr(exc)
-                self._log_exception("zone watch failed", exc)
+                log_internal(log, self.state_dir, "zone watch failed", exc)
         finally:
             marked = [op for op in free if self._release(op)]
         if changed or marked:  # /healthz says what the reconcile finds: restored, or why not (503)
@@ -431,24 +289,7 @@ class Daemon:
                 "published_sha256": record.digest})
         return changed
 
-    def _schedule_transitions(self, orders: dict[str, Order], now: datetime) -> None:
-        wanted: dict[str, datetime] = {}
-        for order in orders.values():
-            for kind, instant in (("start", order.start), ("end", order.end)):
-                if instant > now:
-                    wanted[f"transition:{order.id}:{kind}"] = instant.astimezone(UTC)
-        for job_id in set(self.scheduled) - set(wanted):
-            if self.scheduler.get_job(job_id) is not None:
-                self.scheduler.remove_job(job_id)
-            del self.scheduled[job_id]
-        for job_id, instant in wanted.items():
-            if self.scheduled.get(job_id) == instant and self.scheduler.get_job(job_id) is not None:
-                continue
-            self.scheduler.add_job(self.reconcile, DateTrigger(run_date=instant), args=[job_id, instant],
-                                   id=job_id, replace_existing=True)
-            self.scheduled[job_id] = instant
-
-    # the reconcile -------------------------------------------------------------------------
+    # the reconcile ----------------------------------------------------------------------------
     def reconcile(self, reason: str, instant: datetime | None = None) -> bool:
         """Load the orders (one at a time: their receipts go to the trail in order), then plan
         and publish each operator that no other reconcile is publishing, each in its own
@@ -457,7 +298,7 @@ class Daemon:
         plans it again from the newest orders when it is done (at most one such rerun)."""
         if self.state is None:  # stopped
             return False
-        started = time.monotonic()
+        started = self.clock.monotonic()
         load: _Load | None = None
         ok = False
         try:
@@ -474,12 +315,11 @@ class Daemon:
             # Claimed but never handed to a publisher (the plan failed): free for the next reconcile.
             for operator in load.claimed if load is not None else ():
                 self._release(operator)
-        with self._health_lock:  # /healthz's last_reconcile: this one, its publishers all done
-            self._last_done = load.now if load is not None else datetime.now(UTC)
-            self._compose_health()
+        # /healthz's last_reconcile: this one, its publishers all done
+        self.board.reconciled(load.now if load is not None else self.clock.now(), self.config.operators)
         with self.snapshot.lock:
-            observe_reconcile(self.snapshot, time.monotonic() - started, ok)
-            self.snapshot.last_reconcile_ts = time.time()
+            observe_reconcile(self.snapshot, self.clock.monotonic() - started, ok)
+            self.snapshot.last_reconcile_ts = self.clock.now().timestamp()
         return ok
 
     def _audit_observed(self, ok: bool, error: str) -> None:
@@ -489,7 +329,7 @@ class Daemon:
             if not ok:
                 self.snapshot.audit_write_failures += 1
         if not ok and self._audit_down_since is None:
-            self._audit_down_since = datetime.now(UTC)
+            self._audit_down_since = self.clock.now()
 
     def _audit_recovered(self) -> None:
         """After a failed append, a record saying the trail is writable again, and since when it
@@ -503,12 +343,13 @@ class Daemon:
 
     def _audit_failed(self, exc: AuditWriteError, operator: str = "") -> None:
         log.error("audit trail cannot be written: the previous zones keep serving", extra={"error": str(exc)})
-        self._set_reasons(operator, [f"audit trail cannot be written: {exc}"])
+        self.board.set_reasons(operator, [f"audit trail cannot be written: {exc}"], self.config.operators)
 
     def _reconcile_failed(self, exc: Exception, reason: str, operator: str = "") -> None:
         extra = {"reason": reason, **({"operator": operator} if operator else {})}
-        self._log_exception("reconcile failed", exc, **extra)
-        self._set_reasons(operator, [f"reconcile failed: {type(exc).__name__}: {exc}"])
+        log_internal(log, self.state_dir, "reconcile failed", exc, **extra)
+        self.board.set_reasons(operator, [f"reconcile failed: {type(exc).__name__}: {exc}"],
+                               self.config.operators)
 
     def _claim(self, operators: list[str], *, mark: bool = True) -> list[str]:
         """The operators of `operators` this caller may publish now; with `mark`, each busy one
@@ -546,10 +387,10 @@ class Daemon:
         assert self.state is not None
         config = self.config
         self.folder_signature = stat_signature(config.orders_dir)
-        now = datetime.now(UTC)
+        now = self.clock.now()
         if instant is not None and now < instant:  # a timer that woke a hair early
-            time.sleep((instant - now).total_seconds())
-            now = datetime.now(UTC)
+            self.sleep((instant - now).total_seconds())
+            now = self.clock.now()
         # The periodic reconcile also checks every file's bytes against its digest: an edit in
         # place that restored size and mtime is invisible to the folder's stat signature.
         result = load_orders(config.orders_dir, config, self.order_cache, verify=reason == "periodic")
@@ -557,7 +398,7 @@ class Daemon:
         eff = effective_orders(result, config, self.state, self.audit, now, actor=ACTOR)
         if reason == "periodic":  # a full digest of every zone file, whatever its stat says
             self.caches.files.clear()
-        self._schedule_transitions(eff.orders, now)
+        self.transitions.sync(eff.orders, now)
         self._load_seq += 1
         load = _Load(self._load_seq, config, self.caches, result, eff, now)
         self._update_orders(load)
@@ -678,12 +519,9 @@ class Daemon:
         self._log_outcomes(outcomes, reason)
         outcomes += retried
         self._update(load, op_plan, outcomes)
-        if outcomes and any(op.resolvers for op in config.operators.values()) and self.scheduler.running:
+        if outcomes and probes_configured(config) and self.scheduler.running:
             # Prove the new zone at once: the next periodic pass may be minutes away.
-            with contextlib.suppress(Exception):  # the scheduler stopping under us
-                self.scheduler.add_job(self.probe_pass,
-                                       DateTrigger(run_date=datetime.now(UTC) + timedelta(seconds=1)),
-                                       args=["after-publish"], id="probe:after-publish", replace_existing=True)
+            probe_at(self.scheduler, self.probe_pass, self.clock.now() + timedelta(seconds=1), "after-publish")
         return not any(not o.published or (o.reload is not None and not o.reload.ok) for o in outcomes)
 
     def _retry_reloads(self, plan: Plan, done: set[str], config: Config | None = None) -> list[OperatorOutcome]:
@@ -771,23 +609,6 @@ class Daemon:
             else:
                 log.info("zone published", extra={"operator": o.operator, "serial": o.serial, "reason": reason})
 
-    def _set_reasons(self, operator: str, reasons: list[str]) -> None:
-        """Why an operator (or, for "", loading the orders) is unhealthy now; /healthz says all."""
-        with self._health_lock:
-            self._reasons[operator] = reasons
-            self._compose_health()
-
-    def _compose_health(self) -> None:
-        """/healthz from each operator's last publish and the last load (lock held): each
-        publisher updates its own operator's part."""
-        reasons: list[str] = []
-        for operator in sorted(self.config.operators):
-            reasons += self._reasons.get(operator, [f"{operator}: not planned yet"])
-        reasons += self._reasons.get("", [])
-        flags = {**self._flags, "removals_held": {op: n for op, n in sorted(self._held.items())
-                                                   if n and op in self.config.operators}}
-        self.health = Health(not reasons, reasons, flags, self._last_done)
-
     def _update_orders(self, load: _Load) -> None:
         """Health and metrics of the orders themselves, at each load."""
         result, eff, now = load.result, load.eff, load.now
@@ -796,22 +617,9 @@ class Daemon:
             reasons.append(f"orders folder {display_path(load.config.orders_dir)} does not exist "
                            "(the last good versions stay in force)")
         orphaned = sorted(i for i, f in eff.flags.items() if f == FLAG_ORPHANED)
-        with self._health_lock:
-            self._flags = {"orders_invalid": sorted(result.invalid_files), "orders_orphaned": orphaned}
-            self._reasons[""] = reasons
-            self._compose_health()
-        s = self.snapshot
-        with s.lock:
-            statuses: dict[str, int] = {}
-            for order in eff.orders.values():
-                status = order.status_at(now)
-                statuses[status] = statuses.get(status, 0) + 1
-            s.orders_by_status = statuses
-            s.order_windows = {o.id: (o.start.timestamp(), o.end.timestamp()) for o in eff.orders.values()}
-            s.orders_invalid = len(result.invalid_files)
-            s.orders_orphaned = len(orphaned)
-            upcoming = next_transition(eff.orders.values(), now)
-            s.next_transition_ts = upcoming.timestamp() if upcoming else None
+        self.board.set_orders(reasons, {"orders_invalid": sorted(result.invalid_files), "orders_orphaned": orphaned},
+                              self.config.operators)
+        observe_orders(self.snapshot, eff.orders.values(), now, len(result.invalid_files), len(orphaned))
 
     def _update(self, load: _Load, op_plan: OperatorPlan, outcomes: list[OperatorOutcome]) -> None:
         """Health and metrics of one operator, after its publish."""
@@ -829,181 +637,11 @@ class Daemon:
             reasons.append(f"{op}: published zone is not current")
         elif record is not None and record.checksum == on_disk.checksum and not record.in_effect:
             reasons.append(f"{op}: reload failed: {record.reload_message}")
-        with self._health_lock:
-            self._reasons[op] = reasons
-            self._held[op] = len(op_plan.held)
+        with self.board.lock:
+            self.board.set_operator(op, reasons, len(op_plan.held))
             if load.seq > self._orders_seq:  # what the probes expect: the newest orders published
                 self._orders_seq, self.orders = load.seq, dict(load.eff.orders)
-            self._compose_health()
-        s = self.snapshot
-        with s.lock:
-            s.zone_names[op], s.zone_records[op] = op_plan.zone.names, op_plan.zone.entries
-            if on_disk is not None:
-                s.zone_serial[op] = on_disk.serial
-            if record is not None:
-                s.zone_publish_ts[op] = record.published_at.timestamp()
-                s.zone_in_effect[op] = record.in_effect
-            s.removals_held[op] = len(op_plan.held)
-            for o in outcomes:
-                s.publish_failures.setdefault(o.operator, 0)
-                s.reload_failures.setdefault(o.operator, 0)
-                if not o.published:
-                    s.publish_failures[o.operator] += 1
-                elif o.reload is not None and not o.reload.ok:
-                    s.reload_failures[o.operator] += 1
+            self.board.compose(self.config.operators)
+        observe_zone(self.snapshot, op, op_plan.zone.names, op_plan.zone.entries,
+                     on_disk.serial if on_disk is not None else None, record, len(op_plan.held), outcomes)
 
-    # probes ------------------------------------------------------------------------------
-    def probe_pass(self, reason: str) -> None:
-        """Probe every operator's resolvers for the state in force now; record what was proven."""
-        with self._probe_lock:
-            if self.state is None:  # stopped
-                return
-            for op in self.config.operators.values():
-                if not op.resolvers:
-                    continue
-                try:
-                    self._probe_operator(op, reason)
-                except Exception as exc:  # a probe failure must never stop the daemon
-                    self._log_exception("probe pass failed", exc, operator=op.id)
-
-    def _probe_operator(self, op: OperatorConfig, reason: str) -> None:
-        config, orders, now = self.config, dict(self.orders), datetime.now(UTC)
-        content = desired(orders.values(), op.id, now, self._probe_cache)
-        checks = expected_checks(orders.values(), op.id, now, recent_days=config.probe_recent_window_days,
-                                 control_names=config.control_names, content=content)
-        targets = targets_for(op)
-        canary = canary_owner(op.id)
-        before = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
-        results = probe_sync(checks, targets, signature_for(op), timeout=config.probe_timeout,
-                             retries=config.probe_retries, concurrency=config.probe_concurrency,
-                             rate_per_resolver=config.probe_rate_per_resolver)
-        after = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
-        results = prove(checks, results, proof_serials(checks, orders.values(), self._published(op.id)),
-                        served_throughout(before, after))
-        # Per resolver (the label probe results carry): the serial its first transport applies now.
-        serials = {t.name or t.address: after.get((t.name or t.address, t.transports[0])) if t.transports else None
-                   for t in targets}
-        self._record_probe(op, orders, checks, results, serials, now, reason)
-
-    def _published(self, operator: str) -> Published | None:
-        """The zone on disk with the state's history of publishes: what a canary serial proves."""
-        assert self.state is not None
-        path = self.config.zones_dir / f"{operator}.rpz"
-        meta = read_meta(path)
-        if meta is None:
-            return None
-        remembered = self.previous.get(operator)
-        if remembered is not None and remembered[0] == meta.checksum:
-            entries = remembered[1]
-        else:
-            try:
-                entries = read_entries(path)
-            except (OSError, UnicodeDecodeError, ValueError):  # a damaged zone proves nothing
-                return None
-        return published_from_state(meta.serial, entries, operator, self.state)
-
-    def _record_probe(self, op: OperatorConfig, orders: dict[str, Order], checks: list[Check],
-                      results: list[CheckResult], serials: dict[str, int | None], now: datetime, reason: str) -> None:
-        assert self.state is not None
-        counts: dict[str, int] = {}
-        per_resolver: dict[tuple[str, str], int] = {}
-        up: dict[str, bool] = {}
-        by_order: dict[str, list[CheckResult]] = {}
-        changes = []
-        for r in results:
-            counts[r.verdict] = counts.get(r.verdict, 0) + 1
-            per_resolver[(r.resolver, r.verdict)] = per_resolver.get((r.resolver, r.verdict), 0) + 1
-            up[r.resolver] = up.get(r.resolver, False) or r.verdict != "error"
-            for order_id in r.order_ids:
-                by_order.setdefault(order_id, []).append(r)
-            # Subdomain checks ask a fresh random label each pass: key them by the parent name.
-            name = r.name.split(".", 1)[1] if r.name.startswith(RANDOM_LABEL_PREFIX) else r.name
-            key = (op.id, r.kind, name, r.resolver, r.transport)
-            before = self._verdicts.get(key)
-            if before is not None and before != r.verdict:
-                changes.append({"operator": op.id, "name": name, "kind": r.kind, "resolver": r.resolver,
-                                "transport": r.transport, "from": before, "to": r.verdict,
-                                "orders": list(r.order_ids), "reason": r.reason})
-            self._verdicts[key] = r.verdict
-        for change in changes[:200]:
-            self.audit.append("probe-verdict-change", change, actor=ACTOR)
-        verified, failing = [], []
-        for order_id, rs in sorted(by_order.items()):
-            order = orders.get(order_id)
-            if order is None:
-                continue
-            # prove() left `blocked`/`resolves` only where a canary and the control names prove
-            # them; an order is verified by a pass only with at least one such check, all holding.
-            if order.active_at(now):
-                claims = [r for r in rs if r.expected == "blocked"]
-                ok = bool(claims) and all(r.verdict == "blocked" for r in claims)
-                kind, since = "blocked", order.start
-            else:
-                ok = bool(rs) and all(r.verdict == "resolves" for r in rs)
-                kind, since = "lifted", order.end
-            self.state.record_probe_outcome(order_id, op.id, ok, now)
-            (verified if ok else failing).append(order_id)
-            if ok and self.state.record_first(order_id, op.id, kind, now):
-                data = {"order": order_id, "operator": op.id, "kind": kind, "at": fmt_instant(now),
-                        "after_seconds": round((now - since).total_seconds(), 3)}
-                log.info(f"first probe pass that proves the order {'blocked' if kind == 'blocked' else 'lifted'}",
-                         extra=data)
-                self.audit.append("order-verified", data, actor=ACTOR)
-        published = read_meta(self.config.zones_dir / f"{op.id}.rpz")
-        stale = [addr for addr, serial in serials.items()
-                 if published is not None and serial != published.serial]
-        record = self.state.zone(op.id)
-        if (published is not None and serials and not stale and record is not None and not record.in_effect
-                and record.serial == published.serial):
-            # The reload's own check timed out, but every resolver now applies the zone.
-            self.state.mark_in_effect(op.id, True, f"serial {published.serial} verified by a probe pass")
-        self.audit.append("probe-pass", {
-            "operator": op.id, "reason": reason, "checks": len(results), "verdicts": counts,
-            "orders": verified + failing, "verified": verified, "failing": failing,
-            "published_serial": published.serial if published else None, "resolver_serials": serials,
-            "stale": stale,
-        }, actor=ACTOR)
-        if failing or stale:
-            log.warning("probe pass: not every check holds", extra={"operator": op.id, "failing": ",".join(failing),
-                                                                    "stale": ",".join(stale), "verdicts": counts})
-        firsts = self.state.firsts()
-        s = self.snapshot
-        with s.lock:
-            for key in [k for k in s.probe_checks if k[0] == op.id]:
-                del s.probe_checks[key]
-            for (resolver, verdict), n in per_resolver.items():
-                s.probe_checks[(op.id, resolver, verdict)] = n
-            for resolver, alive in up.items():
-                s.resolver_up[(op.id, resolver)] = alive
-            for addr, serial in serials.items():
-                if serial is not None:
-                    s.resolver_serial[(op.id, addr)] = serial
-            s.probe_last_pass_ts[op.id] = now.timestamp()
-            unverified = [(now - o.start).total_seconds() for o in orders.values()
-                          if op.id in o.operators and o.active_at(now) and (o.id, op.id, "blocked") not in firsts]
-            s.probe_oldest_unverified[op.id] = max(unverified, default=0.0)
-            for (order_id, operator, kind), at in firsts.items():
-                order = orders.get(order_id)
-                if order is None or operator != op.id:
-                    continue
-                target = s.time_to_block if kind == "blocked" else s.time_to_lift
-                target[(order_id, operator)] = (at - (order.start if kind == "blocked" else order.end)).total_seconds()
-
-    def health_payload(self) -> tuple[int, dict[str, Any]]:
-        h = self.health
-        reasons = list(h.reasons)
-        error = self.audit.last_error
-        if error is not None and not any(r.startswith("audit trail cannot be written") for r in reasons):
-            reasons.append(f"audit trail cannot be written: {error}")  # a probe pass's append, say
-        if h.last_reconcile is not None:
-            age = (datetime.now(UTC) - h.last_reconcile).total_seconds()
-            if age > 3 * self.config.reconcile_interval + 30:
-                reasons.append(f"last reconcile {age:.0f} s ago")
-        ok = h.ok and not reasons
-        payload = {
-            "status": "ok" if ok else "unhealthy",
-            "reasons": reasons,
-            "last_reconcile": h.last_reconcile.isoformat() if h.last_reconcile else None,
-            **h.flags,
-        }
-        return (200 if ok else 503), payload

@@ -1,29 +1,49 @@
-"""Structured logs on stderr: plain `key=value` lines for people, JSON lines for collectors."""
+"""Structured logs on stderr: plain `key=value` lines for people, JSON lines for collectors.
+
+A record logged with an exception (`log.exception`, `exc_info=`) keeps all of it: JSON lines carry
+the whole formatted traceback in their `exc` field (a collector shows it, a person greps it), and
+both formats carry `error`, the one-line summary. Plain lines stay one line each for a person at a
+terminal; the daemon's internal errors also name the crash file that holds the traceback
+(`log_internal`), so the plain log loses nothing either.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from blocker.textsafe import printable
+from blocker.crashlog import write_crash_log
+from blocker.textsafe import display_path, printable
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
+
+
+def _summary(exc: BaseException) -> str:
+    """The exception's type and message, and the innermost frame it was raised in."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}" if tb else "?"
+    return f"{type(exc).__name__}: {exc} (at {where})"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields = {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")}
     if record.exc_info and record.exc_info[1] is not None:
-        # One line, no traceback: the exception's type and message, and where it was raised.
-        exc = record.exc_info[1]
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        where = f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}" if tb else "?"
-        fields["error"] = f"{type(exc).__name__}: {exc} (at {where})"
+        fields["error"] = _summary(record.exc_info[1])
     return fields
+
+
+def _traceback(record: logging.LogRecord) -> str | None:
+    """Every frame of the record's exception (chained causes included), or None."""
+    if not record.exc_info or record.exc_info[1] is None:
+        return None
+    return "".join(traceback.format_exception(record.exc_info[1])).rstrip("\n")
 
 
 class PlainFormatter(logging.Formatter):
@@ -44,6 +64,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             **_fields(record),
         }
+        exc = _traceback(record)
+        if exc is not None:
+            data["exc"] = exc
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
@@ -54,6 +77,15 @@ def _plain(value: Any) -> str:
     if not text or any(c.isspace() or c in '"=' for c in text):
         return '"' + text.replace('"', '\\"') + '"'
     return text
+
+
+def log_internal(logger: logging.Logger, state_dir: Path | None, message: str, exc: BaseException,
+                 context: str = "", **extra: Any) -> None:
+    """An internal error (a bug, not a BlockerError): one log line naming the crash file that holds
+    its full traceback (`<state_dir>/log/crash-*.log`, as the CLI's error hook does)."""
+    written = write_crash_log(state_dir, exc, context or f"daemon: {message} {extra}")
+    logger.error(message, exc_info=(type(exc), exc, exc.__traceback__),
+                 extra={**extra, "traceback": display_path(written) if written else "not written"})
 
 
 def setup(fmt: str = "plain", level: int = logging.INFO) -> logging.Logger:

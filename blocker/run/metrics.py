@@ -8,14 +8,22 @@ domain name).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from blocker import __version__
+from blocker.orders.model import Order
+from blocker.policy.compute import next_transition
+from blocker.probe.engine import CheckResult
+from blocker.publish.reconcile import OperatorOutcome
+from blocker.record.state import ZoneRecord
+from blocker.vocab import STATUSES
 
 RECONCILE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -66,7 +74,79 @@ def observe_reconcile(s: Snapshot, seconds: float, ok: bool) -> None:
             s.reconcile_buckets[i] += 1
 
 
-def _gauge(name: str, doc: str, labels: list[str], values: dict, value_of=lambda v: v) -> GaugeMetricFamily:
+def observe_orders(s: Snapshot, orders: Iterable[Order], now: datetime, invalid: int, orphaned: int) -> None:
+    """The orders in force at a load: counts by status, their windows, the next transition."""
+    in_force = list(orders)
+    with s.lock:
+        statuses: dict[str, int] = {}
+        for order in in_force:
+            status = order.status_at(now)
+            statuses[status] = statuses.get(status, 0) + 1
+        s.orders_by_status = statuses
+        s.order_windows = {o.id: (o.start.timestamp(), o.end.timestamp()) for o in in_force}
+        s.orders_invalid = invalid
+        s.orders_orphaned = orphaned
+        upcoming = next_transition(in_force, now)
+        s.next_transition_ts = upcoming.timestamp() if upcoming else None
+
+
+def observe_zone(s: Snapshot, operator: str, names: int, records: int, serial: int | None,
+                 record: ZoneRecord | None, held: int, outcomes: Iterable[OperatorOutcome]) -> None:
+    """One operator's zone after its publish (`serial` of the file on disk, None when unreadable)."""
+    with s.lock:
+        s.zone_names[operator], s.zone_records[operator] = names, records
+        if serial is not None:
+            s.zone_serial[operator] = serial
+        if record is not None:
+            s.zone_publish_ts[operator] = record.published_at.timestamp()
+            s.zone_in_effect[operator] = record.in_effect
+        s.removals_held[operator] = held
+        for o in outcomes:
+            s.publish_failures.setdefault(o.operator, 0)
+            s.reload_failures.setdefault(o.operator, 0)
+            if not o.published:
+                s.publish_failures[o.operator] += 1
+            elif o.reload is not None and not o.reload.ok:
+                s.reload_failures[o.operator] += 1
+
+
+def observe_probe(s: Snapshot, operator: str, results: Iterable[CheckResult], serials: Mapping[str, int | None],
+                  orders: Mapping[str, Order], firsts: Mapping[tuple[str, str, str], datetime],
+                  now: datetime) -> None:
+    """One operator's probe pass: verdicts per resolver, serials served, time to block and lift."""
+    per_resolver: dict[tuple[str, str], int] = {}
+    up: dict[str, bool] = {}
+    for r in results:
+        per_resolver[(r.resolver, r.verdict)] = per_resolver.get((r.resolver, r.verdict), 0) + 1
+        up[r.resolver] = up.get(r.resolver, False) or r.verdict != "error"
+    with s.lock:
+        for key in [k for k in s.probe_checks if k[0] == operator]:
+            del s.probe_checks[key]
+        for (resolver, verdict), n in per_resolver.items():
+            s.probe_checks[(operator, resolver, verdict)] = n
+        for resolver, alive in up.items():
+            s.resolver_up[(operator, resolver)] = alive
+        for addr, serial in serials.items():
+            if serial is not None:
+                s.resolver_serial[(operator, addr)] = serial
+        s.probe_last_pass_ts[operator] = now.timestamp()
+        unverified = [(now - o.start).total_seconds() for o in orders.values()
+                      if operator in o.operators and o.active_at(now) and (o.id, operator, "blocked") not in firsts]
+        s.probe_oldest_unverified[operator] = max(unverified, default=0.0)
+        for (order_id, op, kind), at in firsts.items():
+            order = orders.get(order_id)
+            if order is None or op != operator:
+                continue
+            target = s.time_to_block if kind == "blocked" else s.time_to_lift
+            target[(order_id, op)] = (at - (order.start if kind == "blocked" else order.end)).total_seconds()
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _gauge(name: str, doc: str, labels: list[str], values: Mapping[Any, Any],
+           value_of: Callable[[Any], Any] = _same) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, doc, labels=labels)
     for key, value in sorted(values.items()):
         family.add_metric(list(key) if isinstance(key, tuple) else [key], float(value_of(value)))
@@ -81,7 +161,7 @@ class BlockerCollector(Collector):
         s = self.s
         with s.lock:
             yield _gauge("blocker_build_info", "Build information.", ["version"], {__version__: 1})
-            statuses = {k: s.orders_by_status.get(k, 0) for k in ("pending", "active", "expired", "lifted")}
+            statuses = {k: s.orders_by_status.get(k, 0) for k in STATUSES}
             yield _gauge("blocker_orders", "Orders by status at the last reconcile.", ["status"], statuses)
             yield _gauge("blocker_order_start_timestamp_seconds", "When each order comes into force.", ["order"],
                          {k: v[0] for k, v in s.order_windows.items()})

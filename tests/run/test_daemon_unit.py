@@ -1,26 +1,23 @@
 """The daemon's scheduling logic, in process, on a fake clock.
 
-`blocker.run.daemon` reads the time through its module globals `datetime` and `time`: the `clock`
-fixture replaces both, so a test decides what "now" is and a timer's early-wake sleep moves the
-fake clock instead of waiting. The scheduler is started paused: jobs are really added, with the
-scheduler's defaults, but only a test runs them. End-to-end behaviour in real time is in
-tests/test_daemon.py.
+The daemon reads the time from the clock it is given: the `clock` fixture is a fixed one, so a
+test decides what "now" is, and a timer's early-wake sleep moves the fake clock instead of waiting.
+The scheduler is started paused: jobs are really added, with the scheduler's defaults, but only a
+test runs them. End-to-end behaviour in real time is in tests/run/test_daemon.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
 
-import blocker.run.daemon as daemon_mod
+from blocker.clock import FixedClock
 from blocker.config.model import load_config
 from blocker.record.state import State
 from blocker.run.daemon import Daemon
@@ -28,30 +25,19 @@ from blocker.run.daemon import Daemon
 T0 = datetime(2030, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
+class Clock(FixedClock):
+    """The daemon's clock in these tests; a timer's early-wake sleep moves it instead of waiting."""
 
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds=seconds)
 
     def at(self, offset: float) -> datetime:
         return T0 + timedelta(seconds=offset)
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock(T0)
-
-    class FakeDatetime(datetime):
-        @classmethod
-        def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
-            return fake.now.astimezone(tz) if tz is not None else fake.now.replace(tzinfo=None)
-
-    monkeypatch.setattr(daemon_mod, "datetime", FakeDatetime)
-    monkeypatch.setattr(daemon_mod, "time", SimpleNamespace(sleep=fake.advance, monotonic=time.monotonic,
-                                                            time=lambda: fake.now.timestamp()))
-    return fake
+def clock() -> Clock:
+    return Clock(T0)
 
 
 def write_order(folder: Path, order_id: str, start: datetime, end: datetime, targets: list[str]) -> Path:
@@ -65,13 +51,13 @@ def write_order(folder: Path, order_id: str, start: datetime, end: datetime, tar
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
+def daemon(tmp_path: Path, clock: Clock) -> Iterator[Daemon]:
     (tmp_path / "orders").mkdir()
     config_path = tmp_path / "blocker.yaml"
     config_path.write_text(yaml.safe_dump({"publish": {"check": "structural"}, "operators": {"orange": {}}}))
     config = load_config(config_path).with_paths(orders_dir=tmp_path / "orders", state_dir=tmp_path / "state",
                                                  zones_dir=tmp_path / "zones")
-    d = Daemon(config)
+    d = Daemon(config, clock=clock, sleep=clock.sleep)
     d.state = State(config.state_dir)
     d.scheduler.start(paused=True)
     try:
@@ -145,7 +131,7 @@ def test_a_changed_order_moves_its_jobs_and_a_past_one_has_none(daemon: Daemon, 
     write_order(folder, "a", clock.at(10), clock.at(40), ["a.example.gg"])  # end moved
     daemon.reconcile("orders-changed")
     assert transition_jobs(daemon) == {"transition:a:start": clock.at(10), "transition:a:end": clock.at(40)}
-    clock.advance(41)
+    clock.advance(seconds=41)
     daemon.reconcile("periodic")
     assert transition_jobs(daemon) == {}
     assert daemon.snapshot.next_transition_ts is None
@@ -158,7 +144,7 @@ def test_a_deleted_pending_order_keeps_its_jobs(daemon: Daemon, clock: Clock) ->
     path.unlink()
     daemon.reconcile("orders-changed")
     assert set(transition_jobs(daemon)) == {"transition:a:start", "transition:a:end"}
-    clock.advance(10)
+    clock.advance(seconds=10)
     fire(daemon, "transition:a:start")
     assert "a.example.gg" in owners(daemon)
 
@@ -168,11 +154,11 @@ def test_start_and_end_jobs_apply_and_lift_on_time(daemon: Daemon, clock: Clock,
     write_order(daemon.config.orders_dir, "a", clock.at(10), clock.at(20), ["a.example.gg"])
     daemon.reconcile("start")
     assert owners(daemon) == set()
-    clock.advance(10.2)
-    with caplog.at_level(logging.INFO, logger="blocker.run.daemon"):
+    clock.advance(seconds=10.2)
+    with caplog.at_level(logging.INFO, logger="blocker.run"):
         assert fire(daemon, "transition:a:start") is True
         assert owners(daemon) == {"a.example.gg", "*.a.example.gg"}
-        clock.advance(10)
+        clock.advance(seconds=10)
         fire(daemon, "transition:a:end")
     assert owners(daemon) == set()
     applied = [r for r in caplog.records if r.getMessage() == "transition applied"]
@@ -183,9 +169,9 @@ def test_start_and_end_jobs_apply_and_lift_on_time(daemon: Daemon, clock: Clock,
 def test_a_timer_that_wakes_early_waits_for_its_instant(daemon: Daemon, clock: Clock) -> None:
     write_order(daemon.config.orders_dir, "a", clock.at(10), clock.at(20), ["a.example.gg"])
     daemon.reconcile("start")
-    clock.advance(9.7)  # the timer fired 0.3 s early
+    clock.advance(seconds=9.7)  # the timer fired 0.3 s early
     fire(daemon, "transition:a:start")
-    assert clock.now == clock.at(10)
+    assert clock.now() == clock.at(10)
     assert "a.example.gg" in owners(daemon)
 
 
@@ -194,7 +180,7 @@ def test_a_job_recomputes_the_whole_state_rather_than_trusting_its_kind(daemon: 
     write_order(daemon.config.orders_dir, "a", clock.at(10), clock.at(20), ["a.example.gg"])
     write_order(daemon.config.orders_dir, "b", clock.at(-10), clock.at(100), ["b.example.gg"])
     daemon.reconcile("start")
-    clock.advance(25)
+    clock.advance(seconds=25)
     fire(daemon, "transition:a:start")
     assert owners(daemon) == {"b.example.gg", "*.b.example.gg"}
 
@@ -203,11 +189,11 @@ def test_catch_up_is_audited_with_its_lateness(daemon: Daemon, clock: Clock,
                                                caplog: pytest.LogCaptureFixture) -> None:
     write_order(daemon.config.orders_dir, "a", clock.at(10), clock.at(20), ["a.example.gg"])
     daemon.reconcile("start")
-    clock.advance(17.5)  # the daemon was down at the start instant
-    with caplog.at_level(logging.INFO, logger="blocker.run.daemon"):
+    clock.advance(seconds=17.5)  # the daemon was down at the start instant
+    with caplog.at_level(logging.INFO, logger="blocker.run"):
         daemon.reconcile("start")
         assert "a.example.gg" in owners(daemon)
-        clock.advance(5.25)  # ... and at the end instant
+        clock.advance(seconds=5.25)  # ... and at the end instant
         daemon.reconcile("start")
     assert owners(daemon) == set()
     caught = audit(daemon, "catch-up")
@@ -224,9 +210,9 @@ def test_two_seconds_late_is_on_time_more_is_a_catch_up(daemon: Daemon, clock: C
     write_order(folder, "a", clock.at(10), clock.at(100), ["a.example.gg"])
     write_order(folder, "b", clock.at(20), clock.at(100), ["b.example.gg"])
     daemon.reconcile("start")
-    clock.advance(12)  # a: exactly 2 s late
+    clock.advance(seconds=12)  # a: exactly 2 s late
     daemon.reconcile("periodic")
-    clock.advance(10.5)  # b: 2.5 s late
+    clock.advance(seconds=10.5)  # b: 2.5 s late
     daemon.reconcile("periodic")
     assert [(c["order"], c["late_seconds"]) for c in audit(daemon, "catch-up")] == [("b", 2.5)]
 

@@ -356,7 +356,7 @@ def test_a_daemon_internal_error_logs_one_line_naming_its_traceback_file(env: En
 
 def test_clients_trickling_bytes_cannot_hold_the_endpoint(env: Env) -> None:
     """Slowloris: 40 clients sending one byte a second (each wait under the socket timeout)."""
-    from blocker.run.daemon import HTTP_DEADLINE
+    from blocker.run.http import HTTP_DEADLINE
 
     config = env.config(reconcile=1)
     daemon = env.start(config)
