@@ -37,7 +37,8 @@ from blocker.crashlog import write_crash_log
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult, Order, OrderCache, load_orders, stat_signature
 from blocker.policy.compute import PolicyCache, ZoneEntries, desired, next_transition, orders_in_force
-from blocker.probe.engine import Check, CheckResult, probe_sync, prove, read_lane_canaries, served_throughout
+from blocker.probe.canary import read_lane_canaries
+from blocker.probe.engine import probe_sync
 from blocker.probe.expectations import (
     RANDOM_LABEL_PREFIX,
     Published,
@@ -47,6 +48,8 @@ from blocker.probe.expectations import (
     signature_for,
     targets_for,
 )
+from blocker.probe.model import Check, CheckResult
+from blocker.probe.proof import prove, served_throughout
 from blocker.publish.plan import Caches, OperatorPlan, Plan, compute_plan, file_digest
 from blocker.publish.reconcile import (
     FLAG_ORPHANED,
