@@ -566,11 +566,11 @@ def _print_probe(results: Sequence[CheckResult], checks: Sequence[Check]) -> Non
         counts = rows.setdefault((r.resolver, r.transport), {})
         counts[r.verdict] = counts.get(r.verdict, 0) + 1
     # The table's columns, in this order (what holds first): a contract scripts may read.
-    verdicts = [Verdict.BLOCKED, Verdict.RESOLVES, Verdict.NOT_BLOCKED, Verdict.OVERBLOCKED, Verdict.ERROR,
-                Verdict.UNVERIFIED]
+    verdicts = [v.value for v in (Verdict.BLOCKED, Verdict.RESOLVES, Verdict.NOT_BLOCKED, Verdict.OVERBLOCKED,
+                                  Verdict.ERROR, Verdict.UNVERIFIED)]
     table = [[res, tr, *[str(c.get(v, 0)) for v in verdicts]] for (res, tr), c in sorted(rows.items())]
     print(_table(table, ["RESOLVER", "TRANSPORT", *[v.upper() for v in verdicts]]))
-    bad = [r for r in results if r.verdict not in (Verdict.BLOCKED, Verdict.RESOLVES)]
+    bad = [r for r in results if r.verdict not in (Verdict.BLOCKED.value, Verdict.RESOLVES.value)]
     for r in bad[:50]:
         ids = ",".join(r.order_ids) or "-"
         print(f"  {r.verdict}: {r.name} on {r.resolver}/{r.transport} (expected {r.expected}; orders {ids}; "

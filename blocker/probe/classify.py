@@ -15,7 +15,7 @@ import socket
 
 import dns.exception
 
-from blocker.probe.model import AUTHORITY_MODES, Check, Signature
+from blocker.probe.model import AUTHORITY_MODES, Check, Signature, VerdictText
 from blocker.probe.wire import (
     NOERROR,
     NXDOMAIN,
@@ -41,12 +41,12 @@ from blocker.vocab import Verdict
 POLICY_EDE: frozenset[int] = frozenset({4, 15, 16, 17})
 POLICY_REFUSAL_EDE: frozenset[int] = POLICY_EDE | {18}
 
-# Bound once: the hot path returns these without an attribute lookup on the enum per reply.
-_BLOCKED, _RESOLVES, _NOT_BLOCKED = Verdict.BLOCKED, Verdict.RESOLVES, Verdict.NOT_BLOCKED
-_OVERBLOCKED, _ERROR = Verdict.OVERBLOCKED, Verdict.ERROR
+# The words, as plain str (see blocker.probe.model.VerdictText): bound once for the hot path.
+_BLOCKED, _RESOLVES, _NOT_BLOCKED = Verdict.BLOCKED.value, Verdict.RESOLVES.value, Verdict.NOT_BLOCKED.value
+_OVERBLOCKED, _ERROR = Verdict.OVERBLOCKED.value, Verdict.ERROR.value
 
 # An outcome: (verdict or None to retry, rcode text, answer texts, reason).
-Outcome = tuple[Verdict | None, str, tuple[str, ...], str]
+Outcome = tuple[VerdictText | None, str, tuple[str, ...], str]
 
 
 class Rules:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, cast
 
 from blocker.probe.classify import Rules, classify
-from blocker.probe.model import EXPECTATIONS, TRANSPORTS, Check, CheckResult, ResolverTarget, Signature
+from blocker.probe.model import EXPECTATIONS, TRANSPORTS, Check, CheckResult, ResolverTarget, Signature, VerdictText
 from blocker.probe.transports import LaneBase, TcpLane, UdpLane, os_reason, tcp_exchange
 from blocker.probe.wire import NameWires, QuerySpec, id_bytes, qtype_code
 from blocker.vocab import ACTIONS, Verdict
@@ -169,7 +169,7 @@ class Engine:
         lane.queue.clear()
         for job in jobs:
             job.first_sent = now
-            self.finish(job, Verdict.ERROR, "", (), reason, now)
+            self.finish(job, Verdict.ERROR.value, "", (), reason, now)
 
     def pump(self) -> None:
         """Fill the global window from the lanes' queues, round-robin, within each rate limit."""
@@ -285,16 +285,16 @@ class Engine:
         if check.expected == "blocked" and check.action == "drop" and job.timeouts == job.attempt:
             lane = job.lane
             if lane.last_reply > job.first_sent:
-                self.finish(job, Verdict.BLOCKED, "", (), _drop_reason(job), now)
+                self.finish(job, Verdict.BLOCKED.value, "", (), _drop_reason(job), now)
             else:
                 lane.deferred.append(job)
                 self.outstanding -= 1
                 self._check_idle()
             return
         attempts = f"{job.attempt} attempt" + ("s" if job.attempt != 1 else "")
-        self.finish(job, Verdict.ERROR, "", (), f"{reason} ({attempts})", now)
+        self.finish(job, Verdict.ERROR.value, "", (), f"{reason} ({attempts})", now)
 
-    def finish(self, job: Job, verdict: Verdict, rcode: str, answer: tuple[str, ...], reason: str,
+    def finish(self, job: Job, verdict: VerdictText, rcode: str, answer: tuple[str, ...], reason: str,
                now: float) -> None:
         check = job.spec.check
         self.results[job.idx] = CheckResult(
@@ -346,7 +346,7 @@ class Engine:
         for job in lane.deferred:
             if lane.last_reply > job.first_sent:
                 self.outstanding += 1      # finish() takes it back off
-                self.finish(job, Verdict.BLOCKED, "", (), _drop_reason(job), now)
+                self.finish(job, Verdict.BLOCKED.value, "", (), _drop_reason(job), now)
             else:
                 still.append(job)
         lane.deferred = still
@@ -363,7 +363,7 @@ def _drop_reason(job: Job) -> str:
 def _drop_error(job: Job, why: str, now: float) -> CheckResult:
     check = job.spec.check
     return CheckResult(
-        check.name, job.lane.label, job.lane.transport, check.expected, Verdict.ERROR, check.order_ids, "", (),
+        check.name, job.lane.label, job.lane.transport, check.expected, Verdict.ERROR.value, check.order_ids, "", (),
         round((now - job.first_sent) * 1000.0, 3),
         f"no answer to {job.attempt} attempts, and {why}: a drop cannot be told from an outage", check.kind,
     )

@@ -21,6 +21,10 @@ from blocker.vocab import Verdict
 
 # Verdicts that only count once prove() found the canary proof for them (see proof.prove()).
 PROVEN: frozenset[str] = frozenset({Verdict.BLOCKED.value, Verdict.RESOLVES.value})
+# A verdict as results carry it: the plain str value of a blocker.vocab.Verdict member. Why not the
+# member: Enum.__hash__ is a Python function, and a pass hashes 10^6 verdicts (exit_code, prove,
+# the daemon's counters); a str also prints the same everywhere (a member's repr does not).
+VerdictText = str
 EXPECTATIONS: tuple[str, ...] = (Verdict.BLOCKED.value, Verdict.RESOLVES.value)
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp")
 AUTHORITY_MODES: tuple[str, ...] = ("rpz", "empty", "any")
@@ -69,7 +73,7 @@ class CheckResult:
     resolver: str               # the ResolverTarget's name, or its address when it has none
     transport: str
     expected: str
-    verdict: Verdict
+    verdict: VerdictText        # a blocker.vocab.Verdict value
     order_ids: tuple[str, ...]
     rcode: str                  # "" when no reply came back
     answer: tuple[str, ...]     # answer section as "TYPE rdata", e.g. "A 192.0.2.1"
@@ -84,7 +88,7 @@ class CheckResult:
             "resolver": self.resolver,
             "transport": self.transport,
             "expected": self.expected,
-            "verdict": str(self.verdict),
+            "verdict": self.verdict,
             "order_ids": list(self.order_ids),
             "rcode": self.rcode,
             "answer": list(self.answer),
@@ -94,13 +98,16 @@ class CheckResult:
         }
 
 
+_FAILING = frozenset({Verdict.NOT_BLOCKED.value, Verdict.OVERBLOCKED.value, Verdict.UNVERIFIED.value})
+
+
 def exit_code(results: Sequence[CheckResult]) -> int:
     """0 every check holds; 1 a block is missing, a name is overblocked, or a check could not be
     proven (`unverified`: the check failed, the resolver answered); 2 only errors remain."""
     verdicts = {r.verdict for r in results}
-    if verdicts & {Verdict.NOT_BLOCKED, Verdict.OVERBLOCKED, Verdict.UNVERIFIED}:
+    if verdicts & _FAILING:
         return 1
-    if Verdict.ERROR in verdicts:
+    if Verdict.ERROR.value in verdicts:
         return 2
     return 0
 
@@ -109,4 +116,4 @@ Lane = tuple[str, str]  # (resolver label as CheckResult.resolver gives it, tran
 
 
 __all__ = ["AUTHORITY_MODES", "EXPECTATIONS", "PROVEN", "TRANSPORTS", "Check", "CheckResult", "Lane",
-           "ResolverTarget", "Signature", "Verdict", "exit_code"]
+           "ResolverTarget", "Signature", "Verdict", "VerdictText", "exit_code"]

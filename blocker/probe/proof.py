@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from blocker.probe.model import PROVEN, Check, CheckResult, Lane
+from blocker.probe.model import PROVEN, Check, CheckResult, Lane, VerdictText
 from blocker.vocab import Verdict
 from blocker.zone.rpz import serial_gt
 
@@ -90,11 +90,11 @@ def prove(checks: Sequence[Check], results: Sequence[CheckResult], need: Sequenc
             if text is None:
                 seen = f"answered as {r.verdict} ({r.reason})" if r.reason else f"answered as {r.verdict}"
                 text = reasons[r.verdict, r.reason, gap] = f"{seen}, but {gap}"
-            out[i] = _with_verdict(r, Verdict.UNVERIFIED, text)
+            out[i] = _with_verdict(r, Verdict.UNVERIFIED.value, text)
     return out
 
 
-def _with_verdict(r: CheckResult, verdict: Verdict, reason: str) -> CheckResult:
+def _with_verdict(r: CheckResult, verdict: VerdictText, reason: str) -> CheckResult:
     """A copy of r with another verdict and reason. Why not dataclasses.replace: a frozen
     dataclass's __init__ costs ~10 us, and a lying resolver makes every result of a 10^6-check
     pass unverified; copying the instance dict is a tenth of that."""
