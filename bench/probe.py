@@ -34,7 +34,8 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from blocker.probe.engine import Check, ResolverTarget, Signature, exit_code, probe
+from blocker.probe.engine import probe
+from blocker.probe.model import Check, ResolverTarget, Signature, exit_code
 
 ORIGIN = "bench.rpz.blocker."
 TEST_ZONE = "example.gg."

@@ -12,10 +12,9 @@ import json
 import sqlite3
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blocker import __version__
 from blocker.cli import legal as cli_legal
@@ -38,6 +37,9 @@ from blocker.record.audit import AuditLog, AuditWriteError
 from blocker.record.state import State
 from blocker.textsafe import display_path, printable
 from blocker.zone.rpz import UnsafeOwnerError, read_meta, render_body
+
+if TYPE_CHECKING:
+    from blocker.probe.model import Check, CheckResult
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CHANGES, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2, 3, 4, 5
 
@@ -464,34 +466,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_probe(args: argparse.Namespace, config: Config) -> int:
-    import asyncio
-
-    from blocker.config.model import ResolverConfig
     from blocker.orders.names import NameError_, normalize_name
-    from blocker.probe.engine import exit_code, probe_sync, prove, read_lane_canaries, served_throughout
-    from blocker.probe.expectations import (
-        expected_checks,
-        proof_serials,
-        published_from_state,
-        signature_for,
-        targets_for,
-    )
-    from blocker.textsafe import display_path, printable
-    from blocker.zone.rpz import canary_owner, read_entries, serial_gt
+    from blocker.probe.expectations import Published, expected_checks, published_from_state
+    from blocker.probe.model import exit_code
+    from blocker.probe.passes import run_pass, serial_notes, with_resolvers
+    from blocker.zone.rpz import read_entries
 
     if args.operator not in config.operators:
         raise CliError(f"unknown operator {args.operator!r} (known: {', '.join(sorted(config.operators))})",
                        EXIT_USAGE)
-    op = config.operators[args.operator]
-    transports = ("udp", "tcp") if args.tcp else ("udp",)
-    if args.resolver:
-        resolvers = []
-        for text in args.resolver:
-            host, port = _resolver_address(text)
-            resolvers.append(ResolverConfig(host, port, transports=transports))
-        op = replace(op, resolvers=tuple(resolvers))
-    elif args.tcp:
-        op = replace(op, resolvers=tuple(replace(r, transports=transports) for r in op.resolvers))
+    addresses = [_resolver_address(text) for text in args.resolver or ()]
+    op = with_resolvers(config.operators[args.operator], addresses, args.tcp)
     if not op.resolvers:
         raise CliError(f"no resolver to probe: give --resolver or set operators.{op.id}.resolvers", EXIT_USAGE)
     try:
@@ -505,12 +490,12 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     checks = expected_checks(result.orders.values(), op.id, at, recent_days=config.probe_recent_window_days,
                              control_names=controls)
-    targets = targets_for(op)
+    lanes = len(checks) * sum(len(r.transports) for r in op.resolvers)
     bar = None
-    if sys.stderr.isatty() and not args.json and len(checks) * len(targets) > 200:
+    if sys.stderr.isatty() and not args.json and len(checks) * len(op.resolvers) > 200:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(checks) * sum(len(t.transports) for t in targets), unit="check", file=sys.stderr)
+        bar = tqdm(total=lanes, unit="check", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         if bar is not None:
@@ -520,49 +505,37 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
     if args.state_dir and not state_dir.is_dir():
         raise CliError(f"--state-dir {state_dir}: no such directory", EXIT_USAGE)
-    canary = canary_owner(op.id)
-    before = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
-    results = probe_sync(checks, targets, signature_for(op), timeout=config.probe_timeout,
-                         retries=config.probe_retries, concurrency=config.probe_concurrency,
-                         rate_per_resolver=config.probe_rate_per_resolver, progress=progress)
-    if bar is not None:
-        bar.close()
-    after = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
     zone_path = (Path(args.out) if args.out else config.zones_dir) / f"{op.id}.rpz"
-    published = read_meta(zone_path)
-    proof = None
-    try:
-        entries = read_entries(zone_path) if published is not None else None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # a damaged zone proves nothing
-        print(f"{display_path(zone_path)}: unreadable zone ({printable(str(exc), limit=200)})", file=sys.stderr)
-        entries = None
-    if published is not None and entries is not None:
+    published = None
+
+    def proof() -> Published | None:
+        nonlocal published
+        published = read_meta(zone_path)
+        try:
+            entries = read_entries(zone_path) if published is not None else None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # a damaged zone proves nothing
+            print(f"{display_path(zone_path)}: unreadable zone ({printable(str(exc), limit=200)})", file=sys.stderr)
+            entries = None
+        if published is None or entries is None:
+            print(f"{display_path(zone_path)}: no published zone: no block or lift can be proven", file=sys.stderr)
+            return None
         state = cli_legal.open_state(state_dir)
         try:
-            proof = published_from_state(published.serial, entries, op.id, state)
+            return published_from_state(published.serial, entries, op.id, state)
         finally:
             if state is not None:
                 state.close()
-    else:
-        print(f"{display_path(zone_path)}: no published zone: no block or lift can be proven", file=sys.stderr)
-    results = prove(checks, results, proof_serials(checks, result.orders.values(), proof),
-                    served_throughout(before, after))
-    serials = [after.get((t.name or t.address, t.transports[0])) if t.transports else None for t in targets]
+
+    outcome = run_pass(config, op, checks, result.orders.values(), proof, progress=progress,
+                       done=bar.close if bar is not None else None)
     if args.json:
-        print(json.dumps([r.to_json() for r in results], indent=2))
+        print(json.dumps([r.to_json() for r in outcome.results], indent=2))
     else:
-        _print_probe(results, checks)
-    for target, serial in zip(targets, serials, strict=True):
-        if published is None:
-            break
-        if serial is None:
-            print(f"{target.address}: serves no canary serial for {op.id} (zone not loaded?)", file=sys.stderr)
-        elif serial_gt(published.serial, serial):
-            print(f"{target.address}: STALE: serves serial {serial}, published {published.serial}", file=sys.stderr)
-        elif serial != published.serial:
-            print(f"{target.address}: serves serial {serial}, newer than {published.serial} in the zones folder "
-                  "(another publisher?)", file=sys.stderr)
-    return exit_code(results)
+        _print_probe(outcome.results, checks)
+    if published is not None:
+        for note in serial_notes(outcome, op.id, published.serial):
+            print(note, file=sys.stderr)
+    return exit_code(outcome.results)
 
 
 def _resolver_address(text: str) -> tuple[str, int]:
@@ -585,15 +558,19 @@ def _resolver_address(text: str) -> tuple[str, int]:
     return host, number
 
 
-def _print_probe(results: list, checks: list) -> None:
+def _print_probe(results: Sequence[CheckResult], checks: Sequence[Check]) -> None:
+    from blocker.vocab import Verdict
+
     rows: dict[tuple[str, str], dict[str, int]] = {}
     for r in results:
         counts = rows.setdefault((r.resolver, r.transport), {})
         counts[r.verdict] = counts.get(r.verdict, 0) + 1
-    verdicts = ["blocked", "resolves", "not-blocked", "overblocked", "error", "unverified"]
+    # The table's columns, in this order (what holds first): a contract scripts may read.
+    verdicts = [v.value for v in (Verdict.BLOCKED, Verdict.RESOLVES, Verdict.NOT_BLOCKED, Verdict.OVERBLOCKED,
+                                  Verdict.ERROR, Verdict.UNVERIFIED)]
     table = [[res, tr, *[str(c.get(v, 0)) for v in verdicts]] for (res, tr), c in sorted(rows.items())]
     print(_table(table, ["RESOLVER", "TRANSPORT", *[v.upper() for v in verdicts]]))
-    bad = [r for r in results if r.verdict in ("not-blocked", "overblocked", "error", "unverified")]
+    bad = [r for r in results if r.verdict not in (Verdict.BLOCKED.value, Verdict.RESOLVES.value)]
     for r in bad[:50]:
         ids = ",".join(r.order_ids) or "-"
         print(f"  {r.verdict}: {r.name} on {r.resolver}/{r.transport} (expected {r.expected}; orders {ids}; "

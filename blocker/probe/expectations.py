@@ -8,15 +8,16 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from blocker.config.model import OperatorConfig
 from blocker.orders.model import Order
 from blocker.orders.names import MAX_NAME
 from blocker.policy.compute import ZoneContent, ZoneEntries, desired
-from blocker.probe.engine import Check, ResolverTarget, Signature
+from blocker.probe.model import Check, ResolverTarget, Signature
 
 
-def _covered(name: str, entries: dict) -> bool:
+def _covered(name: str, entries: Mapping[str, Any]) -> bool:
     """Is `name` still blocked by the zone, itself or through an ancestor's wildcard?"""
     if name in entries:
         return True
@@ -109,13 +110,22 @@ class Published:
     since: Mapping[str, datetime] = field(default_factory=dict)
 
 
-def published_from_state(serial: int, entries: ZoneEntries, operator: str, state: object | None) -> Published:
-    """Published with the history the state holds (duck-typed: a State, or None)."""
+class PublishHistory(Protocol):
+    """What proof_serials needs of the state (blocker.record.state.State has it): probe/ stays
+    below record/ in the data flow, so it names the two methods, not the class."""
+
+    def zone_history(self) -> Sequence[tuple[str, int, str, datetime, Sequence[str]]]: ...
+
+    def order_since(self) -> Mapping[str, datetime]: ...
+
+
+def published_from_state(serial: int, entries: ZoneEntries, operator: str,
+                         state: PublishHistory | None) -> Published:
+    """Published with the history the state holds (a State, or None)."""
     if state is None:
         return Published(serial, entries)
-    history = [(s, at, frozenset(ids)) for op, s, _sum, at, ids in state.zone_history()  # type: ignore[attr-defined]
-               if op == operator]
-    return Published(serial, entries, history, state.order_since())  # type: ignore[attr-defined]
+    history = [(s, at, frozenset(ids)) for op, s, _sum, at, ids in state.zone_history() if op == operator]
+    return Published(serial, entries, history, state.order_since())
 
 
 def _owner_of(check: Check) -> str:
@@ -145,10 +155,10 @@ def proof_serials(checks: Sequence[Check], orders: Iterable[Order], published: P
     if not history or history[-1][0] != serial:
         history = []
     since = published.since
-    orders = {o.id: o for o in orders}
+    by_id = {o.id: o for o in orders}
     holding: dict[tuple[str, ...], int] = {}
     clear: dict[frozenset[str], int] = {}
-    coverers = _coverers([c.name for c in checks if c.kind == "lifted"], orders.values()) if history else {}
+    coverers = _coverers([c.name for c in checks if c.kind == "lifted"], by_id.values()) if history else {}
     unknown: dict[int, bool] = {}
 
     def holds(row: Publish, ids: tuple[str, ...]) -> bool:
@@ -169,7 +179,7 @@ def proof_serials(checks: Sequence[Check], orders: Iterable[Order], published: P
         """Does this publish list an order whose targets then are unknown (so it may cover anything)?"""
         if index not in unknown:
             row = history[index]
-            unknown[index] = any(i not in orders or i not in since or row[1] < since[i] for i in row[2])
+            unknown[index] = any(i not in by_id or i not in since or row[1] < since[i] for i in row[2])
         return unknown[index]
 
     def first_clear(name: str) -> int:

@@ -455,7 +455,7 @@ def verify_served(op: OperatorConfig, serial: int, timeout: float, reloaded: Rel
     """After a reload, ask each resolver which serial it applies (the zone's canary), until all
     serve `serial` or `timeout` passes: a reload command that exits 0 proves nothing on BIND
     (deferred by min-update-interval) or PowerDNS (a bad file silently drops the zone)."""
-    from blocker.probe.engine import read_canaries
+    from blocker.probe.canary import read_canaries
     from blocker.probe.expectations import targets_for
     from blocker.zone.rpz import canary_owner
 

@@ -16,7 +16,8 @@ from blocker.config.model import Config, OperatorConfig
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import Order
 from blocker.policy.compute import PolicyCache, ZoneEntries, desired
-from blocker.probe.engine import Check, CheckResult, probe_sync, prove, read_lane_canaries, served_throughout
+from blocker.probe.canary import read_lane_canaries
+from blocker.probe.engine import probe_sync
 from blocker.probe.expectations import (
     RANDOM_LABEL_PREFIX,
     Published,
@@ -26,6 +27,8 @@ from blocker.probe.expectations import (
     signature_for,
     targets_for,
 )
+from blocker.probe.model import Check, CheckResult
+from blocker.probe.proof import prove, served_throughout
 from blocker.record.audit import AuditLog
 from blocker.record.state import State
 from blocker.run.logs import log_internal

@@ -3,7 +3,7 @@
 Unbound, BIND, Knot Resolver and PowerDNS Recursor (session fixtures from conftest_resolvers)
 serve the operator zone with the base rules of tests/resolverlib.py: every RPZ action on a test
 name, forwarding the rest to a real authoritative BIND. No mock stands in for a resolver: the
-pure classification tests feed reply wires captured from those daemons.
+pure classification tests (test_classify.py) feed reply wires captured from those daemons.
 """
 
 from __future__ import annotations
@@ -13,29 +13,15 @@ import itertools
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator, Sequence
 
-import dns.message
-import dns.name
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from blocker.probe.engine import (
-    Check,
-    CheckResult,
-    ResolverTarget,
-    Signature,
-    classify_reply,
-    encode_name,
-    exit_code,
-    probe,
-    probe_sync,
-    read_serial,
-)
+from blocker.probe.engine import probe, probe_sync
+from blocker.probe.model import Check, CheckResult, ResolverTarget, Signature, exit_code
 from tests.conftest_resolvers import RESOLVER_FIXTURES
+from tests.probe import replies
 from tests.resolverlib import (
     IDN_NAME,
     INFO_HOST,
@@ -43,7 +29,6 @@ from tests.resolverlib import (
     AuthServer,
     Resolver,
     Unbound,
-    base_rules,
     free_port,
     rpz_zone,
 )
@@ -88,9 +73,6 @@ CHECKS = [check for check, _ in CASES]
 # Knot Resolver 5 ignores an RPZ CNAME to a real name (its docs; resolverlib's compat table).
 EXCEPTIONS = {("kresd", "redir2.example.gg", "redirect"): "not-blocked"}
 
-_serials = itertools.count(int(time.time()))
-
-
 def signature(mode: str) -> Signature:
     return Signature(ORIGIN, mode, redirect_a=(REDIRECT_A,), redirect_cname=INFO_HOST)
 
@@ -101,9 +83,7 @@ def target(resolver: Resolver, transports: tuple[str, ...] = ("udp", "tcp")) -> 
 
 def reset_rules(resolver: Resolver) -> None:
     """Base rules in every zone with a fresh serial: other tests may have changed the files."""
-    names = {check.name for check in CHECKS}
-    for origin in TEST_ORIGINS:
-        resolver.publish(origin, base_rules(origin), next(_serials), changed=names)
+    replies.reset_rules(resolver, {check.name for check in CHECKS})
 
 
 @pytest.fixture(scope="module")
@@ -337,109 +317,6 @@ def test_progress_exception_ends_the_pass(resolvers: dict[str, Resolver]) -> Non
         probe_sync(CHECKS[:3], [target(resolvers["unbound"], ("udp",))], signature("empty"), progress=broken)
 
 
-def test_read_serial(resolvers: dict[str, Resolver]) -> None:
-    bind, unbound = resolvers["bind"], resolvers["unbound"]
-    served = asyncio.run(read_serial(target(bind), ORIGIN))
-    assert isinstance(served, int) and served == bind.served_serial(ORIGIN)
-    assert asyncio.run(read_serial(target(bind, ("tcp",)), ORIGIN)) == served
-    # Unbound does not serve its RPZ zones to clients (no for-downstream in the snippet).
-    assert asyncio.run(read_serial(target(unbound), ORIGIN)) is None
-    assert asyncio.run(read_serial(ResolverTarget("127.0.0.1", free_port()), ORIGIN, timeout=0.3)) is None
-
-
-# ------------------------------------------------------------------------------------------
-# Classification of captured replies (no engine, no timing)
-
-
-def capture(resolver: Resolver, name: str, qtype: str = "A") -> bytes:
-    """The raw reply of a real resolver to an EDNS query with RD, as the engine would send it."""
-    query = dns.message.make_query(name, qtype, use_edns=0, payload=1232).to_wire()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(1.0)
-        sock.connect(("127.0.0.1", resolver.port))
-        sock.send(query)
-        return sock.recv(65535)
-
-
-def verdict(check: Check, wire: bytes, mode: str) -> str | None:
-    return classify_reply(check, wire, signature(mode))[0]
-
-
-BLOCK_NX = Check("blocked.example.gg", "blocked", "nxdomain")
-LIFTED_NX = Check("blocked.example.gg", "resolves", None)
-
-
-def test_unbound_empty_authority_is_a_block_only_where_the_signature_says_so(
-        resolvers: dict[str, Resolver]) -> None:
-    wire = capture(resolvers["unbound"], "blocked.example.gg")
-    assert verdict(BLOCK_NX, wire, "empty") == "blocked"
-    assert verdict(BLOCK_NX, wire, "any") == "blocked"
-    # On a BIND-like signature an empty authority proves nothing either way.
-    assert verdict(BLOCK_NX, wire, "rpz") == "not-blocked"
-    assert verdict(LIFTED_NX, wire, "rpz") == "error"
-    assert verdict(LIFTED_NX, wire, "empty") == "overblocked"
-
-
-@pytest.mark.parametrize("fixture", RESOLVER_FIXTURES)
-def test_policy_marks_hold_in_every_mode(fixture: str, resolvers: dict[str, Resolver]) -> None:
-    """BIND's additional SOA, Knot's RPZ SOA + EDE and PowerDNS's EDE cannot be natural."""
-    wire = capture(resolvers[fixture], "blocked.example.gg")
-    nodata = capture(resolvers[fixture], "nodata.example.gg")
-    modes = ("rpz", "empty", "any") if fixture != "unbound" else ("empty", "any")
-    for mode in modes:
-        assert verdict(BLOCK_NX, wire, mode) == "blocked", mode
-        assert verdict(LIFTED_NX, wire, mode) == "overblocked", mode
-        assert verdict(Check("nodata.example.gg", "blocked", "nodata"), nodata, mode) == "blocked", mode
-        assert verdict(Check("nodata.example.gg", "resolves", None), nodata, mode) == "overblocked", mode
-
-
-@pytest.mark.parametrize("fixture", RESOLVER_FIXTURES)
-def test_natural_negative_answers_are_never_blocks(fixture: str, resolvers: dict[str, Resolver]) -> None:
-    nx = capture(resolvers[fixture], "absent.example.gg")
-    nodata = capture(resolvers[fixture], "www.example.gg", "AAAA")
-    for mode in ("rpz", "empty", "any"):
-        assert verdict(Check("absent.example.gg", "resolves", None), nx, mode) == "resolves"
-        assert verdict(Check("absent.example.gg", "blocked", "nxdomain"), nx, mode) == "not-blocked"
-        assert verdict(Check("www.example.gg", "resolves", None, qtype="AAAA"), nodata, mode) == "resolves"
-        assert verdict(Check("www.example.gg", "blocked", "nodata", qtype="AAAA"), nodata, mode) == "not-blocked"
-
-
-def test_redirect_needs_a_known_target(resolvers: dict[str, Resolver]) -> None:
-    wire = capture(resolvers["unbound"], "redir.example.gg")
-    check = Check("redir.example.gg", "blocked", "redirect")
-    assert verdict(check, wire, "empty") == "blocked"
-    other = Signature(ORIGIN, "empty", redirect_a=("203.0.113.9",))
-    assert classify_reply(check, wire, other)[0] == "not-blocked"
-    outcome = classify_reply(check, wire, Signature(ORIGIN, "empty"))
-    assert outcome[0] == "error" and "redirect target" in outcome[3]
-    # BIND marks even a rewritten address with its RPZ SOA: a resolves check is overblocked
-    # although the address is not the signature's.
-    bind_wire = capture(resolvers["bind"], "redir.example.gg")
-    assert classify_reply(Check("redir.example.gg", "resolves", None), bind_wire, other)[0] == "overblocked"
-
-
-def test_failures_are_retried_not_judged(resolvers: dict[str, Resolver]) -> None:
-    wire = bytearray(capture(resolvers["unbound"], "open.example.gg"))
-    check = Check("open.example.gg", "resolves", None)
-    assert verdict(check, bytes(wire), "empty") == "resolves"
-    for rcode, text in ((2, "SERVFAIL"), (5, "REFUSED"), (1, "FORMERR")):
-        patched = bytearray(wire)
-        patched[3] = (patched[3] & 0xF0) | rcode
-        assert classify_reply(check, bytes(patched), signature("empty"))[:2] == (None, text)
-    truncated = bytearray(wire)
-    truncated[2] |= 0x02
-    assert classify_reply(check, bytes(truncated), signature("empty"))[3] == "truncated"
-    cut = bytes(wire[: len(wire) - 8])
-    assert classify_reply(check, cut, signature("empty"))[0] is None
-
-
-def test_knot_drop_is_a_policy_refusal(resolvers: dict[str, Resolver]) -> None:
-    wire = capture(resolvers["kresd"], "drop.example.gg")
-    assert verdict(Check("drop.example.gg", "blocked", "drop"), wire, "any") == "blocked"
-    assert verdict(Check("drop.example.gg", "resolves", None), wire, "any") == "overblocked"
-    assert verdict(Check("drop.example.gg", "blocked", "nxdomain"), wire, "any") == "not-blocked"
-
-
 # ------------------------------------------------------------------------------------------
 # Pure helpers
 
@@ -462,19 +339,3 @@ def test_exit_code(verdicts: tuple[str, ...], code: int) -> None:
 def test_resolver_target_address() -> None:
     assert ResolverTarget("192.0.2.1").address == "192.0.2.1:53"
     assert ResolverTarget("2001:db8::1", 5353).address == "[2001:db8::1]:5353"
-
-
-LABEL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=63)
-
-
-@given(st.lists(LABEL, min_size=1, max_size=4))
-def test_encode_name_matches_dnspython(labels: list[str]) -> None:
-    name = ".".join(labels)
-    assert encode_name(name) == dns.name.from_text(name).to_wire()
-    assert encode_name(name + ".") == encode_name(name)
-
-
-@pytest.mark.parametrize("bad", ["a..b", "x" * 64 + ".gg", ".".join(["x" * 63] * 4), "é.gg"])
-def test_encode_name_rejects(bad: str) -> None:
-    with pytest.raises(ValueError):
-        encode_name(bad)

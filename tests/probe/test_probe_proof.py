@@ -2,7 +2,7 @@
 
 A `blocked` or `resolves` answer proves the order only when the same resolver, over the same
 transport, serves the canary serial of a zone that holds the entry (a lift: of the zone that
-removed it) and every control name resolved on it in the same pass (blocker.probe.engine.prove,
+removed it) and every control name resolved on it in the same pass (blocker.probe.proof.prove,
 blocker.probe.expectations.proof_serials). Here:
 
 - the rule itself, over every verdict/canary/control combination (hypothesis), and the serial a
@@ -33,8 +33,9 @@ from hypothesis import strategies as st
 
 from blocker.orders.model import Order, Target
 from blocker.policy.compute import Entry
-from blocker.probe.engine import PROVEN, Check, CheckResult, exit_code, prove, served_throughout
 from blocker.probe.expectations import Published, proof_serials
+from blocker.probe.model import PROVEN, Check, CheckResult, exit_code
+from blocker.probe.proof import prove, served_throughout
 from blocker.zone.rpz import read_meta, serial_gt
 from tests.conftest_resolvers import RESOLVER_FIXTURES
 from tests.probe.test_probe_cli import MODES, DaemonProc, blocker, config_text, metric, metrics, restore_base_rules
