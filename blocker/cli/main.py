@@ -23,7 +23,7 @@ from blocker.config.model import Config, ConfigError, load_config
 from blocker.crashlog import write_crash_log
 from blocker.orders.legaltime import LegalTimeError, fmt_instant, parse_instant, zone
 from blocker.orders.model import LoadResult, load_orders
-from blocker.policy.compute import desired
+from blocker.policy import desired
 from blocker.publish.plan import Caches, Change, Plan, compute_plan
 from blocker.publish.reconcile import (
     FLAG_ORPHANED,
@@ -37,7 +37,9 @@ from blocker.publish.writer import PublishError, remove_stale_temps, write_zone
 from blocker.record.audit import AuditLog, AuditWriteError
 from blocker.record.state import State
 from blocker.textsafe import display_path, printable
-from blocker.zone.rpz import UnsafeOwnerError, read_meta, render_body
+from blocker.zone.admit import UnsafeOwnerError
+from blocker.zone.read import read_meta
+from blocker.zone.render import render_body
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CHANGES, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2, 3, 4, 5
 
@@ -477,7 +479,9 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
         targets_for,
     )
     from blocker.textsafe import display_path, printable
-    from blocker.zone.rpz import canary_owner, read_entries, serial_gt
+    from blocker.zone.read import read_entries
+    from blocker.zone.render import canary_owner
+    from blocker.zone.serial import serial_gt
 
     if args.operator not in config.operators:
         raise CliError(f"unknown operator {args.operator!r} (known: {', '.join(sorted(config.operators))})",

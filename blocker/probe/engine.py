@@ -57,7 +57,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from blocker.config.model import ResolverConfig
-from blocker.zone.rpz import serial_gt
+from blocker.zone.serial import serial_gt
 
 Verdict = Literal["blocked", "not-blocked", "overblocked", "resolves", "error", "unverified"]
 VERDICTS: tuple[str, ...] = ("blocked", "not-blocked", "overblocked", "resolves", "error", "unverified")

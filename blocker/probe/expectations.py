@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from blocker.config.model import OperatorConfig
 from blocker.orders.model import Order
 from blocker.orders.names import MAX_NAME
-from blocker.policy.compute import ZoneContent, ZoneEntries, desired
+from blocker.policy import ZoneContent, ZoneEntries, desired
 from blocker.probe.engine import Check, ResolverTarget, Signature
 
 

@@ -36,7 +36,7 @@ from blocker.config.model import Config, ConfigError, OperatorConfig, load_confi
 from blocker.crashlog import write_crash_log
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult, Order, OrderCache, load_orders, stat_signature
-from blocker.policy.compute import PolicyCache, ZoneEntries, desired, next_transition, orders_in_force
+from blocker.policy import PolicyCache, ZoneEntries, desired, next_transition, orders_in_force
 from blocker.probe.engine import Check, CheckResult, probe_sync, prove, read_lane_canaries, served_throughout
 from blocker.probe.expectations import (
     RANDOM_LABEL_PREFIX,
@@ -63,7 +63,8 @@ from blocker.record.audit import AuditLog, AuditWriteError
 from blocker.record.state import State
 from blocker.run.metrics import Snapshot, observe_reconcile, registry_for, render
 from blocker.textsafe import display_path
-from blocker.zone.rpz import canary_owner, read_entries, read_meta
+from blocker.zone.read import read_entries, read_meta
+from blocker.zone.render import canary_owner
 
 log = logging.getLogger("blocker.run.daemon")
 CATCHUP_THRESHOLD = timedelta(seconds=2)  # a transition applied later than this is a catch-up

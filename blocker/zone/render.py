@@ -1,105 +1,31 @@
-"""Response Policy Zone files: rendered as a stream of fixed templates, read back for diffs.
+"""Response Policy Zone files rendered as a stream of fixed templates: the reference and the fast path.
 
-Only names validated by `blocker.orders.names` reach here, and each record comes from a fixed
-template, so nothing an order says can inject zone-file syntax. The file depends only on the
-entries in force and the serial: an unchanged state renders byte-identical.
+Only names validated by `blocker.orders.names` reach here (and `blocker.zone.admit` checks them
+again), and each record comes from a fixed template, so nothing an order says can inject zone-file
+syntax. The file depends only on the entries in force and the serial: an unchanged state renders
+byte-identical.
+
+`body_lines` is the reference: one line per record, obviously right. `render_body` is what runs:
+the same bytes made a chunk at a time (`_render`), or, for a content patched from an earlier one,
+that one's rendering with a few lines replaced (`_patch_body`). tests/zone property-tests that
+both give exactly `reference_body`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
-import re
-import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from blocker.config.model import Config, OperatorConfig
-from blocker.policy.compute import Entry, ZoneContent, ZoneEntries, sort_key
+from blocker.policy import Entry, ZoneContent, ZoneEntries, sort_key
+from blocker.vocab import ACTIONS
+from blocker.zone.admit import check_owners, origin_tails
 
-SERIAL_MOD = 2**32
 CNAME_TARGETS = {"nxdomain": ".", "nodata": "*.", "drop": "rpz-drop."}
 ACTION_OF_TARGET = {v: k for k, v in CNAME_TARGETS.items()}
-_HEADER_RE = re.compile(r"^; content-sha256: ([0-9a-f]{64})$", re.M)
-# blocker writes `@ IN SOA`; a zone another writer left in the folder may carry a TTL and/or the
-# class (`@ 60 IN SOA`): its serial must count too, or the first render after it could go back.
-_SOA_RE = re.compile(r"^@(?:[ \t]+\d+)?(?:[ \t]+IN)?[ \t]+SOA[ \t]+\S+[ \t]+\S+[ \t]+(\d+)[ \t]", re.M)
-# The same two patterns over bytes, for the structural check of a whole zone without decoding
-# it: `\S` spelled out as what str's `\S` is on ASCII (str's `\s` also holds \x1c-\x1f), and
-# any byte above 0x7f matches it like the U+FFFD that decoding with errors="replace" gives.
-_HEADER_RE_B = re.compile(rb"^; content-sha256: ([0-9a-f]{64})$", re.M)
-_NS_B = rb"[^ \t\n\r\f\v\x1c-\x1f]"
-_SOA_RE_B = re.compile(rb"^@(?:[ \t]+[0-9]+)?(?:[ \t]+IN)?[ \t]+SOA[ \t]+" + _NS_B + rb"+[ \t]+" + _NS_B
-                       + rb"+[ \t]+([0-9]+)[ \t]", re.M)
-
-
-class UnsafeOwnerError(ValueError):
-    """An owner that is not a plain domain reached the zone writer: the render is refused (the
-    zones in place keep serving) and the message names the order that carries it."""
-
-
-# What an owner may be: `*.` then LDH labels (validated targets hold only these).
-# Checked per owner only when the cheap whole-chunk checks below fail: both say the same.
-_OWNER_RE = re.compile(r"(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
-_OWNER_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789.-*\n"
-_SHAPE = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz0123456789\n", b"a" * 36 + b".")
-_LONG_LABEL = b"a" * 64
-
-
-def owner_problem(owner: str, origin: str) -> str | None:
-    """Why `owner` must not be written into a zone of `origin` (absolute), or None: not
-    host-name syntax, an `rpz-` label (a trigger or action, not a domain), at or under an
-    origin or the canary domain."""
-    from blocker.orders.names import RPZ_LABEL_PREFIX, reserved_for
-
-    if not isinstance(owner, str) or not owner.isascii() or not _OWNER_RE.match(owner):
-        return f"{owner!r} is not a plain domain name"
-    if len(owner) + len(origin) > 253:
-        return f"{owner!r} is too long under the origin {origin}"
-    labels = owner.split(".")
-    for label in labels:
-        if label.startswith(RPZ_LABEL_PREFIX):
-            return f"{owner!r} has the RPZ trigger/action label {label!r}"
-    return reserved_for(owner.removeprefix("*."), (origin.rstrip("."),))
-
-
-def _check_chunk(part: list[str], origin: str, tails: tuple[bytes, ...]) -> bool:
-    """True when every owner of `part` is plain: one join, then C-speed scans of it (the alphabet
-    by bytes.translate; the same bytes with letters and digits as `a` and newlines as dots,
-    searched for an empty label, a hyphen at a label's edge, a label over 63)."""
-    try:
-        data = b"\n" + "\n".join(part).encode("ascii") + b"\n"
-    except (UnicodeEncodeError, TypeError):
-        return False
-    if data.translate(None, _OWNER_BYTES) or b"rpz-" in data or data.count(b"\n") != len(part) + 1:
-        return False  # (a newline inside an owner would pass for two owners)
-    shape = data.translate(_SHAPE)
-    return (b".." not in shape and b"-." not in shape and b".-" not in shape and _LONG_LABEL not in shape
-            and data.count(b"*") == data.count(b"\n*.") and not any(t in data for t in tails))
-
-
-def _tails(origin: str) -> tuple[bytes, ...]:
-    rel = origin.rstrip(".")
-    return (f".{rel}\n".encode(), f"\n{rel}\n".encode(), b".canary.blocker\n", b"\ncanary.blocker\n")
-
-
-def check_owners(owners: list[str], entries: ZoneEntries, origin: str, tails: tuple[bytes, ...] = ()) -> None:
-    """Second line of defence behind order validation: every owner is a plain domain, or
-    UnsafeOwnerError naming its orders. The careful per-owner check runs only when the cheap
-    scan of `_check_chunk` fails. The length of a whole name under the origin is order
-    validation's (`_check_fits`), and named-checkzone's."""
-    if owners and _check_chunk(owners, origin, tails or _tails(origin)):
-        return
-    for owner in owners:
-        why = owner_problem(owner, origin)
-        if why is not None:
-            entry = entries.get(owner)
-            ids = ", ".join(entry.order_ids) if entry is not None and entry.order_ids else "unknown"
-            raise UnsafeOwnerError(f"order {ids}: {why}: refusing to render the zone {origin} "
-                                   "(the zones in place keep serving)")
 
 
 def _records(action: str, op: OperatorConfig) -> list[str]:
@@ -112,7 +38,7 @@ def _records(action: str, op: OperatorConfig) -> list[str]:
 
 
 def _templates(op: OperatorConfig) -> dict[str, tuple[str, ...]]:
-    return {action: tuple(_records(action, op)) for action in ("nxdomain", "nodata", "drop", "redirect")}
+    return {action: tuple(_records(action, op)) for action in ACTIONS}
 
 
 def body_lines(content: ZoneContent, op: OperatorConfig) -> Iterator[str]:
@@ -127,6 +53,11 @@ def body_lines(content: ZoneContent, op: OperatorConfig) -> Iterator[str]:
             comment = comments[ids] = " ; " + ",".join(ids) + "\n"
         for record in templates[action]:
             yield f"{owner} {record}{comment}"
+
+
+def reference_body(content: ZoneContent, op: OperatorConfig) -> bytes:
+    """The body `render_body` must give, byte for byte: `body_lines` joined."""
+    return "".join(body_lines(content, op)).encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -157,7 +88,7 @@ def canary(operator: str, serial: int) -> bytes:
     return f'{canary_owner(operator)} TXT "{serial}"\n'.encode("ascii")
 
 
-class _Suffixes(dict):  # type: ignore[type-arg]
+class _Suffixes(dict[Entry, str | tuple[str, ...]]):
     """Entry -> what follows the owner on its line (" CNAME . ; ids\n"), made on first need;
     an entry whose action has several records (redirect to A and AAAA) gets one per record."""
 
@@ -192,7 +123,7 @@ def _render(owners: list[str], entries: ZoneEntries, templates: dict[str, tuple[
     checked first (`check_owners`), while they are in the cache anyway."""
     out = io.BytesIO()
     suffixes = _Suffixes(templates)
-    tails = _tails(origin) if origin is not None else ()
+    tails = origin_tails(origin) if origin is not None else ()
     for start in range(0, len(owners), size):
         part = owners[start:start + size]
         if origin is not None:
@@ -201,7 +132,7 @@ def _render(owners: list[str], entries: ZoneEntries, templates: dict[str, tuple[
         if not suffixes.multi:
             pieces: list[str] = [""] * (2 * len(part))
             pieces[0::2] = part
-            pieces[1::2] = sufs  # type: ignore[assignment]
+            pieces[1::2] = cast(list[str], sufs)  # no entry has several records: all are str
         else:
             pieces = []
             for owner, suf in zip(part, sufs, strict=True):
@@ -316,150 +247,3 @@ def header(zone: RenderedZone, serial: int, config: Config) -> bytes:
         f"@ IN NS {config.ns}\n"
     ).encode("ascii")
 
-
-def serial_gt(a: int, b: int) -> bool:
-    """RFC 1982 serial arithmetic: is `a` after `b`?"""
-    diff = (a - b) % SERIAL_MOD
-    return 0 < diff < 2**31
-
-
-def next_serial(previous: int | None, scheme: int) -> int:
-    """max(previous + 1, scheme) under RFC 1982, so a restart or a clock set back never goes back."""
-    scheme %= SERIAL_MOD
-    if previous is None:
-        return scheme or 1
-    bumped = (previous + 1) % SERIAL_MOD
-    # Both comparisons: a scheme exactly 2^31 away from `previous` is undefined under RFC 1982.
-    return scheme if serial_gt(scheme, bumped) and serial_gt(scheme, previous) else bumped
-
-
-@dataclass(frozen=True)
-class ZoneMeta:
-    serial: int
-    checksum: str | None
-
-
-def read_regular(path: Path, limit: int | None = None) -> bytes | None:
-    """The bytes of `path` (the first `limit` of them), or None when it is not a regular file:
-    missing, a directory, a symlink (not followed: a zone file is never one of ours), a FIFO
-    (opened without blocking), a device, or unreadable. A zone folder is writable by others."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read() if limit is None else fh.read(limit)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def read_meta(path: Path) -> ZoneMeta | None:
-    """Serial and content checksum of a zone blocker wrote; None when there is no such file."""
-    data = read_regular(path, 4096)
-    if data is None:  # no zone there (yet), or not a file: publishing will say why
-        return None
-    head = data.decode("ascii", errors="replace")
-    soa = _SOA_RE.search(head)
-    if soa is None:
-        return None
-    checksum = _HEADER_RE.search(head)
-    return ZoneMeta(int(soa.group(1)), checksum.group(1) if checksum else None)
-
-
-def _parse_entries(lines: Iterable[str]) -> ZoneEntries:
-    entries: ZoneEntries = {}
-    parsed: dict[str, Entry | None] = {}  # the text after the owner -> its entry (None: the canary)
-    for line in lines:
-        if line[0] in ";$@\n":
-            continue
-        space = line.find(" ")
-        rest = line[space:] if space > 0 else None
-        entry = parsed.get(rest, False) if rest is not None else False
-        if entry is False:
-            record, _, comment = line.partition(" ; ")
-            _owner, rtype, rdata = record.split(" ", 2)
-            if rtype == "TXT":  # the serial canary
-                entry = None
-            else:
-                rdata = rdata.strip()
-                action = ACTION_OF_TARGET.get(rdata, "redirect") if rtype == "CNAME" else "redirect"
-                entry = Entry(action, tuple(comment.strip().split(",")) if comment else ())
-            if rest is not None:
-                parsed[rest] = entry
-        if entry is None:
-            continue
-        owner = line[:space]
-        if owner not in entries:
-            entries[owner] = entry  # type: ignore[assignment]
-    return entries
-
-
-def read_entries(path: Path) -> ZoneEntries:
-    """The entries of a zone blocker wrote (what resolvers were last given), from its comments."""
-    try:
-        fh = path.open("r", encoding="ascii")
-    except (FileNotFoundError, NotADirectoryError):  # no zone there (yet): publishing will say why
-        return {}
-    with fh:
-        return _parse_entries(fh)
-
-
-def entries_from_bytes(data: bytes) -> ZoneEntries:
-    """`read_entries` of a zone already read: the same text decoding, line for line."""
-    with io.TextIOWrapper(io.BytesIO(data), encoding="ascii") as fh:
-        return _parse_entries(fh)
-
-
-def structural_check(data: bytes, origin: str) -> list[str]:
-    """A cheap check of a rendered zone when named-checkzone is not installed."""
-    try:
-        origin_line = f"$ORIGIN {origin}\n".encode("ascii")
-    except UnicodeEncodeError:
-        return _structural_check_text(data, origin)
-    # Over the bytes, as the text check below does over the decoded text (one character per
-    # byte, so the same positions): no 45 MB decode, no copy of the body to hash it.
-    problems = []
-    if origin_line not in data:
-        problems.append("missing $ORIGIN")
-    if _SOA_RE_B.search(data) is None:
-        problems.append("missing SOA")
-    if b"\n@ IN NS " not in data:
-        problems.append("missing NS")
-    if not data.endswith(b"\n"):
-        problems.append("truncated (no final newline)")
-    checksum = _HEADER_RE_B.search(data)
-    if checksum is not None and not problems:
-        body_start = data.index(b"\n", data.index(b"\n@ IN NS ") + 1) + 1
-        body_end = data.rfind(b"\n", 0, len(data) - 1) + 1  # the canary is the last line
-        if not data.startswith(b"serial.", body_end):
-            problems.append("missing the serial canary as last line")
-        elif hashlib.sha256(memoryview(data)[body_start:body_end]).hexdigest() != checksum.group(1).decode():
-            problems.append("body does not match its content-sha256")
-    return problems
-
-
-def _structural_check_text(data: bytes, origin: str) -> list[str]:
-    problems = []
-    text = data.decode("ascii", errors="replace")
-    if f"$ORIGIN {origin}\n" not in text:
-        problems.append("missing $ORIGIN")
-    if _SOA_RE.search(text) is None:
-        problems.append("missing SOA")
-    if "\n@ IN NS " not in text:
-        problems.append("missing NS")
-    if not text.endswith("\n"):
-        problems.append("truncated (no final newline)")
-    checksum = _HEADER_RE.search(text)
-    if checksum is not None and not problems:
-        body_start = text.index("\n", text.index("\n@ IN NS ") + 1) + 1
-        body_end = text.rfind("\n", 0, len(text) - 1) + 1  # the canary is the last line
-        if not text[body_end:].startswith("serial."):
-            problems.append("missing the serial canary as last line")
-        elif hashlib.sha256(data[body_start:body_end]).hexdigest() != checksum.group(1):
-            problems.append("body does not match its content-sha256")
-    return problems
