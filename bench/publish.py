@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.render import write_orders  # noqa: E402
-from blocker.zone.rpz import read_meta  # noqa: E402
+from blocker.zone.read import read_meta  # noqa: E402
 
 OPERATORS = ("orange", "sfr", "bouygues", "free")
 TARGET_RATIO, TARGET_LATE_S = 3.0, 1.0

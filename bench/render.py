@@ -226,8 +226,8 @@ def ours_at(names: int, out: Path) -> float:
     """blocker's path for the same names as the baseline (orders in memory, as the baseline's
     names are): policy, render, header and canary, written to a file."""
     from blocker.orders.model import Order, parse_order
-    from blocker.policy.compute import desired
-    from blocker.zone.rpz import render_body
+    from blocker.policy import desired
+    from blocker.zone.render import render_body
 
     config = load_config(None)
     at = datetime.fromisoformat(AT).astimezone(UTC)

@@ -22,7 +22,7 @@ from blocker.config.model import Config, ConfigError, load_config
 from blocker.crashlog import write_crash_log
 from blocker.orders.legaltime import LegalTimeError, fmt_instant, parse_instant, zone
 from blocker.orders.model import LoadResult, load_orders
-from blocker.policy.compute import desired
+from blocker.policy import desired
 from blocker.publish.plan import Caches, Change, Plan, compute_plan
 from blocker.publish.reconcile import (
     FLAG_ORPHANED,
@@ -36,7 +36,9 @@ from blocker.publish.writer import PublishError, remove_stale_temps, write_zone
 from blocker.record.audit import AuditLog, AuditWriteError
 from blocker.record.state import State
 from blocker.textsafe import display_path, printable
-from blocker.zone.rpz import UnsafeOwnerError, read_meta, render_body
+from blocker.zone.admit import UnsafeOwnerError
+from blocker.zone.read import read_meta
+from blocker.zone.render import render_body
 
 if TYPE_CHECKING:
     from blocker.probe.model import Check, CheckResult
@@ -470,7 +472,7 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
     from blocker.probe.expectations import Published, expected_checks, published_from_state
     from blocker.probe.model import exit_code
     from blocker.probe.passes import run_pass, serial_notes, with_resolvers
-    from blocker.zone.rpz import read_entries
+    from blocker.zone.read import read_entries
 
     if args.operator not in config.operators:
         raise CliError(f"unknown operator {args.operator!r} (known: {', '.join(sorted(config.operators))})",

@@ -20,7 +20,8 @@ import dns.rdatatype
 
 from blocker.config.model import Config
 from blocker.probe.model import Lane, ResolverTarget
-from blocker.zone.rpz import canary_owner, serial_gt
+from blocker.zone.render import canary_owner
+from blocker.zone.serial import serial_gt
 
 
 async def _ask(resolver: ResolverTarget, qname: dns.name.Name, rdtype: str,

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from blocker.config.model import OperatorConfig
 from blocker.orders.model import Order
 from blocker.orders.names import MAX_NAME
-from blocker.policy.compute import ZoneContent, ZoneEntries, desired
+from blocker.policy import ZoneContent, ZoneEntries, desired
 from blocker.probe.model import Check, ResolverTarget, Signature
 
 

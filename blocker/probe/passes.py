@@ -16,7 +16,8 @@ from blocker.probe.engine import probe_sync
 from blocker.probe.expectations import Published, proof_serials, signature_for, targets_for
 from blocker.probe.model import Check, CheckResult, Lane, ResolverTarget
 from blocker.probe.proof import prove, served_throughout
-from blocker.zone.rpz import canary_owner, serial_gt
+from blocker.zone.render import canary_owner
+from blocker.zone.serial import serial_gt
 
 
 @dataclass(frozen=True)

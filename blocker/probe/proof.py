@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from blocker.probe.model import PROVEN, Check, CheckResult, Lane, VerdictText
 from blocker.vocab import Verdict
-from blocker.zone.rpz import serial_gt
+from blocker.zone.serial import serial_gt
 
 
 def proof_gap(check: Check, need: int | None, served: int | None, control: str = "") -> str:

@@ -7,13 +7,10 @@ explains (a deleted file, a bad checkout) are held back until a human says `--fo
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import os
 import stat
-import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import compress, filterfalse
@@ -22,51 +19,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from blocker.config.model import Config
+from blocker.gcpause import no_cyclic_gc
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import Order
-from blocker.policy.compute import Entry, PolicyCache, ZoneContent, ZoneEntries, canonical_order, desired, sort_key
+from blocker.policy import Entry, PolicyCache, ZoneContent, ZoneEntries, canonical_order, desired, sort_key
 from blocker.record.state import State
-from blocker.zone.rpz import (
-    RenderedZone,
-    ZoneMeta,
-    entries_from_bytes,
-    prune_renderings,
-    read_meta,
-    read_regular,
-    render_body,
-    structural_check,
-)
+from blocker.zone.read import ZoneMeta, entries_from_bytes, read_meta, read_regular, structural_check
+from blocker.zone.render import RenderedZone, prune_renderings, render_body
 
 JUSTIFIED = frozenset({"expired", "lifted"})
-
-_GC_LOCK = threading.Lock()
-_GC_HOLDERS = 0  # threads inside no_cyclic_gc(); the collector runs again when the last leaves
-_GC_WAS_ENABLED = False
-
-
-@contextmanager
-def no_cyclic_gc() -> Iterator[None]:
-    """No cyclic collection while a plan or a publish runs (also as a decorator).
-
-    Planning and publishing make millions of small objects (entries, changes, lines) and no
-    reference cycle: each collection the allocations trigger would walk every object alive (a
-    first plan of 1M names spent two thirds of its diff in the collector). Memory is still freed
-    by reference counting; threads nest (the daemon plans while a probe pass runs).
-    """
-    global _GC_HOLDERS, _GC_WAS_ENABLED
-    with _GC_LOCK:
-        if _GC_HOLDERS == 0:
-            _GC_WAS_ENABLED = gc.isenabled()
-            gc.disable()
-        _GC_HOLDERS += 1
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _GC_HOLDERS -= 1
-            if _GC_HOLDERS == 0 and _GC_WAS_ENABLED:
-                gc.enable()
-
 
 class Change(NamedTuple):
     owner: str

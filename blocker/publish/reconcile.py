@@ -25,14 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from blocker.config.model import Config, OperatorConfig
+from blocker.gcpause import no_cyclic_gc
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult, Order, parse_order, read_order_file
 from blocker.orders.yamlio import YamlError
-from blocker.publish.plan import Plan, no_cyclic_gc
+from blocker.publish.plan import Plan
 from blocker.publish.writer import PublishError, ReloadResult, run_reload, write_zone
 from blocker.record.audit import AuditLog
 from blocker.record.state import OrderVersion, State, ZoneRecord
-from blocker.zone.rpz import next_serial, read_meta, read_regular, serial_gt
+from blocker.zone.read import read_meta, read_regular
+from blocker.zone.serial import next_serial, serial_gt
 
 FLAG_INVALID = "invalid-file"  # file is broken now: its last good version stays in force
 FLAG_ORPHANED = "orphaned"  # file is gone while the order is still in force
@@ -457,7 +459,7 @@ def verify_served(op: OperatorConfig, serial: int, timeout: float, reloaded: Rel
     (deferred by min-update-interval) or PowerDNS (a bad file silently drops the zone)."""
     from blocker.probe.canary import read_canaries
     from blocker.probe.expectations import targets_for
-    from blocker.zone.rpz import canary_owner
+    from blocker.zone.render import canary_owner
 
     targets = targets_for(op)
     deadline = time.monotonic() + timeout

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from blocker.config.model import OperatorConfig
 from blocker.record.audit import fsync_dir
-from blocker.zone.rpz import canary_owner, structural_check
+from blocker.zone.read import structural_check
+from blocker.zone.render import canary_owner
 
 
 class PublishError(Exception):

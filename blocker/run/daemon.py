@@ -30,7 +30,7 @@ from blocker.clock import SYSTEM, Clock
 from blocker.config.model import Config
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult, Order, OrderCache, load_orders, stat_signature
-from blocker.policy.compute import ZoneEntries, orders_in_force
+from blocker.policy import ZoneEntries, orders_in_force
 from blocker.publish.plan import Caches, OperatorPlan, Plan, compute_plan, file_digest
 from blocker.publish.reconcile import (
     FLAG_ORPHANED,
@@ -53,7 +53,7 @@ from blocker.run.metrics import Snapshot, observe_orders, observe_reconcile, obs
 from blocker.run.probing import Prober
 from blocker.run.scheduling import Transitions, new_scheduler, probe_at, probes_configured, schedule_periodic
 from blocker.textsafe import display_path
-from blocker.zone.rpz import read_meta
+from blocker.zone.read import read_meta
 
 __all__ = ["Daemon", "DaemonError"]
 

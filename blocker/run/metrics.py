@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from blocker import __version__
 from blocker.orders.model import Order
-from blocker.policy.compute import next_transition
+from blocker.policy import next_transition
 from blocker.probe.model import CheckResult
 from blocker.publish.reconcile import OperatorOutcome
 from blocker.record.state import ZoneRecord

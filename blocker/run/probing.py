@@ -15,7 +15,7 @@ from blocker.clock import Clock
 from blocker.config.model import Config, OperatorConfig
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import Order
-from blocker.policy.compute import PolicyCache, ZoneEntries, desired
+from blocker.policy import PolicyCache, ZoneEntries, desired
 from blocker.probe.canary import read_lane_canaries
 from blocker.probe.engine import probe_sync
 from blocker.probe.expectations import (
@@ -33,7 +33,8 @@ from blocker.record.audit import AuditLog
 from blocker.record.state import State
 from blocker.run.logs import log_internal
 from blocker.run.metrics import Snapshot, observe_probe
-from blocker.zone.rpz import canary_owner, read_entries, read_meta
+from blocker.zone.read import read_entries, read_meta
+from blocker.zone.render import canary_owner
 
 log = logging.getLogger(__name__)
 ACTOR = "daemon"

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from blocker.config.model import ConfigError, load_config
 from blocker.orders.model import Order, load_orders, parse_order
 from blocker.orders.names import NameError_, known_tlds, name_warnings, normalize_name
-from blocker.policy.compute import Entry, ZoneContent, canonical_order
-from blocker.zone.rpz import UnsafeOwnerError, check_owners, owner_problem, render_body
+from blocker.policy import Entry, ZoneContent, canonical_order
+from blocker.zone.admit import UnsafeOwnerError, check_owners, owner_problem
+from blocker.zone.render import render_body
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = load_config(REPO / "blocker" / "config" / "default.yaml")

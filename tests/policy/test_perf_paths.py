@@ -1,7 +1,9 @@
 """The fast paths give exactly what the straightforward code gives.
 
-Each optimisation of the render pipeline is checked against a reference: the code it replaced
-(kept here, verbatim where it was simple), or the library it stands in for. Patched zone
+Each optimisation of the render pipeline is checked against a reference: the plain computation
+kept beside it in production (`blocker.policy.reference`, `blocker.zone.render.reference_body`,
+`blocker.zone.read.parse_entries_reference`, `structural_check_text`), the code it replaced (kept
+here), or the library it stands in for. Patched zone
 contents, patched renderings and restricted diffs are compared with full recomputations over
 sequences of order edits; the Public Suffix List lookups with `PublicSuffixList().is_public`;
 the YAML fast construction with the careful one; the parallel parse with the serial one.
@@ -27,28 +29,18 @@ from blocker.orders import model as orders_mod
 from blocker.orders.model import Order, OrderCache, Target, load_orders, parse_order
 from blocker.orders.names import _psl, is_public_suffix, normalize_name
 from blocker.orders.yamlio import LineDict, LineList, YamlError, _StrictLoader, loads_mapping
-from blocker.policy.compute import (
-    STRENGTH,
-    Entry,
-    PolicyCache,
-    ZoneContent,
-    canonical_order,
-    desired,
-    fold_wildcards,
-    merge_entries,
-    sort_key,
-    zone_content,
-)
+from blocker.policy import Entry, PolicyCache, ZoneContent, canonical_order, desired, reference, sort_key
+from blocker.policy.incremental import fold_wildcards, zone_content
 from blocker.publish.plan import Caches, _addition_reasons, _removal_reasons, compute_plan, diff
-from blocker.zone.rpz import (
-    ACTION_OF_TARGET,
-    _structural_check_text,
-    body_lines,
+from blocker.vocab import STRENGTH
+from blocker.zone.read import (
     entries_from_bytes,
+    parse_entries_reference,
     read_entries,
-    render_body,
     structural_check,
+    structural_check_text,
 )
+from blocker.zone.render import reference_body, render_body
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = load_config(REPO / "blocker" / "config" / "default.yaml")
@@ -70,36 +62,9 @@ def ref_canonical_order(names) -> list[str]:
     return out
 
 
-def ref_fold(entries, ordered):
-    stack = []
-    folded = None
-    for owner in ordered:
-        while stack and not owner.endswith(stack[-1][0]):
-            stack.pop()
-        if stack:
-            entry = entries[owner]
-            action, ids = entry.action, entry.order_ids
-            for _, cover in stack:
-                if STRENGTH[cover.action] > STRENGTH[action]:
-                    action = cover.action
-                ids = (*ids, *(oid for oid in cover.order_ids if oid not in ids))
-            if action != entry.action or ids != entry.order_ids:
-                if folded is None:
-                    folded = dict(entries)
-                folded[owner] = Entry(action, tuple(sorted(ids)))
-        if owner.startswith("*."):
-            stack.append((owner[1:], entries[owner]))
-    return entries if folded is None else folded
-
-
 def ref_content(active):
-    entries = merge_entries(active)
-    ordered = ref_canonical_order(entries)
-    return ref_fold(entries, ordered), ordered
-
-
-def ref_body(content, op) -> bytes:
-    return "".join(body_lines(content, op)).encode("ascii")
+    content = reference.zone_content(active)
+    return content.entries, content.owners
 
 
 def ref_diff(previous, desired_, operator, orders, at, last_publish, ordered=None):
@@ -142,22 +107,6 @@ def ref_diff(previous, desired_, operator, orders, at, last_publish, ordered=Non
 
 def as_tuples(changes):
     return [(c.kind, c.owner, c.action, c.order_ids, c.old_action, c.old_order_ids, c.reasons) for c in changes]
-
-
-def ref_read_entries(text: str):
-    entries = {}
-    for line in text.splitlines(keepends=True):
-        if line[0] in ";$@\n":
-            continue
-        record, _, comment = line.partition(" ; ")
-        owner, rtype, rdata = record.split(" ", 2)
-        if rtype == "TXT":
-            continue
-        rdata = rdata.strip()
-        action = ACTION_OF_TARGET.get(rdata, "redirect") if rtype == "CNAME" else "redirect"
-        if owner not in entries:
-            entries[owner] = Entry(action, tuple(comment.strip().split(",")) if comment else ())
-    return entries
 
 
 # --- orders to play with ---------------------------------------------------------------------------
@@ -221,7 +170,7 @@ def test_fold_wildcards_equals_the_stack_pass(owners, entry_specs, rnd):
     ordered = sorted(entries, key=sort_key)
     assert ordered == ref_canonical_order(entries) or any(
         o.startswith("*.") and o[2:] not in entries for o in entries)  # a lone wildcard: see the note below
-    assert fold_wildcards(entries, ordered) == ref_fold(entries, ordered)
+    assert fold_wildcards(entries, ordered) == reference.fold_wildcards(entries, ordered)
 
 
 def test_canonical_order_keeps_a_wildcard_without_its_apex():
@@ -258,7 +207,7 @@ def test_a_patched_rendering_equals_a_full_one(states, operator):
     for spec in states:
         content = desired(build(spec), operator, AT, caches.policy)
         zone = render_body(content, op, caches.render)
-        body = ref_body(content, op)
+        body = reference_body(content, op)
         assert zone.body == body
         assert zone.checksum == hashlib.sha256(body).hexdigest()
         assert zone.entries == body.count(b"\n")
@@ -271,15 +220,15 @@ def test_a_one_file_change_patches_the_rendering_not_re_renders_it(monkeypatch):
     many = [(f"n{i}.{NAMES[i % len(NAMES)]}", i % 2 == 0) for i in range(3000)]
     first = [make_order("big", many, "nxdomain"), make_order("small", [("a.example.gg", True)], "drop")]
     render_body(desired(first, "orange", AT, caches.policy), op, caches.render)
-    from blocker.zone import rpz
+    from blocker.zone import render
     calls = []
-    monkeypatch.setattr(rpz, "_render", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(render, "_render", lambda *a, **k: calls.append(1))
     second = [first[0], make_order("small", [("a.example.gg", True), ("b.example.gg", False)], "drop")]
     content = desired(second, "orange", AT, caches.policy)
     assert content.touched is not None and len(content.touched) < 10
     zone = render_body(content, op, caches.render)
     assert not calls
-    assert zone.body == ref_body(content, op)
+    assert zone.body == reference_body(content, op)
 
 
 def test_renderings_are_shared_by_operators_with_the_same_templates():
@@ -342,7 +291,7 @@ def test_read_entries_equals_the_line_by_line_reader(tmp_path_factory, spec, ope
     text = zone.text(7, CONFIG) + hand
     path = tmp_path_factory.mktemp("z") / "zone.rpz"
     path.write_bytes(text)
-    want = ref_read_entries(text.decode("ascii"))
+    want = parse_entries_reference(text.decode("ascii").splitlines(keepends=True))
     assert read_entries(path) == want
     assert entries_from_bytes(text) == want
 
@@ -369,7 +318,7 @@ def test_structural_check_over_bytes_equals_the_text_check(spec, edits, truncate
     if truncate:
         data = data[: len(data) // 2]
     for origin in ("orange.rpz.blocker.", "other.", "ünï."):
-        assert structural_check(bytes(data), origin) == _structural_check_text(bytes(data), origin)
+        assert structural_check(bytes(data), origin) == structural_check_text(bytes(data), origin)
 
 
 # --- names: the Public Suffix List by set lookups ------------------------------------------------------

@@ -33,7 +33,9 @@ from typing import Any
 
 import pytest
 
-from blocker.zone.rpz import canary_owner, read_meta, serial_gt
+from blocker.zone.read import read_meta
+from blocker.zone.render import canary_owner
+from blocker.zone.serial import serial_gt
 from tests.conftest_resolvers import RESOLVER_FIXTURES
 from tests.resolverlib import (
     AUTH_ADDRESS,

@@ -32,11 +32,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocker.orders.model import Order, Target
-from blocker.policy.compute import Entry
+from blocker.policy import Entry
 from blocker.probe.expectations import Published, proof_serials
 from blocker.probe.model import PROVEN, Check, CheckResult, exit_code
 from blocker.probe.proof import prove, served_throughout
-from blocker.zone.rpz import read_meta, serial_gt
+from blocker.zone.read import read_meta
+from blocker.zone.serial import serial_gt
 from tests.conftest_resolvers import RESOLVER_FIXTURES
 from tests.probe.test_probe_cli import MODES, DaemonProc, blocker, config_text, metric, metrics, restore_base_rules
 from tests.resolverlib import (

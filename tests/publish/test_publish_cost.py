@@ -357,7 +357,8 @@ def test_patching_the_owner_order_reads_the_list_once_not_once_per_change() -> N
     minutes)."""
     import math
 
-    from blocker.policy.compute import _patch_order, sort_key
+    from blocker.policy import sort_key
+    from blocker.policy.incremental import patch_order
 
     for size, changes in ((4000, 400), (8000, 800), (16000, 1600)):
         ordered = sorted((f"n{i}.example" for i in range(size)), key=sort_key)
@@ -365,7 +366,7 @@ def test_patching_the_owner_order_reads_the_list_once_not_once_per_change() -> N
         removed = ordered[1::size // changes][: changes // 2]
         counted = CountingList(ordered)
         CountingList.reads = 0
-        out = _patch_order(counted, removed, added)
+        out = patch_order(counted, removed, added)
         assert out == sorted((set(ordered) - set(removed)) | set(added), key=sort_key)
         cuts = len(added) + len(removed)
         assert CountingList.reads <= cuts * (2 * math.log2(size) + 4), (size, CountingList.reads)

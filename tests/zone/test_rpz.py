@@ -1,6 +1,6 @@
 """RPZ zones: rendering contract, serials, canonical order, and render/plan/apply on files.
 
-Pure tests build orders with `parse_order` and render them with `blocker.zone.rpz`; CLI tests run
+Pure tests build orders with `parse_order` and render them with `blocker.zone.render`; CLI tests run
 `blocker.cli.main.main` in-process on temp folders (a few run the installed `blocker` script), so
 the exit codes and the files left behind are the ones a user gets.
 """
@@ -29,20 +29,13 @@ from hypothesis import strategies as st
 from blocker.config.model import Config, load_config
 from blocker.orders.legaltime import parse_instant, zone
 from blocker.orders.model import Order, parse_order
-from blocker.policy.compute import PolicyCache, desired
+from blocker.policy import PolicyCache, desired
 from blocker.publish import writer as publish
 from blocker.publish.writer import PublishError, write_zone
 from blocker.record.state import State
-from blocker.zone.rpz import (
-    SERIAL_MOD,
-    canary_owner,
-    next_serial,
-    read_entries,
-    read_meta,
-    render_body,
-    serial_gt,
-    structural_check,
-)
+from blocker.zone.read import read_entries, read_meta, structural_check
+from blocker.zone.render import canary_owner, render_body
+from blocker.zone.serial import SERIAL_MOD, next_serial, serial_gt
 from tests.clock import run_at
 
 BIN = Path(sys.executable).parent / "blocker"

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from blocker.record.state import State
-from blocker.zone.rpz import canary_owner, read_meta
+from blocker.zone.read import read_meta
+from blocker.zone.render import canary_owner
 from tests.conftest_resolvers import RESOLVER_FIXTURES
 from tests.resolverlib import (
     AUTH_ADDRESS,

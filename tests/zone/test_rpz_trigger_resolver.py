@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from blocker.zone.rpz import read_meta
+from blocker.zone.read import read_meta
 from tests.resolverlib import TEST_ORIGINS, base_rules, rpz_zone, write_atomically
 from tests.zone.test_rpz_resolvers import ACTIVE, blocker, order_yaml, reload_and_wait, restore_base_rules
 

@@ -1,14 +1,10 @@
-"""What must be blocked, per operator, at an instant: the one computation zones and probes share.
+"""The fast computation of a zone's content: a full one at C speed, and the patch of a previous one.
 
-Pure functions over validated orders. An entry is one RPZ owner name: a target's apex, or
-`*.apex` when the order also blocks subdomains (an RPZ wildcard does not cover the apex).
-The result also carries the owners in canonical DNS order, which the zone file needs and
-which lets wildcard folding run in one linear pass.
-
-A daemon recomputes the content every time a file changes; with a `PolicyCache` the new
-content is a patch of the previous one (only the owners the changed orders name, and the
-descendants of the wildcards among them, are recomputed), and it remembers which owners it
-touched so that the diff and the rendering can be patched too.
+A daemon recomputes the content every time a file changes; with a `PolicyCache` the new content
+is a patch of the previous one (only the owners the changed orders name, and the descendants of
+the wildcards among them, are recomputed), and it remembers which owners it touched so that the
+diff and the rendering can be patched too. Everything here must give exactly what
+`blocker.policy.reference` gives: tests/policy property-tests it over sequences of order edits.
 """
 
 from __future__ import annotations
@@ -18,87 +14,22 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import cached_property
 from itertools import compress, repeat
 from operator import attrgetter, itemgetter
-from typing import NamedTuple
 
 from blocker.orders.model import Order
+from blocker.policy.model import Entry, ZoneContent, ZoneEntries, owners, sort_key
+from blocker.vocab import STRENGTH
 
-# When orders in force disagree on one name, the strongest action wins.
-STRENGTH = {"nxdomain": 4, "nodata": 3, "drop": 2, "redirect": 1}
-
-
-class Entry(NamedTuple):
-    action: str
-    order_ids: tuple[str, ...]
-
-
-ZoneEntries = dict[str, Entry]  # owner name (absolute, without the trailing dot) -> entry
-
-
-@dataclass(frozen=True)
-class ZoneContent:
-    """One operator's zone as data: entries, and their owners in canonical order.
-
-    The fields after `key` are bookkeeping for the next patch, not part of what the zone is:
-    the orders in force (`key` in full), the merged entries of the owners that wildcard folding
-    changed (None: unknown, so this content cannot be patched), and, for a patched content, the
-    entries it was patched from and every owner whose entry may differ from them.
-    """
-
-    entries: ZoneEntries
-    owners: list[str]
-    key: tuple[tuple[str, str], ...] = ()  # (order id, file digest) of the orders in force
-    orders: tuple[Order, ...] = field(default=(), compare=False, repr=False)
-    unfolded: ZoneEntries | None = field(default=None, compare=False, repr=False)
-    patched_from: Callable[[], ZoneContent | None] | None = field(default=None, compare=False, repr=False)
-    touched: frozenset[str] | None = field(default=None, compare=False, repr=False)
-
-    @cached_property
-    def action_counts(self) -> Counter[str]:
-        """Entries per action (a patched content derives it from the one it was patched from)."""
-        return Counter(map(itemgetter(0), self.entries.values()))
-
-    @cached_property
-    def actions(self) -> frozenset[str]:
-        return frozenset(self.action_counts)
-
-    @cached_property
-    def names(self) -> int:
-        return blocked_names(self.entries)
-
-
-def sort_key(name: str) -> str:
-    """Canonical DNS order (RFC 4034 §6.1) as one string: labels right to left, NUL-separated.
-
-    NUL sorts below every character a validated label may hold, so comparing these strings
-    compares label sequences, shorter (the parent) first; `*` sorts below every other label.
-    """
-    return "\x00".join(name.split(".")[::-1])
-
-
-def owners(order: Order) -> list[str]:
-    """The RPZ owner names one order contributes, in file order."""
-    out: list[str] = []
-    for target in order.targets:
-        out.append(target.name)
-        if target.subdomains:
-            out.append("*." + target.name)
-    return out
-
-
-def orders_in_force(orders: Iterable[Order], operator: str, at: datetime) -> list[Order]:
-    return sorted((o for o in orders if operator in o.operators and o.active_at(at)), key=lambda o: o.id)
-
+Key = tuple[tuple[str, str], ...]  # (order id, file digest) of the orders in force
 
 _NAME = attrgetter("name")
 _SUBDOMAINS = attrgetter("subdomains")
 
 
 def merge_entries(active: Iterable[Order]) -> ZoneEntries:
-    """Union of the owners of `active` orders (sorted by id), strongest action per owner."""
+    """`reference.merge_entries`, with the common case (an order naming no owner another order
+    already named) at C speed."""
     out: dict[str, Entry] = {}
     for order in active:
         # The owners of `owners(order)`, apexes first then wildcards (the entries do not depend
@@ -140,8 +71,8 @@ def _fold_range(entries: ZoneEntries, ordered: list[str], start: int, stop: int,
             stack.append((owner[1:], entries[owner]))
 
 
-def _fold(entries: ZoneEntries, ordered: list[str]) -> dict[str, Entry]:
-    """The owners wildcard folding changes, with their folded entries.
+def folded_owners(entries: ZoneEntries, ordered: list[str]) -> dict[str, Entry]:
+    """The owners `reference.fold_wildcards` changes, with their folded entries.
 
     Only an owner inside the subtree of a `*.apex` can change, and in canonical order that
     subtree follows `*.apex` directly: so only wildcards followed by a descendant start a range
@@ -166,14 +97,9 @@ def _fold(entries: ZoneEntries, ordered: list[str]) -> dict[str, Entry]:
 
 
 def fold_wildcards(entries: ZoneEntries, ordered: list[str]) -> ZoneEntries:
-    """Fold an ancestor's `*.apex` entry into every owner it also covers.
-
-    RPZ prefers an exact owner (or a longer wildcard) to a shorter wildcard, so without this a
-    `redirect` for `www.example.com` would shadow an `nxdomain` for `*.example.com`: the name is
-    in both orders and the strongest action must win. In canonical order every descendant of a
-    name follows it directly, so a stack of the wildcards in scope does this in one pass.
-    """
-    folded = _fold(entries, ordered)
+    """`reference.fold_wildcards`, walking only the subtrees of wildcards (`folded_owners`);
+    `entries` itself when nothing folds."""
+    folded = folded_owners(entries, ordered)
     if not folded:
         return entries
     out = dict(entries)
@@ -181,14 +107,14 @@ def fold_wildcards(entries: ZoneEntries, ordered: list[str]) -> ZoneEntries:
     return out
 
 
-def _patch_order(ordered: list[str], removed: Iterable[str], added: Iterable[str]) -> list[str]:
+def patch_order(ordered: list[str], removed: Iterable[str], added: Iterable[str]) -> list[str]:
     """`ordered` without `removed` (all in it) and with `added` (none in it), still canonical:
     a binary search per changed owner, then one pass of slices."""
-    cuts: list[tuple[int, int, str | None]] = []  # (position, 0 insert before / 1 remove, owner)
+    cuts: list[tuple[int, int, str]] = []  # (position, 0 insert before / 1 remove, owner)
     for owner in sorted(added, key=sort_key):
         cuts.append((bisect_left(ordered, sort_key(owner), key=sort_key), 0, owner))
     for owner in removed:
-        cuts.append((bisect_left(ordered, sort_key(owner), key=sort_key), 1, None))
+        cuts.append((bisect_left(ordered, sort_key(owner), key=sort_key), 1, owner))
     cuts.sort(key=itemgetter(0, 1))  # stable: added owners keep their canonical order
     out: list[str] = []
     at = 0
@@ -197,7 +123,7 @@ def _patch_order(ordered: list[str], removed: Iterable[str], added: Iterable[str
         if kind:
             at = pos + 1
         else:
-            out.append(owner)  # type: ignore[arg-type]
+            out.append(owner)
             at = pos
     out.extend(ordered[at:])
     return out
@@ -210,10 +136,15 @@ def canonical_order(names: Iterable[str], previous: ZoneContent | None = None) -
         added = wanted.keys() - previous.entries.keys() if isinstance(wanted, dict) else wanted - set(previous.owners)
         removed = previous.entries.keys() - wanted
         if len(added) + len(removed) < max(1000, len(previous.owners) // 20):
-            return _patch_order(previous.owners, removed, added)
+            return patch_order(previous.owners, removed, added)
     # `*.apex` sorts straight after `apex` (`*` is the lowest label): one sort places both, and
     # the list holds the very strings the entries are keyed by.
     return sorted(wanted, key=sort_key)
+
+
+# --- the patch ------------------------------------------------------------------------------------
+
+Merged = Callable[[str], Entry | None]  # owner -> its merged (pre-fold) entry, None: not in the zone
 
 
 def _merged_of(content: ZoneContent, owner: str) -> Entry | None:
@@ -222,9 +153,9 @@ def _merged_of(content: ZoneContent, owner: str) -> Entry | None:
     return entry if entry is not None else content.entries.get(owner)
 
 
-def _patch(active: list[Order], key: tuple[tuple[str, str], ...], prev: ZoneContent) -> ZoneContent | None:
-    """The content for `active` as a patch of `prev`, or None when a full computation is due
-    (too much changed, or `prev` lacks what a patch needs)."""
+def _changed_orders(active: list[Order], prev: ZoneContent) -> tuple[list[Order], list[Order]] | None:
+    """The orders of `prev` gone or changed, and the orders of `active` new or changed; None when
+    `prev` cannot be patched or too much changed for a patch to pay."""
     if prev.unfolded is None or len(prev.orders) != len(prev.key):
         return None
     new_by_id = {o.id: o for o in active}
@@ -235,7 +166,15 @@ def _patch(active: list[Order], key: tuple[tuple[str, str], ...], prev: ZoneCont
     came = [o for o in active if (p := old_by_id.get(o.id)) is None or p.digest != o.digest]
     if sum(len(o.targets) for o in gone) + sum(len(o.targets) for o in came) > max(1000, len(prev.owners) // 8):
         return None
+    return gone, came
+
+
+def _merge_touched(active: list[Order], prev: ZoneContent, gone: list[Order],
+                   came: list[Order]) -> dict[str, Entry | None]:
+    """The merged (pre-fold) entries of every owner a gone or new order names, as
+    `merge_entries` would build them (None: no order names it any more)."""
     changed_ids = {o.id for o in gone} | {o.id for o in came}
+    new_by_id = {o.id: o for o in active}
     position = {o.id: i for i, o in enumerate(active)}
     namers: dict[str, list[str]] = {}  # owner -> ids of new or changed orders that name it
     for order in came:
@@ -246,38 +185,80 @@ def _patch(active: list[Order], key: tuple[tuple[str, str], ...], prev: ZoneCont
     touched = set(namers)
     for order in gone:
         touched.update(owners(order))
-
-    # 1. Merged (pre-fold) entries of the touched owners, as merge_entries would build them.
     merged_new: dict[str, Entry | None] = {}
     for owner in touched:
         old = _merged_of(prev, owner)
-        ids = [i for i in old.order_ids if i not in changed_ids] if old is not None else []
-        ids.extend(namers.get(owner, ()))
-        if not ids:
+        kept = [i for i in old.order_ids if i not in changed_ids] if old is not None else []
+        kept.extend(namers.get(owner, ()))
+        if not kept:
             merged_new[owner] = None
             continue
-        ids.sort(key=position.__getitem__)
-        action = max((new_by_id[i].action for i in ids), key=STRENGTH.__getitem__)
-        merged_new[owner] = Entry(action, tuple(ids))
-    removed = [o for o in touched if merged_new[o] is None and o in prev.entries]
-    added = [o for o in touched if merged_new[o] is not None and o not in prev.entries]
-    ordered = _patch_order(prev.owners, removed, added) if removed or added else list(prev.owners)
+        kept.sort(key=position.__getitem__)
+        action = max((new_by_id[i].action for i in kept), key=STRENGTH.__getitem__)
+        merged_new[owner] = Entry(action, tuple(kept))
+    return merged_new
 
-    def merged(owner: str) -> Entry | None:
-        if owner in merged_new:
-            return merged_new[owner]
-        return _merged_of(prev, owner)
 
-    # 2. Refold the touched owners, and every descendant of a wildcard whose entry changed.
-    refold = {o for o in touched if merged_new[o] is not None}
-    for owner in touched:
-        if owner.startswith("*.") and merged_new[owner] != _merged_of(prev, owner):
+def _to_refold(prev: ZoneContent, merged_new: dict[str, Entry | None], ordered: list[str]) -> set[str]:
+    """The touched owners still in the zone, and every descendant of a wildcard whose entry changed."""
+    refold = {o for o, entry in merged_new.items() if entry is not None}
+    for owner, entry in merged_new.items():
+        if owner.startswith("*.") and entry != _merged_of(prev, owner):
             prefix = sort_key(owner[2:]) + "\x00"
             lo = bisect_left(ordered, prefix, key=sort_key)
             hi = bisect_left(ordered, prefix[:-1] + "\x01", lo=lo, key=sort_key)
             refold.update(ordered[lo:hi])  # a slice: islice walked from the start for each wildcard
+    return refold
+
+
+def _fold_one(owner: str, entry: Entry, merged: Merged) -> Entry:
+    """`owner`'s entry after folding in the wildcards of its ancestors (what `fold_wildcards`
+    gives it: the strongest action, and, when a wildcard adds orders, the sorted union of ids)."""
+    apex = owner[2:] if owner.startswith("*.") else owner
+    labels = apex.split(".")
+    action, ids = entry.action, entry.order_ids
+    extra: set[str] = set()
+    for k in range(1, len(labels)):
+        cover = merged("*." + ".".join(labels[k:]))
+        if cover is None:
+            continue
+        if STRENGTH[cover.action] > STRENGTH[action]:
+            action = cover.action
+        extra.update(oid for oid in cover.order_ids if oid not in ids)
+    if action == entry.action and not extra:
+        return entry
+    return Entry(action, tuple(sorted({*ids, *extra})))
+
+
+def _patched_counts(prev: ZoneContent, changed: Iterable[str], entries: ZoneEntries) -> Counter[str]:
+    counts = Counter(prev.action_counts)
+    for owner in changed:
+        old, new = prev.entries.get(owner), entries.get(owner)
+        if old is not None:
+            counts[old.action] -= 1
+        if new is not None:
+            counts[new.action] += 1
+    return +counts
+
+
+def _patch(active: list[Order], key: Key, prev: ZoneContent) -> ZoneContent | None:
+    """The content for `active` as a patch of `prev`, or None when a full computation is due
+    (too much changed, or `prev` lacks what a patch needs)."""
+    delta = _changed_orders(active, prev)
+    if delta is None:
+        return None
+    assert prev.unfolded is not None
+    merged_new = _merge_touched(active, prev, *delta)
+    removed = [o for o, entry in merged_new.items() if entry is None and o in prev.entries]
+    added = [o for o, entry in merged_new.items() if entry is not None and o not in prev.entries]
+    ordered = patch_order(prev.owners, removed, added) if removed or added else list(prev.owners)
+
+    def merged(owner: str) -> Entry | None:
+        return merged_new[owner] if owner in merged_new else _merged_of(prev, owner)
+
+    refold = _to_refold(prev, merged_new, ordered)
     entries = dict(prev.entries)
-    unfolded = dict(prev.unfolded)  # type: ignore[arg-type]
+    unfolded = dict(prev.unfolded)
     for owner in removed:
         del entries[owner]
         unfolded.pop(owner, None)
@@ -291,46 +272,17 @@ def _patch(active: list[Order], key: tuple[tuple[str, str], ...], prev: ZoneCont
         else:
             unfolded[owner] = entry
     # What differs from `prev`: an order's new version names mostly what the old one did.
-    prev_entries = prev.entries
-    changed = frozenset(o for o in touched | refold if entries.get(o) != prev_entries.get(o))
-    content = ZoneContent(entries, ordered, key, tuple(active), unfolded, weakref.ref(prev), changed)
+    changed = frozenset(o for o in merged_new.keys() | refold if entries.get(o) != prev.entries.get(o))
     wild = sum(1 for o in added if o.startswith("*.")) - sum(1 for o in removed if o.startswith("*."))
-    content.__dict__["names"] = prev.names + (len(added) - len(removed)) - wild
-    counts = Counter(prev.action_counts)
-    for owner in changed:
-        old, new = prev_entries.get(owner), entries.get(owner)
-        if old is not None:
-            counts[old.action] -= 1
-        if new is not None:
-            counts[new.action] += 1
-    content.__dict__["action_counts"] = +counts
-    return content
+    return ZoneContent(entries, ordered, key, tuple(active), unfolded, weakref.ref(prev), changed,
+                       known_counts=_patched_counts(prev, changed, entries),
+                       known_names=prev.names + (len(added) - len(removed)) - wild)
 
 
-def _fold_one(owner: str, entry: Entry, merged: object) -> Entry:
-    """`owner`'s entry after folding in the wildcards of its ancestors (what `fold_wildcards`
-    gives it: the strongest action, and, when a wildcard adds orders, the sorted union of ids)."""
-    lookup = merged  # (owner) -> merged entry or None
-    apex = owner[2:] if owner.startswith("*.") else owner
-    labels = apex.split(".")
-    action, ids = entry.action, entry.order_ids
-    extra: set[str] = set()
-    for k in range(1, len(labels)):
-        cover = lookup("*." + ".".join(labels[k:]))  # type: ignore[operator]
-        if cover is None:
-            continue
-        if STRENGTH[cover.action] > STRENGTH[action]:
-            action = cover.action
-        extra.update(oid for oid in cover.order_ids if oid not in ids)
-    if action == entry.action and not extra:
-        return entry
-    return Entry(action, tuple(sorted({*ids, *extra})))
-
-
-def _full(active: list[Order], key: tuple[tuple[str, str], ...], previous: ZoneContent | None) -> ZoneContent:
+def _full(active: list[Order], key: Key, previous: ZoneContent | None) -> ZoneContent:
     entries = merge_entries(active)
     ordered = canonical_order(entries, previous)
-    folded = _fold(entries, ordered)
+    folded = folded_owners(entries, ordered)
     if folded:
         unfolded = {owner: entries[owner] for owner in folded}
         entries = dict(entries)
@@ -341,6 +293,8 @@ def _full(active: list[Order], key: tuple[tuple[str, str], ...], previous: ZoneC
 
 
 def zone_content(active: list[Order], previous: ZoneContent | None = None) -> ZoneContent:
+    """The content of the orders `active` (in force, sorted by id): `previous` itself when they
+    are its orders, a patch of it when a few changed, else a full computation."""
     key = tuple((o.id, o.digest) for o in active)
     if previous is not None and previous.key == key:
         return previous
@@ -368,23 +322,3 @@ class PolicyCache:
         content = zone_content(active, self.last.get(operator))
         self.last[operator] = content
         return content
-
-
-def desired(orders: Iterable[Order], operator: str, at: datetime, cache: PolicyCache | None = None) -> ZoneContent:
-    active = orders_in_force(orders, operator, at)
-    return cache.get(operator, active) if cache is not None else zone_content(active)
-
-
-def desired_entries(orders: Iterable[Order], operator: str, at: datetime) -> ZoneEntries:
-    return desired(orders, operator, at).entries
-
-
-def blocked_names(entries: ZoneEntries) -> int:
-    """Distinct blocked names (a wildcard twin is the same name's subdomains, not another name)."""
-    return len(entries) - sum(map(str.startswith, entries, repeat("*.")))
-
-
-def next_transition(orders: Iterable[Order], after: datetime) -> datetime | None:
-    """The first start or lift instant strictly after `after`: when the zones must change next."""
-    upcoming = [t for o in orders for t in o.transitions() if t > after]
-    return min(upcoming) if upcoming else None
