@@ -41,7 +41,8 @@ from blocker.orders.legaltime import fmt_instant, zone
 from blocker.orders.model import Order, parse_order, read_order_file
 from blocker.orders.yamlio import YamlError
 from blocker.publish.reconcile import Effective, effective_orders
-from blocker.record.audit import AuditLog, checked_lines, concerns, current_actor, verify_live
+from blocker.record.audit import AuditLog, concerns, current_actor, verify_live
+from blocker.record.verify import checked_lines
 from blocker.record.state import State
 from blocker.safeio import STDOUT, OutputError, check_output, check_output_dir, write_output
 from blocker.textsafe import display_path, printable
@@ -248,7 +249,7 @@ def cmd_audit_show(args: argparse.Namespace, config: Config) -> int:
 
     def wanted() -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
         nonlocal broken
-        for line in checked_lines(log):
+        for line in checked_lines(log.path):
             if line.bad_line is not None and broken is None:
                 broken = (line.bad_line, line.problem)
             record = line.record
