@@ -20,7 +20,7 @@ from blocker.config.model import Config
 from blocker.legal.report import record_time
 from blocker.orders.legaltime import fmt_instant, zone
 from blocker.record.audit import AuditLog, concerns, verify_live
-from blocker.record.verify import checked_lines
+from blocker.record.verify import checked_lines, data_of
 from blocker.textsafe import printable
 
 SUMMARY_FIRST = ("order", "operator", "kind", "from", "to", "name", "resolver", "serial", "count", "reason", "ok")
@@ -125,7 +125,7 @@ def cmd_audit_show(args: argparse.Namespace, config: Config) -> int:
             if since is not None and ((ts := record_time(record)) is None or ts < since):
                 continue
             if args.order is not None:
-                data = record.get("data") if isinstance(record.get("data"), dict) else {}
+                data = data_of(record)
                 if not (concerns(record, args.order) or data.get("file") in paths):
                     continue
             yield line.number, line.raw, record

@@ -49,7 +49,7 @@ from blocker.orders.model import Order, parse_order
 from blocker.record import verify
 from blocker.record.audit import AuditLog, concerns
 from blocker.record.state import State
-from blocker.record.verify import Verdict, VerifyResult, checked_lines
+from blocker.record.verify import Verdict, VerifyResult, checked_lines, data_of
 from blocker.safeio import SCRIPT_MODE, OutputDir, output_dir
 
 PROBE_EVENTS = frozenset({"probe-pass", "probe-verdict-change", "order-verified"})
@@ -129,7 +129,7 @@ def _scan_audit(out: OutputDir, audit: AuditLog, order_id: str, paths: set[str])
             if record is None or not isinstance(record.get("seq"), int):
                 continue
             scan.head = (record["seq"], str(record.get("hash")))
-            data = record.get("data") if isinstance(record.get("data"), dict) else {}
+            data = data_of(record)
             hit = concerns(record, order_id) or (isinstance(data.get("file"), str) and data["file"] in paths)
             if hit:
                 if scan.first_seq is None:

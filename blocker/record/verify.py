@@ -166,6 +166,12 @@ def checked_lines(path: Path) -> Iterator[CheckedLine]:
 # repairs ----------------------------------------------------------------------------------------
 
 
+def data_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's `data`, or {} when it is not an object (a record is text from a file)."""
+    data = record.get("data")
+    return data if isinstance(data, dict) else {}
+
+
 def repair_problem(record: dict[str, Any], folder: Path | None) -> str:
     """Why an `audit-repaired` record means the trail lost committed content ("" when it did not).
 
@@ -175,7 +181,7 @@ def repair_problem(record: dict[str, Any], folder: Path | None) -> str:
     or altered) is a removal, which verification must keep reporting. `folder` holds the trail
     (the quarantine is relative to it); None skips the check of the quarantined bytes.
     """
-    data = record.get("data") if isinstance(record.get("data"), dict) else {}
+    data = data_of(record)
     if data.get("committed") is not False:
         return (f"{data.get('reason') or 'records were cut off'} (found at {record.get('ts')}, "
                 f"after record {data.get('last_seq')}; the head file said record "
@@ -193,7 +199,7 @@ def repair_problem(record: dict[str, Any], folder: Path | None) -> str:
 
 def repair_of(record: dict[str, Any]) -> dict[str, Any]:
     """An `audit-repaired` record as it is listed (verify output, chain-proof.json): its data, seq, ts."""
-    return {**(record.get("data") or {}), "seq": record["seq"], "ts": record.get("ts")}
+    return {**data_of(record), "seq": record["seq"], "ts": record.get("ts")}
 
 
 # the whole chain ---------------------------------------------------------------------------------
