@@ -2,7 +2,7 @@
 
 `apply --at` far from the clock is refused without --force, and what apply records carries the
 wall-clock instant. Tests that build a history at fixed instants (orders of 2030, 2091) run
-`apply` in-process with the clock of `blocker.cli.main`, `blocker.publish.reconcile` and `blocker.record.audit` set
+`apply` in-process with the clock of `blocker.cli.common`, `blocker.publish.reconcile` and `blocker.record.audit` set
 to that instant: the records are then those of an apply really run at that instant.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import blocker.cli.main
+import blocker.cli.common
 import blocker.publish.reconcile
 import blocker.record.audit
 from blocker.cli.main import main
@@ -38,7 +38,7 @@ def _frozen(instant: datetime) -> type[datetime]:
 def wall_clock_at(instant: datetime) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         frozen = _frozen(instant)
-        for module in (blocker.cli.main, blocker.publish.reconcile, blocker.record.audit):
+        for module in (blocker.cli.common, blocker.publish.reconcile, blocker.record.audit):
             mp.setattr(module, "datetime", frozen)
         yield
 

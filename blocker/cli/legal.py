@@ -1,4 +1,4 @@
-"""Commands for the legal team: audit, report, expiring, evidence (registered by blocker.cli.main).
+"""Commands for the legal team: report, expiring, evidence (`audit` is in blocker.cli.audit).
 
 They read what the daemon writes, while it runs: the state database is opened read-only (never
 created: a mistyped --state-dir must fail, not produce an empty report that looks reassuring),
@@ -6,7 +6,7 @@ and the audit trail is read with the head file first (see `audit.verify_live`). 
 writes, and only one audit record saying who exported what, because exporting evidence is an
 operator action the trail must show.
 
-Exit codes follow blocker.cli.main: 0 ok; 1 a check failed (broken audit trail, invalid order files,
+Exit codes follow blocker.cli.errors: 0 ok; 1 a check failed (broken audit trail, invalid order files,
 an order expiring within the window for `expiring`); 2 usage.
 """
 
@@ -17,12 +17,19 @@ import json
 import re
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from blocker.cli import main as cli
+from blocker.cli.common import (
+    load_folder,
+    open_state,
+    parse_at,
+    require_state_dir,
+    state_dir_of,
+)
+from blocker.cli.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE, CliError
+from blocker.cli.output import print_errors, table
 from blocker.config.model import Config
 from blocker.legal.report import (
     Expiring,
@@ -34,58 +41,29 @@ from blocker.legal.report import (
     expiring,
     fmt_duration,
     gather,
-    record_time,
     to_csv,
 )
 from blocker.orders.legaltime import fmt_instant, zone
 from blocker.orders.model import Order, parse_order, read_order_file
 from blocker.orders.yamlio import YamlError
 from blocker.publish.reconcile import Effective, effective_orders
-from blocker.record.audit import AuditLog, checked_lines, concerns, current_actor, verify_live
+from blocker.record.audit import AuditLog, current_actor
 from blocker.record.state import State
 from blocker.safeio import STDOUT, OutputError, check_output, check_output_dir, write_output
 from blocker.textsafe import display_path, printable
 
 WINDOW_RE = re.compile(r"\s*(\d{1,5})\s*(h|hours?|d|days?|w|weeks?)\s*\Z", re.IGNORECASE)
 UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
-SUMMARY_FIRST = ("order", "operator", "kind", "from", "to", "name", "resolver", "serial", "count", "reason", "ok")
 
 
 # shared helpers ---------------------------------------------------------------------------------
-
-
-def _state_dir(args: argparse.Namespace, config: Config) -> Path:
-    return Path(args.state_dir) if getattr(args, "state_dir", None) else config.state_dir
-
-
-def open_state(state_dir: Path) -> State | None:
-    """The state database, read-only, or None when nothing was ever applied there.
-
-    Read-only (`mode=ro`) rather than `State.open_existing`, which opens for writing and runs the
-    schema: a report run by the legal team must not need, or take, write access to the daemon's
-    database.
-    """
-    if not (state_dir / "state.sqlite3").is_file():
-        return None
-    try:
-        return State(state_dir, readonly=True)
-    except sqlite3.Error as exc:
-        raise cli.CliError(f"{state_dir / 'state.sqlite3'}: cannot open read-only: {exc}") from None
-
-
-def _require_state_dir(state_dir: Path, args: argparse.Namespace | None = None) -> None:
-    """A state folder that does not exist is a typo (exit 2, naming it); one that exists but
-    holds no state yet is a fresh install: the commands run, and say nothing was applied."""
-    if not state_dir.is_dir():
-        flag = "--state-dir" if args is not None and getattr(args, "state_dir", None) else "the config's state_dir"
-        raise cli.CliError(f"{display_path(state_dir)}: no such state directory ({flag})", cli.EXIT_USAGE)
 
 
 def parse_window(text: str) -> float:
     """`30d`, `2w`, `12h` (also `30 days`, `2 weeks`): the look-ahead of `expiring`, in seconds."""
     match = WINDOW_RE.match(text)
     if not match:
-        raise cli.CliError(f"--within: {text!r} is not a window such as 30d, 2w or 12h", cli.EXIT_USAGE)
+        raise CliError(f"--within: {text!r} is not a window such as 30d, 2w or 12h", EXIT_USAGE)
     return int(match.group(1)) * UNIT_SECONDS[match.group(2)[0].lower()]
 
 
@@ -95,10 +73,10 @@ def _orders_and_state(args: argparse.Namespace, config: Config, at: datetime
 
     Returns (orders in force, state or None, state dir, whether every order file was valid).
     """
-    state_dir = _state_dir(args, config)
-    _require_state_dir(state_dir, args)
-    result, folder = cli._orders(args, config, state_only=True)
-    cli._print_errors(result)
+    state_dir = state_dir_of(args, config)
+    require_state_dir(state_dir, args)
+    result, folder = load_folder(args, config, state_only=True)
+    print_errors(result)
     state = open_state(state_dir)
     if state is None:
         print(f"blocker: no state in {state_dir}: nothing was applied there yet; showing the order files only",
@@ -107,7 +85,7 @@ def _orders_and_state(args: argparse.Namespace, config: Config, at: datetime
     try:
         eff = effective_orders(result, config, state, None, at, record=False)
     except sqlite3.Error as exc:
-        raise cli.CliError(f"{state_dir}: cannot read the state: {exc}") from None
+        raise CliError(f"{state_dir}: cannot read the state: {exc}") from None
     if not folder.is_dir():
         # Read elsewhere than the daemon's host: the state's versions are the orders, and a file
         # we cannot see is not evidence that it was removed (no `orphaned` flag).
@@ -122,7 +100,7 @@ def _facts(eff: Effective, state: State | None, state_dir: Path, at: datetime, *
     try:
         return gather(state, audit, at, paths=paths, flags=eff.flags)
     except sqlite3.Error as exc:
-        raise cli.CliError(f"{state_dir}: cannot read the state: {exc}") from None
+        raise CliError(f"{state_dir}: cannot read the state: {exc}") from None
 
 
 def _warn_audit(facts: Facts) -> bool:
@@ -141,7 +119,7 @@ def _check_out(out: str | None, *, folder: bool = False) -> None:
     try:
         check_output_dir(out) if folder else check_output(out)
     except OutputError as exc:
-        raise cli.CliError(f"--out {exc}", cli.EXIT_USAGE if exc.usage else cli.EXIT_INVALID) from None
+        raise CliError(f"--out {exc}", EXIT_USAGE if exc.usage else EXIT_INVALID) from None
 
 
 def _emit(text: str, out: str | None) -> None:
@@ -153,143 +131,8 @@ def _emit(text: str, out: str | None) -> None:
     try:
         write_output(out, text)
     except OutputError as exc:
-        raise cli.CliError(f"--out {exc}", cli.EXIT_USAGE if exc.usage else cli.EXIT_INVALID) from None
+        raise CliError(f"--out {exc}", EXIT_USAGE if exc.usage else EXIT_INVALID) from None
     print(f"wrote {display_path(out)}", file=sys.stderr)
-
-
-# audit ----------------------------------------------------------------------------------------
-
-
-def cmd_audit_verify(args: argparse.Namespace, config: Config) -> int:
-    state_dir = _state_dir(args, config)
-    _require_state_dir(state_dir, args)
-    log = AuditLog(state_dir)
-    if not log.path.exists() and log.head() is None:
-        raise cli.CliError(f"{log.path}: no audit trail (nothing was ever applied with this --state-dir)")
-    result = verify_live(log)
-    for repair in result.repairs:  # every repair, also those that keep the trail intact
-        print(_repair_line(repair))
-    if result.ok:
-        print(f"audit trail intact: {result.count} records, head {result.head}"
-              + (f" ({len(result.repairs)} repair(s) of an uncommitted torn end, see above)" if result.repairs else ""))
-        return cli.EXIT_OK
-    print(f"audit trail BROKEN at line {result.bad_line} (record {result.bad_line}): {printable(result.reason)}")
-    print(f"{result.count} record(s) before it chain correctly"
-          + (f"; last good hash {result.head}" if result.count else ""))
-    return cli.EXIT_INVALID
-
-
-def _repair_line(repair: dict[str, Any]) -> str:
-    """One line per `audit-repaired` record: when, what was moved aside (file, size, SHA-256), and
-    whether it was a removal (the head file had counted what was lost)."""
-    where = f"from byte {repair.get('offset')}, after record {repair.get('last_seq')}"
-    if repair.get("quarantine"):
-        what = (f"quarantined {repair.get('size')} bytes {where} in {repair.get('quarantine')}, "
-                f"sha256 {repair.get('sha256')}")
-    else:
-        what = f"nothing left to quarantine ({where})"
-    verdict = ("uncommitted, nothing lost" if repair.get("committed") is False
-               else "the head file had counted it: a removal")
-    return printable(f"repair at {repair.get('ts')} (record {repair.get('seq')}): {repair.get('reason', '')}; "
-                     f"{what}; {verdict}", limit=1000)
-
-
-def _value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-def _summary(data: Any, limit: int = 200) -> str:
-    """One line of `key=value` for a record's data; lists joined, diffs as `from -> to`."""
-    if not isinstance(data, dict):
-        return printable(data, limit=limit)
-    parts = []
-    first = [k for k in SUMMARY_FIRST if k in data]  # what a reader scans for, before the details
-    for key, value in [(k, data[k]) for k in first] + [(k, v) for k, v in data.items() if k not in first]:
-        if key == "changes" and isinstance(value, dict):
-            diffs = []
-            for field_name, change in value.items():
-                if isinstance(change, dict) and "from" in change:
-                    diffs.append(f"{field_name}: {_value(change.get('from'))} -> {_value(change.get('to'))}")
-                elif isinstance(change, dict):
-                    diffs.append(f"{field_name}: +{','.join(change.get('added', []))} "
-                                 f"-{','.join(change.get('removed', []))}")
-            parts.append("changes[" + "; ".join(diffs) + "]")
-        elif isinstance(value, list):
-            shown = ",".join(str(v) for v in value[:8]) + (f",+{len(value) - 8}" if len(value) > 8 else "")
-            parts.append(f"{key}={shown}")
-        elif isinstance(value, dict):
-            parts.append(f"{key}={json.dumps(value, ensure_ascii=False, sort_keys=True)}")
-        else:
-            parts.append(f"{key}={value}")
-    # One line per record, whatever the data holds: whitespace runs folded, the rest escaped.
-    text = printable(" ".join(" ".join(str(p).split()) for p in parts), limit=None)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _order_paths(state_dir: Path, order_id: str) -> set[str]:
-    """Files the order was read from: records such as order-invalid name the file only."""
-    state = open_state(state_dir)
-    if state is None:
-        return set()
-    try:
-        return {path for _d, path, _c, _f in state.order_versions(order_id)}
-    finally:
-        state.close()
-
-
-def cmd_audit_show(args: argparse.Namespace, config: Config) -> int:
-    state_dir = _state_dir(args, config)
-    _require_state_dir(state_dir, args)
-    log = AuditLog(state_dir)
-    since = cli.parse_at(args.since, config) if args.since else None
-    tz = zone(config.timezone)
-    paths = _order_paths(state_dir, args.order) if args.order else set()
-    broken: tuple[int, str] | None = None
-
-    def wanted() -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
-        nonlocal broken
-        for line in checked_lines(log):
-            if line.bad_line is not None and broken is None:
-                broken = (line.bad_line, line.problem)
-            record = line.record
-            if record is None:
-                if since is None and args.order is None:
-                    yield line.number, line.raw, None
-                continue
-            if since is not None and ((ts := record_time(record)) is None or ts < since):
-                continue
-            if args.order is not None:
-                data = record.get("data") if isinstance(record.get("data"), dict) else {}
-                if not (concerns(record, args.order) or data.get("file") in paths):
-                    continue
-            yield line.number, line.raw, record
-
-    shown = 0
-    if args.json:  # streamed: a trail of a million records is not held in memory
-        sys.stdout.write("[")
-        for _number, _raw, record in wanted():
-            if record is not None:
-                sys.stdout.write(("\n  " if shown == 0 else ",\n  ") + json.dumps(record, ensure_ascii=False))
-                shown += 1
-        sys.stdout.write("\n]\n" if shown else "]\n")
-    else:
-        for number, raw, record in wanted():
-            mark = "  !! first broken record: " + broken[1] if broken is not None and broken[0] == number else ""
-            if record is None:
-                print(f"#? line {number}: unreadable: {raw[:80]!r}{mark}")
-                continue
-            ts = record_time(record)
-            when = fmt_instant(ts, tz) if ts is not None else str(record.get("ts"))
-            print(f"#{printable(record.get('seq'))}  {printable(when)}  {printable(record.get('actor'))}  "
-                  f"{printable(record.get('event'))}  {_summary(record.get('data'))}{printable(mark)}")
-            shown += 1
-        print(f"{shown} record(s)" + (f" concerning {args.order}" if args.order else "")
-              + (f" since {fmt_instant(since, tz)}" if since else ""), file=sys.stderr)
-    if broken is not None:
-        print(f"blocker: WARNING: the audit trail is broken at line {broken[0]}: {broken[1]}; "
-              "records from there on cannot be trusted (`blocker audit verify`)", file=sys.stderr)
-        return cli.EXIT_INVALID
-    return cli.EXIT_OK
 
 
 # report ---------------------------------------------------------------------------------------
@@ -317,14 +160,14 @@ def _row_text(row: ReportRow) -> str:
     def at(value: datetime | None) -> str:
         return "-" if value is None else fmt_instant(value, tz)
 
-    table = []
+    cells = []
     for r in row.operators:
         published = "-" if r.first_published is None else f"{at(r.first_published)} #{r.first_serial}"
         failures = str(r.failures) + (f" (last {at(r.last_failure)})" if r.last_failure else "")
-        table.append([r.operator, r.block, published, at(r.block_verified), fmt_duration(r.time_to_block) or "-",
+        cells.append([r.operator, r.block, published, at(r.block_verified), fmt_duration(r.time_to_block) or "-",
                       at(r.last_verified), failures, r.lift, at(r.lift_verified)])
-    text = cli._table(table, ["OPERATOR", "BLOCK", "FIRST PUBLISHED", "BLOCK VERIFIED", "TIME TO BLOCK",
-                              "LAST VERIFIED", "FAILURES", "LIFT", "LIFT VERIFIED"])
+    text = table(cells, ["OPERATOR", "BLOCK", "FIRST PUBLISHED", "BLOCK VERIFIED", "TIME TO BLOCK",
+                         "LAST VERIFIED", "FAILURES", "LIFT", "LIFT VERIFIED"])
     lines += ["  " + line for line in text.splitlines()]
     return "\n".join(lines)
 
@@ -333,7 +176,7 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
     from blocker.legal.html import render_report
 
     _check_out(args.out)
-    at = cli.parse_at(args.at, config)
+    at = parse_at(args.at, config)
     eff, state, state_dir, orders_ok = _orders_and_state(args, config, at)
     try:
         facts = _facts(eff, state, state_dir, at, with_audit=True)
@@ -360,7 +203,7 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
                  f"audit trail intact ({facts.audit.count} records)" if facts.audit.ok else "audit trail BROKEN")
         print(f"\nat {fmt_instant(at, tz)} ({config.timezone}); {len(rows)} orders; {audit}", file=sys.stderr)
     _emit(text, args.out)
-    return cli.EXIT_OK if orders_ok and not broken else cli.EXIT_INVALID
+    return EXIT_OK if orders_ok and not broken else EXIT_INVALID
 
 
 # expiring -------------------------------------------------------------------------------------
@@ -368,7 +211,7 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_expiring(args: argparse.Namespace, config: Config) -> int:
     window = parse_window(args.within)
-    at = cli.parse_at(args.at, config)
+    at = parse_at(args.at, config)
     eff, state, state_dir, _ok = _orders_and_state(args, config, at)
     try:
         facts = _facts(eff, state, state_dir, at, with_audit=False)  # zones and probes only: fast
@@ -393,7 +236,7 @@ def cmd_expiring(args: argparse.Namespace, config: Config) -> int:
         until = fmt_instant(datetime.fromtimestamp(at.timestamp() + window, UTC), tz)
         if soon:
             print(f"Lifting within {args.within.strip()} (before {until}):")
-            print(cli._table([[i.row.order.id, i.row.status, fmt_instant(i.row.order.end, i.row.order.tz),
+            print(table([[i.row.order.id, i.row.status, fmt_instant(i.row.order.end, i.row.order.tz),
                                str(days_remaining(i.row.order, at)), fmt_duration(i.row.seconds_remaining),
                                i.row.order.case_number, i.row.order.rule] for i in soon],
                              ["ORDER", "STATUS", "LIFT", "DAYS", "IN", "CASE", "RULE"]))
@@ -401,14 +244,14 @@ def cmd_expiring(args: argparse.Namespace, config: Config) -> int:
             print(f"No order lifts within {args.within.strip()} (before {until}).")
         if late:
             print("\nEnded, lift not verified by a probe on every operator:")
-            print(cli._table([[i.row.order.id, i.row.status, fmt_instant(i.row.order.end, i.row.order.tz),
+            print(table([[i.row.order.id, i.row.status, fmt_instant(i.row.order.end, i.row.order.tz),
                                ", ".join(f"{r.operator}: {r.lift}" for r in i.row.operators
                                          if r.operator in i.unverified),
                                "probes no longer check it: verify by hand" if stopped(i) else ""] for i in late],
                              ["ORDER", "STATUS", "LIFTED AT", "UNVERIFIED (OPERATOR: STATE)", "NOTE"]))
             print("(unverified: removed from the zone, no probe has seen it resolve yet; "
                   "in-zone: still published after its end)")
-    return cli.EXIT_INVALID if soon else cli.EXIT_OK
+    return EXIT_INVALID if soon else EXIT_OK
 
 
 # evidence -------------------------------------------------------------------------------------
@@ -430,16 +273,16 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
     from blocker.legal.evidence import EvidenceError, write_pack
 
     _check_out(args.out, folder=True)
-    at = cli.parse_at(args.at, config)
-    state_dir = _state_dir(args, config)
-    _require_state_dir(state_dir, args)
+    at = parse_at(args.at, config)
+    state_dir = state_dir_of(args, config)
+    require_state_dir(state_dir, args)
     eff, state, state_dir, _ok = _orders_and_state(args, config, at)
     if state is None:
-        raise cli.CliError(f"{state_dir}: no state: an evidence pack needs the state and audit trail")
+        raise CliError(f"{state_dir}: no state: an evidence pack needs the state and audit trail")
     try:
         order = _find_order(args.order_id, eff, state, config)
         if order is None:
-            raise cli.CliError(f"unknown order {args.order_id!r}: not in the orders folder nor in {state_dir}")
+            raise CliError(f"unknown order {args.order_id!r}: not in the orders folder nor in {state_dir}")
         facts = _facts(Effective({order.id: order}, eff.flags), state, state_dir, at, with_audit=True)
         row = build_row(order, facts, at)
         try:  # never blocks: a FIFO put in the order's place is no order file
@@ -452,9 +295,9 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
             pack = write_pack(Path(args.out), order, row, state=state, audit=audit, config=config, current=current,
                               generated=datetime.now(UTC), actor=actor)
         except OutputError as exc:
-            raise cli.CliError(f"--out {exc}", cli.EXIT_USAGE if exc.usage else cli.EXIT_INVALID) from None
+            raise CliError(f"--out {exc}", EXIT_USAGE if exc.usage else EXIT_INVALID) from None
         except (EvidenceError, OSError) as exc:
-            raise cli.CliError(str(exc)) from None
+            raise CliError(str(exc)) from None
     finally:
         state.close()
     audit.append("evidence-exported", {
@@ -468,29 +311,16 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
     if pack.audit is not None and not pack.audit.ok:
         print(f"blocker: WARNING: the audit trail is broken at line {pack.audit.bad_line}: {pack.audit.reason} "
               "(recorded in the pack)", file=sys.stderr)
-        return cli.EXIT_INVALID
-    return cli.EXIT_OK
+        return EXIT_INVALID
+    return EXIT_OK
 
 
 # registration ---------------------------------------------------------------------------------
 
 
 def register(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    """Add audit, report, expiring and evidence to the `blocker` parser (`add` is cli's factory)."""
+    """Add report, expiring and evidence to the `blocker` parser (`add` is cli's factory)."""
     state_help = "state folder (default: config state_dir); read-only, safe while the daemon runs"
-
-    p = add("audit", "the hash-chained audit trail: verify it, or show it")
-    sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    v = sub.add_parser("verify", help="check the whole chain; exit 1 naming the first bad record",
-                       description="check the whole chain; exit 1 naming the first bad record")
-    _common(v, state_help)
-    v.set_defaults(func=cmd_audit_verify)
-    s = sub.add_parser("show", help="readable history, oldest first", description="readable history, oldest first")
-    _common(s, state_help)
-    s.add_argument("--order", metavar="ID", help="only records that concern this order")
-    s.add_argument("--since", metavar="ISO8601", help="only records at or after this instant")
-    s.add_argument("--json", action="store_true", help="JSON array of the records as stored")
-    s.set_defaults(func=cmd_audit_show)
 
     p = add("report", "every order: dates, rule, status, and per operator what probes verified")
     p.add_argument("--orders", metavar="DIR", help="orders folder (default: config orders_dir)")
@@ -517,8 +347,3 @@ def register(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--at", metavar="ISO8601", help="instant of the summary's status and facts (default: now)")
     p.set_defaults(func=cmd_evidence)
 
-
-def _common(p: argparse.ArgumentParser, state_help: str) -> None:
-    # `--config` after the action too, like every other command (SUPPRESS keeps an earlier one).
-    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="daemon config")
-    p.add_argument("--state-dir", metavar="DIR", help=state_help)

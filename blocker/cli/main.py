@@ -1,8 +1,9 @@
-"""The `blocker` command line: one sub-command per job, exit codes a script can rely on.
+"""The `blocker` command line: the parser, `main`, and the publish verbs (render, plan, apply).
 
-Exit codes: 0 ok / nothing to do; 1 invalid input or a check failed; 2 usage error (or, for
-`probe`, only errors prevented a verdict); 3 `plan` has changes; 4 refused by a safety guard
-(needs review or --force); 5 publish or reload failed.
+One module per group of verbs: blocker.cli.orders (validate, status), this one (render, plan,
+apply; and probe until it moves to its own module), blocker.cli.run, blocker.cli.audit,
+blocker.cli.legal (report, expiring, evidence). Exit codes a script can rely on, and the one
+error hook every command ends through, are in blocker.cli.errors.
 """
 
 from __future__ import annotations
@@ -12,16 +13,28 @@ import json
 import sqlite3
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blocker import __version__
+from blocker.cli import audit as cli_audit
 from blocker.cli import legal as cli_legal
-from blocker.config.model import Config, ConfigError, load_config
-from blocker.crashlog import write_crash_log
-from blocker.orders.legaltime import LegalTimeError, fmt_instant, parse_instant, zone
-from blocker.orders.model import LoadResult, load_orders
+from blocker.cli import orders as cli_orders
+from blocker.cli import run as cli_run
+from blocker.cli.common import chosen_operators, parse_at, refuse_undecodable, skew, valid_orders, wall_clock
+from blocker.cli.errors import (
+    EXIT_CHANGES,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    CliError,
+    post_arg_parse_hook,
+)
+from blocker.cli.output import table
+from blocker.config.model import Config, load_config
+from blocker.orders.legaltime import fmt_instant
+from blocker.orders.model import LoadResult
 from blocker.policy import desired
 from blocker.publish.plan import Caches, Change, Plan, compute_plan
 from blocker.publish.reconcile import (
@@ -36,140 +49,14 @@ from blocker.publish.writer import PublishError, remove_stale_temps, write_zone
 from blocker.record.audit import AuditLog, AuditWriteError
 from blocker.record.state import State
 from blocker.textsafe import display_path, printable
-from blocker.zone.admit import UnsafeOwnerError
 from blocker.zone.read import read_meta
 from blocker.zone.render import render_body
 
 if TYPE_CHECKING:
     from blocker.probe.model import Check, CheckResult
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_CHANGES, EXIT_REFUSED, EXIT_FAILED = 0, 1, 2, 3, 4, 5
-
-
-class CliError(Exception):
-    """A problem to report in one line, with the exit code to leave with."""
-
-    def __init__(self, message: str, code: int = EXIT_INVALID) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-AT_SKEW = timedelta(minutes=5)  # how far `apply --at` may be from the clock without --force
-
-
-def wall_clock() -> datetime:
-    """The instant records carry: when a change was made, whatever `--at` it was made for."""
-    return datetime.now(UTC)
-
-
-def parse_at(text: str | None, config: Config) -> datetime:
-    """`--at`: ISO 8601; without an offset it is read in the configured time zone."""
-    if text is None:
-        return wall_clock()
-    try:
-        instant, _ = parse_instant(text, zone(config.timezone))
-    except LegalTimeError as exc:
-        raise CliError(f"--at: {exc}", EXIT_USAGE) from None
-    return instant.astimezone(UTC)
-
-
-def _skew(at: datetime, now: datetime) -> str:
-    """`--at` away from the clock, in words ("" within AT_SKEW): a mistyped year lifts an order
-    in force, or blocks again one that ended, and back-dates what the records say."""
-    gap = at - now
-    if abs(gap) <= AT_SKEW:
-        return ""
-    seconds = abs(gap.total_seconds())
-    size = f"{seconds / 86400:.1f} days" if seconds >= 86400 else f"{seconds / 60:.0f} minutes"
-    return f"--at {fmt_instant(at)} is {size} {'ahead of' if gap > timedelta(0) else 'behind'} the clock"
-
-
-def require_dir(path: Path, what: str, flag: str | None) -> None:
-    """A folder a command reads must exist: a mistyped path is a usage error (exit 2) naming
-    it, not an empty answer ("unknown" everywhere). An existing folder with nothing in it yet
-    is not a typo: it is a fresh install, and commands say what is missing in it."""
-    if not path.is_dir():
-        origin = flag if flag else f"the config's {what}"
-        state = "is not a folder" if path.exists() else "does not exist"
-        raise CliError(f"{display_path(path)} ({origin}) {state}", EXIT_USAGE)
-
-
-def _orders(args: argparse.Namespace, config: Config, *, state_only: bool = False) -> tuple[LoadResult, Path]:
-    """The orders of the folder given (`--orders`, else the config's). With `state_only` (the
-    legal commands, which can run on a host with only the state), a missing *configured*
-    folder is allowed: the state's versions are then the orders. A missing `--orders` never is."""
-    given = getattr(args, "orders", None)
-    folder = Path(given) if given else config.orders_dir
-    if given or not state_only:
-        require_dir(folder, "orders_dir", "--orders" if given else None)
-    return load_orders(folder, config), folder
-
-
-def _print_errors(result: LoadResult) -> None:
-    for error in result.errors:
-        print(error, file=sys.stderr)
-
-
-def cmd_validate(args: argparse.Namespace, config: Config) -> int:
-    result, folder = _orders(args, config)
-    good = sorted(result.orders.values(), key=lambda o: o.path)
-    for order in good:
-        print(f"{display_path(order.path)}: ok ({order.id}, {len(order.targets)} targets)")
-    for error in result.errors:
-        print(error)
-    for warning in result.warnings:  # to check, not to fix: the exit code stays 0
-        print(f"warning: {printable(warning)}")
-    bad = len(result.invalid_files) + (1 if any(e.field == "(folder)" for e in result.errors) else 0)
-    print(f"{len(good)} valid, {bad} invalid in {display_path(folder)}", file=sys.stderr)
-    return EXIT_OK if result.ok else EXIT_INVALID
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    """Columns padded to their widest cell; every cell escaped (textsafe): order fields are text
-    from outside, and a newline or ESC sequence in one must not forge a row or repaint a screen."""
-    rows = [[printable(c) for c in row] for row in rows]
-    headers = [printable(h) for h in headers]
-    widths = [max(len(x) for x in col) for col in zip(headers, *rows, strict=False)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows]
-    return "\n".join(lines)
-
-
-def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    at = parse_at(args.at, config)
-    result, _ = _orders(args, config)
-    _print_errors(result)
-    orders = sorted(result.orders.values(), key=lambda o: (o.start, o.id))
-    if args.json:
-        print(json.dumps([o.to_json(at) for o in orders], indent=2, ensure_ascii=False))
-    else:
-        rows = []
-        for o in orders:
-            j = o.to_json(at)
-            escalated = sum(1 for t in o.targets if t.kind == "url-escalated")
-            targets = f"{len(o.targets)}" + (f" ({escalated} url-escalated)" if escalated else "")
-            rows.append([o.id, j["status"], j["start"], j["end"], ",".join(o.operators), targets, o.rule])
-        print(_table(rows, ["ORDER", "STATUS", "START", "END", "OPERATORS", "TARGETS", "RULE"]))
-        print(f"\nat {at.astimezone(zone(config.timezone)).isoformat(timespec='seconds')} "
-              f"({config.timezone}); {len(orders)} orders", file=sys.stderr)
-    return EXIT_OK if result.ok else EXIT_INVALID
-
-
-def _operators(args: argparse.Namespace, config: Config) -> list[str]:
-    chosen = args.operator or sorted(config.operators)
-    unknown = [op for op in chosen if op not in config.operators]
-    if unknown:
-        raise CliError(f"unknown operator {unknown[0]!r} (known: {', '.join(sorted(config.operators))})", EXIT_USAGE)
-    return sorted(set(chosen))
-
-
-def _valid_orders(args: argparse.Namespace, config: Config) -> LoadResult:
-    """Fail closed: any invalid order file stops the command before anything is written."""
-    result, folder = _orders(args, config)
-    if not result.ok:
-        _print_errors(result)
-        raise CliError(f"{len(result.errors)} problem(s) in {folder}: nothing written", EXIT_INVALID)
-    return result
+# cmd_probe (below, the probe helper's) still uses these names; it moves to blocker.cli.probe.
+_valid_orders, _table = valid_orders, table
 
 
 def cmd_render(args: argparse.Namespace, config: Config) -> int:
@@ -179,7 +66,7 @@ def cmd_render(args: argparse.Namespace, config: Config) -> int:
         raise CliError("render is a preview and needs --out DIR (a folder other than the zones folder) or "
                        "--out - (one operator, to stdout); to publish, use `blocker plan` then `blocker apply`",
                        EXIT_USAGE)
-    operators = _operators(args, config)
+    operators = chosen_operators(args, config)
     to_stdout = args.out == "-"
     if to_stdout and len(operators) != 1:
         raise CliError(f"--out - writes one zone: name one operator with --operator (known: "
@@ -189,7 +76,7 @@ def cmd_render(args: argparse.Namespace, config: Config) -> int:
         raise CliError(f"--out {args.out} is the zones folder resolvers read ({config.zones_dir}): render never "
                        "publishes; preview elsewhere, or use `blocker plan` then `blocker apply`", EXIT_USAGE)
     at = parse_at(args.at, config)
-    result = _valid_orders(args, config)
+    result = valid_orders(args, config)
     caches = Caches()
     for operator in operators:
         op = config.operators[operator]
@@ -217,13 +104,13 @@ def _plan(args: argparse.Namespace, config: Config, *, force: bool = False) -> t
         Plan, Effective, State | None, LoadResult]:
     """The plan, read-only: nothing is recorded (see `cmd_apply` for when it is)."""
     at = parse_at(args.at, config)
-    result = _valid_orders(args, config)
+    result = valid_orders(args, config)
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
     state = State.open_existing(state_dir)
     eff = effective_orders(result, config, state, None, at, force=force, record=False)
     zones = state.zones() if state is not None else {}
     plan = compute_plan(eff.orders, at, config, Path(args.out) if args.out else config.zones_dir,
-                        operators=_operators(args, config), force=force,
+                        operators=chosen_operators(args, config), force=force,
                         last_publish={op: z.published_at for op, z in zones.items()}, state=state)
     return plan, eff, state, result
 
@@ -281,11 +168,11 @@ def _print_changes(changes: list[Change], chunk: int = 65536) -> None:
     out.flush()
 
 
-def _refusals(plan: Plan, eff: Effective, skew: str) -> list[str]:
+def _refusals(plan: Plan, eff: Effective, gap: str) -> list[str]:
     """Why `apply` (without --force) would refuse this plan; empty when it would go ahead."""
     notes = []
-    if skew:
-        notes.append(f"{skew}: apply refuses it without --force (exit 4)")
+    if gap:
+        notes.append(f"{gap}: apply refuses it without --force (exit 4)")
     if plan.held:
         notes.append(f"{len(plan.held)} removal(s) need review: apply refuses them without --force (exit 4)")
     orphaned = _orphaned(eff)
@@ -299,8 +186,8 @@ def cmd_plan(args: argparse.Namespace, config: Config) -> int:
     """Exit 3 whenever `apply` with the same arguments would change, hold or refuse something:
     a script that sees 0 knows apply has nothing to do."""
     plan, eff, _, _ = _plan(args, config, force=args.force)
-    skew = "" if args.force else _skew(plan.at, wall_clock())
-    notes = _refusals(plan, eff, skew)
+    gap = "" if args.force else skew(plan.at, wall_clock())
+    notes = _refusals(plan, eff, gap)
     _print_plan(plan, eff, args.json, notes)
     return EXIT_CHANGES if plan.has_changes or notes else EXIT_OK
 
@@ -313,9 +200,9 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
                        "--at, --orders, --operator), then `blocker apply --force --checksum SUM`", EXIT_REFUSED)
     now = wall_clock()
     at = parse_at(args.at, config)
-    skew = _skew(at, now) if args.at else ""
-    if skew and not args.force:
-        raise CliError(f"refused: {skew}: apply publishes what resolvers serve from now on, and records it as "
+    gap = skew(at, now) if args.at else ""
+    if gap and not args.force:
+        raise CliError(f"refused: {gap}: apply publishes what resolvers serve from now on, and records it as "
                        "published now; preview another instant with `blocker plan --at`, or review "
                        "`blocker plan --force --at ...` and apply it with --force --checksum", EXIT_REFUSED)
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
@@ -403,15 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
 
-    p = add("validate", "check every order file; one line per problem")
-    p.add_argument("--orders", metavar="DIR", help="orders folder (default: config orders_dir)")
-    p.set_defaults(func=cmd_validate)
-
-    p = add("status", "every order with its status at an instant")
-    p.add_argument("--orders", metavar="DIR")
-    p.add_argument("--at", metavar="ISO8601", help="instant (default: now; no offset = config time zone)")
-    p.add_argument("--json", action="store_true", help="JSON array instead of a table")
-    p.set_defaults(func=cmd_status)
+    cli_orders.register(add)
 
     p = add("render", "preview: write the RPZ zones of the orders in force to a folder or stdout (never published)")
     p.add_argument("--orders", metavar="DIR")
@@ -436,13 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_apply)
 
-    p = add("run", "the daemon: publish on every change and at every start/lift instant (foreground)")
-    p.add_argument("--orders", metavar="DIR", help="overrides config orders_dir")
-    p.add_argument("--state-dir", metavar="DIR", help="overrides config state_dir")
-    p.add_argument("--out", metavar="DIR", help="overrides config zones_dir")
-    p.add_argument("--listen", metavar="HOST:PORT", help="overrides config http.listen (/metrics, /healthz)")
-    p.add_argument("--log-format", choices=("plain", "json"), help="overrides config log_format")
-    p.set_defaults(func=cmd_run)
+    cli_run.register(add)
 
     p = add("probe", "check on real resolvers that every block holds and every lift took")
     p.add_argument("--operator", metavar="OP", required=True)
@@ -463,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "overblocked or unverified, 2 only errors (or a usage error)")
     p.set_defaults(func=cmd_probe)
 
+    cli_audit.register(add)
     cli_legal.register(add)
     return parser
 
@@ -582,25 +456,6 @@ def _print_probe(results: Sequence[CheckResult], checks: Sequence[Check]) -> Non
     print(f"{len(checks)} checks x resolvers: {len(results)} results, {len(bad)} not holding")
 
 
-def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from blocker.run import logs
-    from blocker.run.daemon import Daemon, DaemonError
-
-    overrides = {
-        "orders_dir": Path(args.orders) if args.orders else None,
-        "state_dir": Path(args.state_dir) if args.state_dir else None,
-        "zones_dir": Path(args.out) if args.out else None,
-        "http_listen": args.listen,
-    }
-    config = config.with_paths(**overrides)
-    logs.setup(args.log_format or config.log_format)
-    daemon = Daemon(config, Path(args.config) if args.config else None, overrides)
-    try:
-        return daemon.run()
-    except DaemonError as exc:
-        raise CliError(str(exc), EXIT_INVALID) from None
-
-
 def _publish_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--orders", metavar="DIR")
     p.add_argument("--at", metavar="ISO8601")
@@ -609,49 +464,15 @@ def _publish_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--operator", metavar="OP", action="append", help="only this operator (repeatable)")
 
 
-def _refuse_undecodable(args: argparse.Namespace) -> None:
-    """An argument that is not UTF-8 (a path typed in a Latin-1 terminal) arrives with lone
-    surrogates, which the state, the audit trail and the reports cannot store: refused here,
-    shown escaped, so that no such text gets past the command line."""
-    for key, value in sorted(vars(args).items()):
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str):
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    flag = "--" + key.replace("_", "-")
-                    raise CliError(f"{flag} {display_path(item)}: not valid UTF-8", EXIT_USAGE) from None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     config: Config | None = None
     try:
-        _refuse_undecodable(args)
+        refuse_undecodable(args)
         config = load_config(Path(args.config) if args.config else None)
         return int(args.func(args, config))
-    except CliError as exc:
-        print(f"blocker: {exc}", file=sys.stderr)
-        return exc.code
-    except ConfigError as exc:
-        print(f"blocker: config: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except AuditWriteError as exc:  # any command that records: one line, exit 5, never 70
-        print(f"blocker: audit trail cannot be written: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except UnsafeOwnerError as exc:  # render's second line of defence: an order, not the tool, is wrong
-        print(f"blocker: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return EXIT_OK
-    except Exception as exc:  # never a traceback to a user: one line, and the log for developers
+    except (Exception, KeyboardInterrupt) as exc:  # never a traceback to a user: see blocker.cli.errors
         state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else (
             config.state_dir if config is not None else None)
-        written = write_crash_log(state_dir, exc, f"blocker {getattr(args, 'command', '?')}")
-        where = f"full traceback in {display_path(written)}" if written else "no folder could take the traceback"
-        print(f"blocker: internal error: {printable(f'{type(exc).__name__}: {exc}', limit=500)} ({where})",
-              file=sys.stderr)
-        return 70
+        return post_arg_parse_hook(exc, getattr(args, "command", "?"), state_dir)

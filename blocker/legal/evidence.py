@@ -11,7 +11,8 @@ A pack must stand on its own years later, without blocker and without the state 
 - `probes/`: the probe records that concern it and what the state kept (first verified block
   and lift, last verification, failures);
 - `report.json` and `index.html`: the same facts as `blocker report`, for this order, readable;
-- `verify.py`: a standard-library script that re-checks the manifest, the hashes and the chain;
+- `verify.py`: the source of blocker.record.verify, the trail's one verifier (standard library
+  only), which re-checks the manifest, the hashes and the chain;
 - `MANIFEST.sha256`: `sha256sum -c MANIFEST.sha256` checks every other file.
 """
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from blocker.config.model import Config
+from blocker.errors import BlockerError
 from blocker.legal.html import (
     audit_banner,
     badge,
@@ -44,15 +46,17 @@ from blocker.legal.html import (
 from blocker.legal.report import ReportRow, spreadsheet_safe
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import Order, parse_order
-from blocker.record.audit import REPAIRED, AuditLog, VerifyResult, checked_lines, concerns, repair_problem
+from blocker.record import verify
+from blocker.record.audit import AuditLog, concerns
 from blocker.record.state import State
+from blocker.record.verify import Verdict, VerifyResult, checked_lines, data_of
 from blocker.safeio import SCRIPT_MODE, OutputDir, output_dir
 
 PROBE_EVENTS = frozenset({"probe-pass", "probe-verdict-change", "order-verified"})
 MAX_HTML_ROWS = 200  # the page stays printable; the files hold everything
 
 
-class EvidenceError(Exception):
+class EvidenceError(BlockerError):
     """The pack cannot be written (the folder is not empty, a file cannot be created)."""
 
 
@@ -110,28 +114,22 @@ class _AuditScan:
 
 
 def _scan_audit(out: OutputDir, audit: AuditLog, order_id: str, paths: set[str]) -> _AuditScan:
-    """One pass over the trail: copy what concerns the order, and the chain from it to the head."""
+    """One pass over the trail: copy what concerns the order, and the chain from it to the head,
+    judged as `blocker audit verify` judges it (blocker.record.verify.Verdict) in the same pass."""
     scan = _AuditScan()
     head_file = audit.head()  # read first: the daemon may append while we read (see verify_live)
-    count, last = 0, ""
+    verdict = Verdict(head_file, audit.dir)
     with ExitStack() as stack:
         records: BinaryIO = stack.enter_context(out.open("audit/records.jsonl"))
         probes: BinaryIO = stack.enter_context(out.open("probes/probe-records.jsonl"))
         chain: BinaryIO = stack.enter_context(out.open("audit/chain.txt"))
-        for line in checked_lines(audit):
-            if line.bad_line is not None and scan.verified is None:
-                scan.verified = VerifyResult(False, count, last, line.bad_line, line.problem)
+        for line in checked_lines(audit.path):
+            verdict.add(line)
             record = line.record
             if record is None or not isinstance(record.get("seq"), int):
                 continue
-            if record.get("event") == REPAIRED and line.bad_line is None:
-                scan.repairs.append({**(record.get("data") or {}), "seq": record["seq"], "ts": record.get("ts")})
-                problem = repair_problem(record, audit.dir)  # as `audit verify` judges it
-                if problem and scan.verified is None:
-                    scan.verified = VerifyResult(False, count, last, record["seq"], problem)
-            count, last = count + 1, str(record.get("hash"))
-            scan.head = (record["seq"], last)
-            data = record.get("data") if isinstance(record.get("data"), dict) else {}
+            scan.head = (record["seq"], str(record.get("hash")))
+            data = data_of(record)
             hit = concerns(record, order_id) or (isinstance(data.get("file"), str) and data["file"] in paths)
             if hit:
                 if scan.first_seq is None:
@@ -146,12 +144,8 @@ def _scan_audit(out: OutputDir, audit: AuditLog, order_id: str, paths: set[str])
             if scan.first_seq is not None:
                 chain.write(f"{record['seq']} {record.get('hash')}\n".encode())
                 scan.chain_lines += 1
-    if scan.verified is None:
-        if head_file is not None and (scan.head is None or head_file[0] > scan.head[0]):
-            reason = f"the log ends at record {count} but its head file says {head_file[0]} (records were cut off)"
-            scan.verified = VerifyResult(False, count, last, count + 1, reason)
-        else:
-            scan.verified = VerifyResult(True, count, last)
+    scan.verified = verdict.result()
+    scan.repairs = list(scan.verified.repairs)
     proof = {
         "log": str(audit.path),
         "verified": {"ok": scan.verified.ok, "records": scan.verified.count, "bad_line": scan.verified.bad_line,
@@ -258,7 +252,7 @@ def _fill(out: OutputDir, pack: Pack, order: Order, row: ReportRow, *, state: St
     zones = _zones(out, order, state)
     _probe_state(out, order, state)
     out.write("report.json", _json(row.to_json()))
-    out.write("verify.py", VERIFY_SCRIPT, SCRIPT_MODE)
+    out.write("verify.py", Path(verify.__file__).read_bytes(), SCRIPT_MODE)
     files = sorted(out.files)
     out.write("index.html", _index(order, row, versions, scan, zones,
                                    [(f, out.sha256(f)) for f in files], generated, actor))
@@ -269,116 +263,3 @@ def _fill(out: OutputDir, pack: Pack, order: Order, row: ReportRow, *, state: St
     pack.manifest_sha256 = hashlib.sha256(manifest.encode()).hexdigest()
     pack.audit, pack.records, pack.head = scan.verified, len(scan.records), scan.head
 
-
-VERIFY_SCRIPT = '''#!/usr/bin/env python3
-"""Check this evidence pack with nothing but Python 3: python3 verify.py [--log PATH/audit.jsonl]
-
-1. every file matches MANIFEST.sha256;
-2. every record in audit/records.jsonl hashes to its own `hash` (SHA-256 of its canonical JSON
-   without `hash`: keys sorted, no spaces, UTF-8) and is stored in that canonical form;
-3. each record sits in audit/chain.txt at its sequence number, after its `prev`, and the chain
-   runs without a gap to the head named in audit/chain-proof.json;
-4. with --log: the whole trail chains from its first record, and chain.txt matches it;
-5. every `audit-repaired` record (in chain-proof.json, and in the --log trail) is printed: one that
-   moved aside a torn tail the head file had not counted (an append cut short) holds, with --log
-   its quarantined bytes must still match; any other repair is a removal and fails.
-Exit 0 when everything holds, 1 otherwise (each problem is printed).
-"""
-import hashlib
-import json
-import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-GENESIS = "0" * 64
-
-
-def canonical(obj):
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def record_hash(record):
-    return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
-
-
-def check_repair(repair, problems, folder=None):
-    """Print one repair; a removal (committed) or lost evidence is a problem, like `blocker audit verify`."""
-    seq = repair.get("seq")
-    print(f"repair at {repair.get('ts')} (record {seq}): {repair.get('reason')}; "
-          f"{repair.get('size')} bytes in {repair.get('quarantine')}, sha256 {repair.get('sha256')}")
-    if repair.get("committed") is not False:
-        problems.append(f"record {seq}: audit-repaired: records the head file had counted were removed")
-    elif folder is not None and repair.get("quarantine"):
-        path = folder / repair["quarantine"]
-        if not path.is_file():
-            problems.append(f"record {seq}: quarantined tail {repair['quarantine']} is missing")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != repair.get("sha256"):
-            problems.append(f"record {seq}: quarantined tail {repair['quarantine']} does not match its SHA-256")
-
-
-def main(argv):
-    problems = []
-    for line in (HERE / "MANIFEST.sha256").read_text(encoding="utf-8").splitlines():
-        digest, name = line.split("  ", 1)
-        path = HERE / name
-        if not path.is_file():
-            problems.append(f"{name}: listed in MANIFEST.sha256 but missing")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-            problems.append(f"{name}: SHA-256 differs from MANIFEST.sha256")
-    chain, seqs = {}, []
-    for line in (HERE / "audit" / "chain.txt").read_text(encoding="utf-8").splitlines():
-        seq, digest = line.split()
-        chain[int(seq)] = digest
-        seqs.append(int(seq))
-    if seqs and seqs != list(range(seqs[0], seqs[0] + len(seqs))):
-        problems.append("audit/chain.txt: sequence numbers are not consecutive")
-    proof = json.loads((HERE / "audit" / "chain-proof.json").read_text(encoding="utf-8"))
-    count = 0
-    for raw in (HERE / "audit" / "records.jsonl").read_bytes().splitlines(keepends=True):
-        record = json.loads(raw)
-        count += 1
-        seq = record.get("seq")
-        if record_hash(record) != record.get("hash"):
-            problems.append(f"record {seq}: content does not match its hash")
-        if canonical(record) + b"\\n" != raw:
-            problems.append(f"record {seq}: not in canonical form")
-        if chain.get(seq) != record.get("hash"):
-            problems.append(f"record {seq}: not at its place in audit/chain.txt")
-        if seq - 1 in chain and chain[seq - 1] != record.get("prev"):
-            problems.append(f"record {seq}: its prev is not the hash of record {seq - 1}")
-    for repair in proof.get("repairs", []):
-        check_repair(repair, problems)
-    head = proof.get("head")
-    if seqs and (head is None or [seqs[-1], chain[seqs[-1]]] != [head["seq"], head["hash"]]):
-        problems.append("audit/chain.txt does not end at the head in chain-proof.json")
-    if len(argv) == 2 and argv[0] == "--log":
-        prev, number = GENESIS, 0
-        with open(argv[1], "rb") as fh:
-            for number, raw in enumerate(fh, start=1):
-                record = json.loads(raw)
-                if record.get("seq") != number or record.get("prev") != prev or record_hash(record) != record.get(
-                        "hash"):
-                    problems.append(f"--log: line {number} breaks the chain")
-                    break
-                if number in chain and chain[number] != record["hash"]:
-                    problems.append(f"--log: record {number} differs from audit/chain.txt")
-                if record.get("event") == "audit-repaired":
-                    check_repair({**record.get("data", {}), "seq": number, "ts": record.get("ts")}, problems,
-                                 Path(argv[1]).resolve().parent)
-                prev = record["hash"]
-        if seqs and number < seqs[-1]:
-            problems.append(f"--log: ends at record {number}, before the pack's head {seqs[-1]}")
-    elif argv:
-        print("usage: python3 verify.py [--log PATH/audit.jsonl]", file=sys.stderr)
-        return 2
-    for p in problems:
-        print("FAIL:", p)
-    if problems:
-        return 1
-    print(f"OK: manifest, {count} audit record(s) and a chain of {len(seqs)} hash(es) to the head hold")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
-'''

@@ -28,8 +28,9 @@ from typing import Any
 
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import Order
-from blocker.record.audit import AuditLog, VerifyResult, checked_lines
+from blocker.record.audit import AuditLog
 from blocker.record.state import State
+from blocker.record.verify import Verdict, VerifyResult, checked_lines
 from blocker.textsafe import printable
 
 # Audit events too frequent for a timeline; their substance reaches the report another way
@@ -280,14 +281,12 @@ def gather(state: State | None, audit: AuditLog | None, at: datetime, *, paths: 
     tally = not facts.probe_last or any(t is not None and t > at
                                         for ok, bad, _n in facts.probe_last.values() for t in (ok, bad))
     if audit is not None:
-        read = 0
-        for line in checked_lines(audit):
-            if line.bad_line is not None and facts.audit is None:
-                facts.audit = VerifyResult(False, read, "", line.bad_line, line.problem)
+        verdict = Verdict(audit.head(), audit.dir)  # the head first: the daemon may append meanwhile
+        for line in checked_lines(audit.path):
+            verdict.add(line)
             record = line.record
             if record is None:
                 continue
-            read += 1
             ts = record_time(record)
             if ts is None or ts > at:
                 continue
@@ -299,8 +298,8 @@ def gather(state: State | None, audit: AuditLog | None, at: datetime, *, paths: 
                 continue
             for order_id in _orders_of(record, paths):
                 facts.events.setdefault(order_id, []).append(record)
-        if facts.audit is None and audit.path.exists():
-            facts.audit = VerifyResult(True, read, "")
+        if audit.path.exists():
+            facts.audit = verdict.result()
     return facts
 
 

@@ -20,29 +20,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-GENESIS = "0" * 64
-LOG_NAME = "audit.jsonl"
-HEAD_NAME = "audit.head"
+from blocker.errors import BlockerError
+from blocker.record.verify import (
+    GENESIS,
+    HEAD_NAME,
+    LOCK_NAME,
+    LOG_NAME,
+    REPAIRED,
+    VerifyResult,
+    canonical,
+    read_head,
+    record_hash,
+)
+from blocker.record.verify import verify_live as verify_trail
+
 QUARANTINE_DIR = "audit.quarantine"
-REPAIRED = "audit-repaired"
+
+__all__ = ["GENESIS", "HEAD_NAME", "LOG_NAME", "QUARANTINE_DIR", "REPAIRED", "AuditLog", "AuditWriteError",
+           "VerifyResult", "canonical", "concerns", "current_actor", "record_hash", "verify_live"]
 
 
-class AuditWriteError(Exception):
+class AuditWriteError(BlockerError):
     """A record could not be made durable (disk full, file too large, I/O error).
 
     Not an OSError on purpose: callers that turn OSError into their own errors (write_zone) must
     let this through, so nothing is published whose record is not on disk. The file still ends on
     a whole record when this is raised.
     """
-
-
-def canonical(obj: Any) -> bytes:
-    """The bytes that are hashed: sorted keys, no spaces, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def record_hash(record: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
 
 
 def current_actor() -> str:
@@ -59,16 +63,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: bool
-    count: int
-    head: str
-    bad_line: int | None = None
-    reason: str = ""
-    repairs: tuple[dict[str, Any], ...] = ()  # the `audit-repaired` records read, each with its `seq` and `ts`
 
 
 @dataclass(frozen=True)
@@ -105,30 +99,6 @@ def _as_record(raw: bytes) -> dict[str, Any] | None:
     return record
 
 
-def repair_problem(record: dict[str, Any], state_dir: Path | None) -> str:
-    """Why an `audit-repaired` record means the trail lost committed content ("" when it did not).
-
-    A torn tail the head file had not counted is an append cut short (a crash, a full disk):
-    moving it aside loses nothing that was ever reported done. Anything else a repair records
-    (bytes of a record the head counted, whole records cut off, the quarantined evidence missing
-    or altered) is a removal, which verify must keep reporting.
-    """
-    data = record.get("data") if isinstance(record.get("data"), dict) else {}
-    if data.get("committed") is not False:
-        return (f"{data.get('reason') or 'records were cut off'} (found at {record.get('ts')}, "
-                f"after record {data.get('last_seq')}; the head file said record "
-                f"{(data.get('head_before') or {}).get('seq')}): committed records were removed")
-    if state_dir is not None and data.get("quarantine"):
-        path = state_dir / str(data["quarantine"])
-        try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError:
-            return f"the quarantined tail {data['quarantine']} is missing (evidence removed)"
-        if digest != data.get("sha256"):
-            return f"the quarantined tail {data['quarantine']} does not match its SHA-256 (evidence altered)"
-    return ""
-
-
 class AuditLog:
     def __init__(self, state_dir: Path, actor: str | None = None,
                  observer: Callable[[bool, str], None] | None = None) -> None:
@@ -162,9 +132,9 @@ class AuditLog:
     def _locked(self) -> Iterator[None]:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            lock = (self.dir / "audit.lock").open("a")
+            lock = (self.dir / LOCK_NAME).open("a")
         except OSError as exc:
-            raise self._failed(f"cannot open {self.dir / 'audit.lock'}: {exc.strerror or exc}") from None
+            raise self._failed(f"cannot open {self.dir / LOCK_NAME}: {exc.strerror or exc}") from None
         with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # the daemon and CLI commands append to one chain
             yield
@@ -354,11 +324,7 @@ class AuditLog:
         fsync_dir(self.dir)
 
     def head(self) -> tuple[int, str] | None:
-        try:
-            seq, digest = self.head_path.read_text().split()
-            return int(seq), digest
-        except (FileNotFoundError, ValueError):
-            return None
+        return read_head(self.head_path)
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record, without checking the chain (use verify() for that)."""
@@ -373,224 +339,12 @@ class AuditLog:
                 except json.JSONDecodeError:
                     continue
 
-    def verify(self) -> VerifyResult:
-        """The whole chain, safe while the daemon appends (see `verify_live`)."""
-        return verify_live(self)
-
-    def verify_offline(self) -> VerifyResult:
-        """The chain as one read; only for a trail nothing appends to."""
-        prev, count = GENESIS, 0
-        try:
-            fh = self.path.open("rb")
-        except FileNotFoundError:
-            return self._check_head(0, GENESIS)
-        with fh:
-            for number, raw in enumerate(fh, start=1):
-                bad = self._check_line(raw, number, prev)
-                if bad is not None:
-                    return VerifyResult(False, count, prev, number, bad)
-                record = json.loads(raw)
-                prev, count = record["hash"], count + 1
-        return self._check_head(count, prev)
-
-    @staticmethod
-    def _check_line(raw: bytes, number: int, prev: str) -> str | None:
-        if not raw.endswith(b"\n"):
-            return "record is truncated (no end of line)"
-        try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return "record is not valid JSON (edited or truncated)"
-        if not isinstance(record, dict) or not {"seq", "ts", "actor", "event", "data", "prev", "hash"} <= set(record):
-            return "record lacks required fields"
-        if record["seq"] != number:
-            return f"sequence {record['seq']} where {number} was expected (a record was removed or reordered)"
-        if record["prev"] != prev:
-            return "does not chain to the previous record (a record was removed, reordered or edited)"
-        if record_hash(record) != record["hash"]:
-            return "content does not match its hash (the record was edited)"
-        if canonical(record) + b"\n" != raw:
-            return "record is not in canonical form (the line was edited)"
-        return None
-
-    def _check_head(self, count: int, last: str) -> VerifyResult:
-        head = self.head()
-        if head is not None and head[0] > count:
-            reason = f"the log ends at record {count} but its head file says {head[0]} (records were cut off)"
-            return VerifyResult(False, count, last, count + 1, reason)
-        if head is not None and head[0] == count and head[1] != last:
-            return VerifyResult(False, count, last, count, "the last record does not match the head file")
-        return VerifyResult(True, count, last)
-
 
 def concerns(record: dict[str, Any], order_id: str) -> bool:
     data = record.get("data", {})
     return data.get("order") == order_id or order_id in data.get("orders", ())
 
 
-
-@dataclass(frozen=True)
-class CheckedLine:
-    """One line of the log as read, with the verdict of the same checks `verify` runs."""
-
-    number: int
-    raw: bytes
-    record: dict[str, Any] | None  # None when the line does not even parse
-    bad_line: int | None = None  # the first bad line so far: None while the chain holds through this one
-    problem: str = ""  # why that line is bad
-
-
-_FIELDS = frozenset({"seq", "ts", "actor", "event", "data", "prev", "hash"})
-
-
-def _holds(raw: bytes, record: dict[str, Any], number: int, prev: str) -> bool:
-    """The checks of `_check_line` on an already parsed record, without re-encoding it.
-
-    The writer hashed the canonical bytes of the record without its `hash` key, then inserted
-    `,"hash":"H"` (keys are sorted: after `event`, and it is the last such text on the line since
-    only `prev`, `seq` and `ts` follow). Taking it out of the raw line and hashing what is left
-    gives H again only if the line is byte for byte what was written (SHA-256 preimage
-    resistance), so it is both intact and canonical. Reading a trail of hundreds of MB this way
-    costs one JSON parse and one SHA-256 per line instead of a parse and two encodings.
-    """
-    digest = record.get("hash")
-    if (not raw.endswith(b"\n") or not isinstance(digest, str) or not record.keys() >= _FIELDS
-            or record["seq"] != number or record["prev"] != prev):
-        return False
-    needle = b',"hash":"' + digest.encode() + b'"'
-    at = raw.rfind(needle)
-    if at < 0 or not raw.startswith(b',"prev":"', at + len(needle)):  # where sorted keys put it
-        return False
-    return hashlib.sha256(raw[:at] + raw[at + len(needle):-1]).hexdigest() == digest
-
-
-def checked_lines(log: AuditLog) -> Iterator[CheckedLine]:
-    """Every line in one pass, each checked against the chain so far.
-
-    Readers that both use the records and must say whether the chain holds (audit show, the
-    evidence pack) need one pass, not a `verify()` and a `records()` that may see different files
-    while the daemon appends. After the first problem the chain cannot be trusted: later lines
-    are still yielded (the legal team sees them) and carry that first problem.
-    """
-    prev, bad_line, problem = GENESIS, None, ""
-    try:
-        fh = log.path.open("rb")
-    except FileNotFoundError:
-        return
-    with fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                record = None
-            if not isinstance(record, dict):
-                record = None
-            if bad_line is None:
-                if record is not None and _holds(raw, record, number, prev):
-                    prev = record["hash"]
-                else:  # the full checks, for their precise reason (or, rarely, to accept it)
-                    why = AuditLog._check_line(raw, number, prev)
-                    if why is None:
-                        assert record is not None
-                        prev = record["hash"]
-                    else:
-                        bad_line, problem = number, why
-            yield CheckedLine(number, raw, record, bad_line, problem)
-
-
-def _settled_torn(log: AuditLog, size: int, timeout: float = 5.0) -> bool:
-    """True when no append is in flight and the log still has the `size` it had when its torn end
-    was read: the torn record is real damage, not an append about to finish.
-
-    Every appender holds audit.lock (exclusive) from before its write until the head is updated,
-    so holding it shared, even for an instant, proves no append was half-way. A reader that cannot
-    open the lock (read-only copy of a state folder) has nothing appending to it.
-    """
-    import time
-
-    try:
-        fd = os.open(log.dir / "audit.lock", os.O_RDONLY)
-    except OSError:
-        return True
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return False  # a writer holds it this long: report after one more pass
-                time.sleep(0.01)
-        try:
-            return log.path.stat().st_size == size
-        except FileNotFoundError:
-            return False
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
 def verify_live(log: AuditLog, *, retry_delay: float = 0.2) -> VerifyResult:
-    """`verify_offline()` made safe while the daemon appends, and aware of repairs.
-
-    `verify_offline()` reads the log, then the head file: a record appended in between makes the head
-    run ahead of what was read, which looks like records cut off the end. Here the head is read
-    first, so it can only be behind the log, never ahead of it, unless records were really
-    removed. A last line without its end of line may be an append in flight: it is read again
-    after a pause, and reported only once audit.lock shows no append is under way.
-
-    Every `audit-repaired` record is returned in `repairs`; one that moved aside an uncommitted
-    torn tail (its quarantined bytes still matching) keeps the trail intact, any other repair is
-    a removal and fails at its line.
-    """
-    import time
-
-    for attempt in range(5):
-        head = log.head()
-        prev, count, head_hash = GENESIS, 0, None
-        failed: VerifyResult | None = None
-        repair_failed: VerifyResult | None = None  # the first repair that records a removal
-        repairs: list[dict[str, Any]] = []
-        size = 0
-        for line in checked_lines(log):
-            size += len(line.raw)
-            if line.bad_line is not None:
-                failed = VerifyResult(False, count, prev, line.bad_line, line.problem)
-                break
-            assert line.record is not None
-            if line.record.get("event") == REPAIRED:
-                repairs.append({**(line.record.get("data") or {}), "seq": line.record["seq"],
-                                "ts": line.record["ts"]})
-                problem = repair_problem(line.record, log.dir)
-                if problem and repair_failed is None:
-                    repair_failed = VerifyResult(False, count, prev, line.record["seq"], problem)
-            prev, count = line.record["hash"], count + 1
-            if head is not None and count == head[0]:
-                head_hash = prev
-        if repair_failed is not None:  # it comes before any break of the chain: report it first
-            f = repair_failed
-            return VerifyResult(False, f.count, f.head, f.bad_line, f.reason, tuple(repairs))
-        if failed is not None:
-            assert failed.bad_line is not None
-            in_flight = failed.reason.startswith("record is truncated") and (head is None or head[0] < failed.bad_line)
-            if in_flight and attempt == 0:
-                time.sleep(retry_delay)  # an append in flight: its end of line is about to land
-                continue
-            if in_flight and attempt < 4 and not _settled_torn(log, size):
-                continue
-            if in_flight:
-                failed = VerifyResult(False, failed.count, failed.head, failed.bad_line,
-                                      "the last record is torn (no end of line) and not yet repaired: an append was "
-                                      "cut short (a crash, a full disk); the next `blocker apply` or the daemon "
-                                      "moves it aside")
-            return VerifyResult(False, failed.count, failed.head, failed.bad_line, failed.reason, tuple(repairs))
-        if head is not None and head[0] > count:
-            reason = f"the log ends at record {count} but its head file says {head[0]} (records were cut off)"
-            return VerifyResult(False, count, prev, count + 1, reason, tuple(repairs))
-        if head is not None and head_hash != head[1]:
-            return VerifyResult(False, count, prev, head[0], f"record {head[0]} does not match the head file",
-                                tuple(repairs))
-        return VerifyResult(True, count, prev, repairs=tuple(repairs))
-    raise AssertionError("unreachable")
+    """The whole chain of `log`, safe while the daemon appends (blocker.record.verify.verify_live)."""
+    return verify_trail(log.path, retry_delay=retry_delay)

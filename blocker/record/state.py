@@ -93,7 +93,7 @@ class _Locked:
     def __init__(self, conn: sqlite3.Connection, lock: threading.RLock) -> None:
         self.conn, self.lock = conn, lock
 
-    def execute(self, sql: str, params: tuple = ()) -> _Rows:
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> _Rows:
         with self.lock:
             cur = self.conn.execute(sql, params)
             return _Rows(cur.fetchall(), cur.rowcount)
@@ -110,13 +110,13 @@ class _Locked:
 class _Rows:
     """Rows fetched while the lock was held, so no cursor outlives it."""
 
-    def __init__(self, rows: list, rowcount: int) -> None:
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
         self.rows, self.rowcount = rows, rowcount
 
     def fetchone(self) -> Any:
         return self.rows[0] if self.rows else None
 
-    def fetchall(self) -> list:
+    def fetchall(self) -> list[Any]:
         return self.rows
 
     def __iter__(self) -> Iterator[Any]:
@@ -197,7 +197,8 @@ class State:
         if row is None:
             return None
         digest = row[8] if len(row) > 8 else ""  # a read-only open of a state folder made before digests
-        return ZoneRecord(row[0], row[1], row[2], row[3], row[4], from_iso(row[5]), bool(row[6]), row[7], digest)
+        return ZoneRecord(row[0], row[1], row[2], row[3], row[4], datetime.fromisoformat(row[5]), bool(row[6]),
+                          row[7], digest)
 
     def zones(self) -> dict[str, ZoneRecord]:
         ops = [r[0] for r in self.db.execute("SELECT operator FROM zones ORDER BY operator")]
@@ -271,7 +272,7 @@ class State:
         for op, serial, checksum, at, ids in rows:
             id_list = [i for i in ids.split(",") if i]
             if order_id is None or order_id in id_list:
-                out.append((op, serial, checksum, from_iso(at), id_list))
+                out.append((op, serial, checksum, datetime.fromisoformat(at), id_list))
         return out
 
     # orders ------------------------------------------------------------------------------
@@ -322,7 +323,7 @@ class State:
     def order_versions(self, order_id: str) -> list[tuple[str, str, bytes, datetime]]:
         rows = self.db.execute("SELECT digest, path, content, first_seen FROM order_versions WHERE order_id=? "
                                "ORDER BY first_seen", (order_id,)).fetchall()
-        return [(d, p, bytes(c), from_iso(f)) for d, p, c, f in rows]
+        return [(d, p, bytes(c), datetime.fromisoformat(f)) for d, p, c, f in rows]
 
     # probes ------------------------------------------------------------------------------
     def record_first(self, order_id: str, operator: str, kind: str, at: datetime) -> bool:
@@ -332,7 +333,7 @@ class State:
 
     def firsts(self) -> dict[tuple[str, str, str], datetime]:
         rows = self.db.execute("SELECT order_id, operator, kind, at FROM probe_firsts").fetchall()
-        return {(o, op, k): from_iso(at) for o, op, k, at in rows}
+        return {(o, op, k): datetime.fromisoformat(at) for o, op, k, at in rows}
 
     def record_probe_outcome(self, order_id: str, operator: str, ok: bool, at: datetime) -> None:
         with self.tx() as db:

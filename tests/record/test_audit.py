@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from blocker.record.audit import AuditLog, checked_lines, verify_live
+from blocker.record.audit import AuditLog, verify_live
+from blocker.record.verify import checked_lines, verify_offline
 from tests.clock import apply_at
 
 BIN = Path(sys.executable).parent / "blocker"
@@ -140,7 +141,7 @@ def test_every_alteration_is_detected_at_the_first_bad_record(work: Path, damage
 
 def test_edited_record_with_recomputed_hash_breaks_the_next_link(work: Path) -> None:
     """Recomputing the edited record's own hash is not enough: the next record's prev betrays it."""
-    from blocker.record.audit import canonical, record_hash
+    from blocker.record.verify import canonical, record_hash
 
     lines = lines_of(work)
     record = json.loads(lines[2])
@@ -189,7 +190,7 @@ def test_show_is_readable_filters_and_warns_on_a_broken_trail(work: Path) -> Non
 def test_checked_lines_reports_the_first_problem_and_keeps_reading(work: Path) -> None:
     lines = lines_of(work)
     write_lines(work, [*lines[:2], *lines[3:]])
-    seen = list(checked_lines(AuditLog(work / "state")))
+    seen = list(checked_lines(AuditLog(work / "state").path))
     assert len(seen) == len(lines) - 1
     assert [x.bad_line for x in seen[:2]] == [None, None]
     assert all(x.bad_line == 3 for x in seen[2:])
@@ -230,7 +231,7 @@ def test_an_append_in_flight_is_waited_for_not_reported(tmp_path: Path) -> None:
     lines = log.path.read_bytes().splitlines(keepends=True)
     fourth = json.loads(lines[-1])
     record = {**record, "seq": 4, "prev": fourth["hash"]}
-    from blocker.record.audit import canonical, record_hash
+    from blocker.record.verify import canonical, record_hash
 
     record["hash"] = record_hash(record)
     full = canonical(record) + b"\n"
@@ -261,6 +262,6 @@ def test_reordered_keys_are_caught_like_verify_does(tmp_path: Path) -> None:
     record["hash"] = record.pop("hash")  # same content, `hash` moved to the end
     lines[1] = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
     log.path.write_bytes(b"".join(lines))
-    slow, fast = log.verify_offline(), verify_live(log)
+    slow, fast = verify_offline(log.path, log.head()), verify_live(log)
     assert (fast.ok, fast.bad_line, fast.reason) == (slow.ok, slow.bad_line, slow.reason) == (
         False, 2, "record is not in canonical form (the line was edited)")

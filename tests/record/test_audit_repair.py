@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import blocker.record.audit as audit_mod
-from blocker.record.audit import REPAIRED, AuditLog, AuditWriteError, canonical, checked_lines, record_hash, verify_live
+from blocker.record.audit import AuditLog, AuditWriteError, verify_live
+from blocker.record.verify import REPAIRED, canonical, checked_lines, record_hash
 from tests.record.test_audit import blocker as blocker_cli
 from tests.run.test_daemon import Env, events, wait_until, whole_second, write_order, zone_owners
 
@@ -64,7 +65,7 @@ def whole_lines(log: AuditLog) -> list[dict[str, Any]]:
     """Every line, each asserted whole and chained (the file ends on a whole record)."""
     data = log.path.read_bytes()
     assert data == b"" or data.endswith(b"\n"), "the log ends torn"
-    lines = list(checked_lines(log))
+    lines = list(checked_lines(log.path))
     assert all(line.bad_line is None for line in lines), [line.problem for line in lines if line.bad_line][:1]
     return [line.record for line in lines if line.record is not None]
 
