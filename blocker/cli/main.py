@@ -21,7 +21,15 @@ from blocker.cli import audit as cli_audit
 from blocker.cli import legal as cli_legal
 from blocker.cli import orders as cli_orders
 from blocker.cli import run as cli_run
-from blocker.cli.common import chosen_operators, parse_at, refuse_undecodable, skew, valid_orders, wall_clock
+from blocker.cli.common import (
+    chosen_operators,
+    open_state,
+    parse_at,
+    refuse_undecodable,
+    skew,
+    valid_orders,
+    wall_clock,
+)
 from blocker.cli.errors import (
     EXIT_CHANGES,
     EXIT_FAILED,
@@ -395,7 +403,7 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
         if published is None or entries is None:
             print(f"{display_path(zone_path)}: no published zone: no block or lift can be proven", file=sys.stderr)
             return None
-        state = cli_legal.open_state(state_dir)
+        state = open_state(state_dir)
         try:
             return published_from_state(published.serial, entries, op.id, state)
         finally:
