@@ -163,6 +163,8 @@ def audit_line(record: dict[str, Any], own_actor: str) -> tuple[int, str, dict[s
             return None
         entry = _OUTSIDE
     level, message = entry
+    if entry is _OUTSIDE:
+        message = f"{message}: {kind}"
     data = record.get("data")
     fields = {f"rec_{k}" if k in _RESERVED or k in ("message", "asctime") else k: v
               for k, v in _scalars(data if isinstance(data, dict) else {}).items()}
