@@ -72,3 +72,15 @@ def test_systemd_unit_runs_the_daemon_with_reload_on_sighup() -> None:
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
     limit = re.search(r"^LimitNOFILE=(\d+)$", unit, re.M)
     assert limit is not None and int(limit.group(1)) >= 65536
+
+
+def test_readme_alert_table_lists_every_shipped_alert() -> None:
+    import yaml
+
+    rules = yaml.safe_load((PROM / "blocker-rules.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    readme = (ROOT / "README.md").read_text()
+    table = set(re.findall(r"^\| `(Blocker\w+)` \|", readme, re.M))
+    assert table == alerts
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    assert [job["job_name"] for job in config["scrape_configs"]] == ["blocker"]  # what BlockerDown matches
