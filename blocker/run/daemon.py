@@ -48,8 +48,16 @@ from blocker.record.state import State
 from blocker.run import http
 from blocker.run.health import Health, HealthBoard
 from blocker.run.lifecycle import DaemonError, StateDirLock, install_signals, reread_config
-from blocker.run.logs import log_internal
-from blocker.run.metrics import Snapshot, observe_orders, observe_reconcile, observe_zone, registry_for
+from blocker.run.logs import AuditTail, log_internal
+from blocker.run.metrics import (
+    Snapshot,
+    count_zone_changed_outside,
+    observe_orders,
+    observe_reconcile,
+    observe_zone,
+    registry_for,
+    set_operators,
+)
 from blocker.run.probing import Prober
 from blocker.run.scheduling import Transitions, new_scheduler, probe_at, probes_configured, schedule_periodic
 from blocker.textsafe import display_path
@@ -91,6 +99,7 @@ class Daemon:
         self.sleep = sleep
         self.snapshot = Snapshot()
         self.registry = registry_for(self.snapshot)
+        set_operators(self.snapshot, config.operators)
         self.board = HealthBoard()
         self.order_cache = OrderCache()
         self.caches = Caches()
@@ -114,6 +123,8 @@ class Daemon:
         self.state: State | None = None
         self.audit = AuditLog(self.state_dir, actor=ACTOR, observer=self._audit_observed)
         self._audit_down_since: datetime | None = None
+        self.audit_tail = AuditTail(self.audit.path, ACTOR, log, self._audit_recorded)
+        self._orphaned: set[str] = set()  # orders in force whose file was gone at the last load
         self.scheduler = new_scheduler(config)
         self.transitions = Transitions(self.scheduler, self.reconcile)
         self.http: http.BoundedHTTPServer | None = None
@@ -150,6 +161,7 @@ class Daemon:
                 for stale in remove_stale_temps(self.config.zones_dir):
                     log.info("removed a temp file left by a killed publisher", extra={"file": display_path(stale)})
             self.start_http()
+            self.audit_tail.skip_existing()
             try:  # repairs a torn end first; an unwritable trail must not stop the daemon (health says it)
                 self.audit.append("daemon-start", {"version": __version__, "pid": os.getpid(),
                                                    "config": self.config.source,
@@ -198,6 +210,7 @@ class Daemon:
             if self.state is not None:
                 with contextlib.suppress(AuditWriteError):  # already reported by health and metrics
                     self.audit.append("daemon-stop", {"pid": os.getpid()})
+                self.audit_tail.poll()
                 log.info("daemon stopped")
                 self.state.close()
                 self.state = None
@@ -220,6 +233,7 @@ class Daemon:
                 self.order_cache = OrderCache()
                 self.caches = Caches()
                 self.previous = {}
+            set_operators(self.snapshot, fresh.operators)
             log.info("config reloaded", extra={"config": str(self.config_path)})
 
     def health_payload(self) -> tuple[int, dict[str, Any]]:
@@ -235,6 +249,7 @@ class Daemon:
     # the watches ------------------------------------------------------------------------------
     def watch(self) -> None:
         try:
+            self.audit_tail.poll()
             signature = stat_signature(self.config.orders_dir)
         except Exception as exc:  # a job must never end in APScheduler's own traceback
             log_internal(log, self.state_dir, "orders watch failed", exc)
@@ -320,7 +335,18 @@ class Daemon:
         with self.snapshot.lock:
             observe_reconcile(self.snapshot, self.clock.monotonic() - started, ok)
             self.snapshot.last_reconcile_ts = self.clock.now().timestamp()
+        try:
+            self.audit_tail.poll()
+        except Exception as exc:  # the log of the trail must never fail a reconcile
+            log_internal(log, self.state_dir, "audit trail follow failed", exc)
         return ok
+
+    def _audit_recorded(self, record: dict[str, Any]) -> None:
+        """Each new record of the trail, whoever wrote it: the metrics that count events."""
+        data = record.get("data")
+        operator = data.get("operator") if isinstance(data, dict) else None
+        if record.get("event") == "zone-restored" and isinstance(operator, str):
+            count_zone_changed_outside(self.snapshot, operator)
 
     def _audit_observed(self, ok: bool, error: str) -> None:
         """Every append's outcome, from whichever thread appended: the metric follows at once."""
@@ -617,6 +643,10 @@ class Daemon:
             reasons.append(f"orders folder {display_path(load.config.orders_dir)} does not exist "
                            "(the last good versions stay in force)")
         orphaned = sorted(i for i, f in eff.flags.items() if f == FLAG_ORPHANED)
+        for order_id in sorted(self._orphaned - set(orphaned)):
+            if order_id in result.orders:  # not lifted by force nor ended: its file is there again
+                log.info("order file is back: the order is read from it again", extra={"order": order_id})
+        self._orphaned = set(orphaned)
         self.board.set_orders(reasons, {"orders_invalid": sorted(result.invalid_files), "orders_orphaned": orphaned},
                               self.config.operators)
         observe_orders(self.snapshot, eff.orders.values(), now, len(result.invalid_files), len(orphaned))

@@ -5,14 +5,22 @@ the whole formatted traceback in their `exc` field (a collector shows it, a pers
 both formats carry `error`, the one-line summary. Plain lines stay one line each for a person at a
 terminal; the daemon's internal errors also name the crash file that holds the traceback
 (`log_internal`), so the plain log loses nothing either.
+
+Every audited event has a log line (`AuditTail`): the daemon follows the audit trail and logs each
+new record, its own and those another process wrote (`blocker apply`, `evidence`), except the
+kinds of its own that already have a line where they happen (`AUDIT_LINES`). Times carry their
+UTC offset (`+00:00`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import threading
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -97,3 +105,149 @@ def setup(fmt: str = "plain", level: int = logging.INFO) -> logging.Logger:
     root.propagate = False
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     return root
+
+
+# How the log tells each kind of audit record: (level, message), or None where the daemon's own
+# record of that kind already has a line of its own where it happens (written by another
+# process, it gets this table's fallback). tests/run/test_log_audit.py checks that every kind the
+# code writes is here, and that every record of a daemon's run has its line.
+_I, _W = logging.INFO, logging.WARNING
+AUDIT_LINES: dict[str, tuple[int, str] | None] = {
+    "daemon-start": None,  # "daemon started"
+    "daemon-stop": None,  # "daemon stopped"
+    "zone-published": None,  # "zone published"
+    "reload": None,  # "zone published" / "zone published but reload failed" / "reload retried..."
+    "publish-failed": None,  # "publish failed; the previous zone stays"
+    "zone-restored": None,  # "zone file changed behind blocker's back: rewriting it from the state"
+    "order-invalid": None,  # "invalid order file: last good version stays in force"
+    "catch-up": None,  # "catch-up: transition applied late"
+    "order-verified": None,  # "first probe pass that proves the order blocked|lifted"
+    "audit-writable": None,  # "audit trail writable again"
+    "order-added": (_I, "order received: in force from its start"),
+    "order-changed": (_I, "order file changed: its new version is in force"),
+    "order-lifted-early": (_W, "order lifted early"),
+    "order-orphaned": (_W, "order file removed while in force: its entries stay until it ends or apply --force"),
+    "order-forgotten": (_W, "order removed by force (apply --force): its entries are lifted"),
+    "entries-activated": (_I, "entries activated"),
+    "entries-lifted": (_I, "entries lifted"),
+    "zone-adopted": (_I, "zone on disk adopted: it is what the orders ask for"),
+    "probe-pass": (_I, "probe pass"),
+    "probe-verdict-change": (_W, "probe verdict changed"),
+    "audit-repaired": (_W, "audit trail end repaired: the damaged bytes are kept aside"),
+    "apply": (_W, "zones published outside the daemon (blocker apply)"),
+    "evidence-exported": (_I, "evidence pack exported"),
+}
+_OUTSIDE = (_I, "recorded by another process")
+BATCH_LINES = 20  # records of one kind in one batch logged one by one; the rest in one line
+
+
+def _scalars(data: dict[str, Any]) -> dict[str, Any]:
+    """The record's fields a line can carry: scalars, and short lists joined (never a list of
+    a thousand names: `blocker audit show` has those)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, str | int | float | bool) or value is None:
+            out[key] = value
+        elif isinstance(value, list) and len(value) <= 10 and all(isinstance(v, str | int) for v in value):
+            out[key] = ",".join(str(v) for v in value)
+    return out
+
+
+def audit_line(record: dict[str, Any], own_actor: str) -> tuple[int, str, dict[str, Any]] | None:
+    """The log line of one audit record, or None when the daemon logged it where it happened."""
+    kind, actor = str(record.get("event", "?")), str(record.get("actor", "?"))
+    own = actor == own_actor
+    entry = AUDIT_LINES.get(kind, _OUTSIDE)
+    if entry is None:
+        if own:
+            return None
+        entry = _OUTSIDE
+    level, message = entry
+    if entry is _OUTSIDE:
+        message = f"{message}: {kind}"
+    data = record.get("data")
+    fields = {f"rec_{k}" if k in _RESERVED or k in ("message", "asctime") else k: v
+              for k, v in _scalars(data if isinstance(data, dict) else {}).items()}
+    if kind == "reload" and fields.get("ok") is False:
+        level = _W
+    if kind == "probe-pass" and (fields.get("failing") or fields.get("stale")):
+        level = _W
+    return level, message, {**fields, "audit": kind, "seq": record.get("seq"), "actor": actor}
+
+
+class AuditTail:
+    """Follows the audit trail from where it ended at start, logging each new record (`poll`).
+
+    One reader of the file, whoever wrote the record: the daemon's threads, `blocker apply` from a
+    shell, a repair. `on_record` sees every new record too (the metrics count from it)."""
+
+    def __init__(self, path: Path, own_actor: str, logger: logging.Logger,
+                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.path, self.own_actor, self.log, self.on_record = path, own_actor, logger, on_record
+        self.offset = 0
+        self.seq = 0
+        self.lock = threading.Lock()
+
+    def skip_existing(self) -> None:
+        """Start at the end: the history before this daemon started is not logged again."""
+        with self.lock:
+            try:
+                size = os.stat(self.path).st_size
+            except OSError:
+                return
+            for record, end in self._read(max(0, size - 65536)):
+                self.seq, self.offset = int(record["seq"]), end
+
+    def _read(self, offset: int) -> list[tuple[dict[str, Any], int]]:
+        """Whole records from `offset` on, each with the offset just past it (a torn end waits)."""
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except OSError:
+            return []
+        out: list[tuple[dict[str, Any], int]] = []
+        pos = offset
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            pos += len(line)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # mid-line after a repair cut the file, or damage verify reports
+            if isinstance(record, dict) and isinstance(record.get("seq"), int):
+                out.append((record, pos))
+        return out
+
+    def poll(self) -> int:
+        """Log the records appended since the last poll; how many were new."""
+        with self.lock:
+            try:
+                size = os.stat(self.path).st_size
+            except OSError:
+                return 0
+            if size == self.offset:
+                return 0
+            # Smaller: a repair cut a torn end off; read it all again, by sequence number.
+            found = self._read(0 if size < self.offset else self.offset)
+            new = [(r, end) for r, end in found if r["seq"] > self.seq]
+            if found:
+                self.offset = found[-1][1]
+            counts: dict[tuple[str, str], int] = {}
+            for record, _end in new:
+                self.seq = max(self.seq, record["seq"])
+                if self.on_record is not None:
+                    self.on_record(record)
+                line = audit_line(record, self.own_actor)
+                if line is None:
+                    continue
+                key = (str(record.get("event")), str(record.get("actor")))
+                counts[key] = counts.get(key, 0) + 1
+                if counts[key] <= BATCH_LINES:
+                    self.log.log(line[0], line[1], extra=line[2])
+            for (kind, actor), n in sorted(counts.items()):
+                if n > BATCH_LINES:
+                    self.log.info(f"{n - BATCH_LINES} more {kind} records (blocker audit show has them)",
+                                  extra={"audit": kind, "actor": actor, "count": n - BATCH_LINES})
+            return len(new)

@@ -3,6 +3,11 @@
 A custom collector rather than long-lived labelled gauges: an order that leaves the folder
 leaves the metrics with it, and label sets stay bounded (operator, order, resolver; never a
 domain name).
+
+Every counter, and every per-operator count, has a sample from the first scrape on: 0 for each
+configured operator (`Snapshot.operators`). A counter born at its first failure has no earlier
+sample, and `increase()` over a series with one sample is empty: the alert on the first failure
+would never fire. Timestamps and serials stay absent until known (0 would read as "1970").
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Snapshot:
     """Everything /metrics shows; the daemon replaces parts of it under `lock`."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
+    operators: tuple[str, ...] = ()  # the configured operators: each has every per-operator count, 0 or more
     orders_by_status: dict[str, int] = field(default_factory=dict)
     order_windows: dict[str, tuple[float, float]] = field(default_factory=dict)  # order -> (start, end)
     orders_invalid: int = 0
@@ -45,6 +51,7 @@ class Snapshot:
     removals_held: dict[str, int] = field(default_factory=dict)
     publish_failures: dict[str, int] = field(default_factory=dict)
     reload_failures: dict[str, int] = field(default_factory=dict)
+    zone_changed_outside: dict[str, int] = field(default_factory=dict)  # zone files rewritten from the state
     next_transition_ts: float | None = None
     reconciles: dict[str, int] = field(default_factory=dict)  # result -> count
     reconcile_buckets: list[int] = field(default_factory=lambda: [0] * len(RECONCILE_BUCKETS))
@@ -62,6 +69,20 @@ class Snapshot:
     resolver_up: dict[tuple[str, str], bool] = field(default_factory=dict)
     time_to_block: dict[tuple[str, str], float] = field(default_factory=dict)  # (order, operator)
     time_to_lift: dict[tuple[str, str], float] = field(default_factory=dict)
+    # (order, operator) -> seconds since the later of its start and its receipt, not yet verified
+    order_unverified: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+def set_operators(s: Snapshot, operators: Iterable[str]) -> None:
+    """The configured operators (at start and on each config reload): their series exist at 0."""
+    with s.lock:
+        s.operators = tuple(sorted(operators))
+
+
+def count_zone_changed_outside(s: Snapshot, operator: str) -> None:
+    """A zone file found changed behind blocker's back (and rewritten from the state)."""
+    with s.lock:
+        s.zone_changed_outside[operator] = s.zone_changed_outside.get(operator, 0) + 1
 
 
 def observe_reconcile(s: Snapshot, seconds: float, ok: bool) -> None:
@@ -112,8 +133,11 @@ def observe_zone(s: Snapshot, operator: str, names: int, records: int, serial: i
 
 def observe_probe(s: Snapshot, operator: str, results: Iterable[CheckResult], serials: Mapping[str, int | None],
                   orders: Mapping[str, Order], firsts: Mapping[tuple[str, str, str], datetime],
-                  now: datetime) -> None:
-    """One operator's probe pass: verdicts per resolver, serials served, time to block and lift."""
+                  now: datetime, received: Mapping[str, datetime] | None = None) -> None:
+    """One operator's probe pass: verdicts per resolver, serials served, time to block and lift,
+    and how long each order in force has waited for its first verification. That wait counts
+    from the later of its start and its receipt (`received`: when blocker first had its file):
+    an order received late has not been waiting on ops before it arrived."""
     per_resolver: dict[tuple[str, str], int] = {}
     up: dict[str, bool] = {}
     for r in results:
@@ -133,6 +157,12 @@ def observe_probe(s: Snapshot, operator: str, results: Iterable[CheckResult], se
         unverified = [(now - o.start).total_seconds() for o in orders.values()
                       if operator in o.operators and o.active_at(now) and (o.id, operator, "blocked") not in firsts]
         s.probe_oldest_unverified[operator] = max(unverified, default=0.0)
+        for pair in [k for k in s.order_unverified if k[1] == operator]:
+            del s.order_unverified[pair]
+        for o in orders.values():
+            if operator in o.operators and o.active_at(now) and (o.id, operator, "blocked") not in firsts:
+                since = max(o.start, (received or {}).get(o.id, o.start))
+                s.order_unverified[(o.id, operator)] = max(0.0, (now - since).total_seconds())
         for (order_id, op, kind), at in firsts.items():
             order = orders.get(order_id)
             if order is None or op != operator:
@@ -150,6 +180,19 @@ def _gauge(name: str, doc: str, labels: list[str], values: Mapping[Any, Any],
     family = GaugeMetricFamily(name, doc, labels=labels)
     for key, value in sorted(values.items()):
         family.add_metric(list(key) if isinstance(key, tuple) else [key], float(value_of(value)))
+    return family
+
+
+def _per_operator(s: Snapshot, values: Mapping[str, float]) -> dict[str, float]:
+    """`values` with a 0 for every configured operator it lacks (an operator removed from the
+    config keeps what it had until the daemon restarts)."""
+    return {**dict.fromkeys(s.operators, 0), **values}
+
+
+def _counter(name: str, doc: str, s: Snapshot, values: Mapping[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=["operator"])
+    for op, n in sorted(_per_operator(s, values).items()):
+        family.add_metric([op], n)
     return family
 
 
@@ -171,25 +214,22 @@ class BlockerCollector(Collector):
                                     "version stays in force).", value=s.orders_invalid)
             yield GaugeMetricFamily("blocker_orders_orphaned", "Orders in force whose file was removed.",
                                     value=s.orders_orphaned)
-            yield _gauge("blocker_zone_entries", "Blocked names in the published zone.", ["operator"], s.zone_names)
-            yield _gauge("blocker_zone_records", "Records in the published zone.", ["operator"], s.zone_records)
+            yield _gauge("blocker_zone_entries", "Blocked names in the published zone.", ["operator"],
+                         _per_operator(s, s.zone_names))
+            yield _gauge("blocker_zone_records", "Records in the published zone.", ["operator"],
+                         _per_operator(s, s.zone_records))
             yield _gauge("blocker_zone_serial", "SOA serial of the published zone.", ["operator"], s.zone_serial)
             yield _gauge("blocker_zone_publish_timestamp_seconds", "When the zone was last published.",
                          ["operator"], s.zone_publish_ts)
             yield _gauge("blocker_zone_in_effect", "1 when the resolver reload for the published zone succeeded.",
                          ["operator"], s.zone_in_effect, int)
             yield _gauge("blocker_zone_removals_held", "Removals held back until a human runs apply --force.",
-                         ["operator"], s.removals_held)
-            failures = CounterMetricFamily("blocker_publish_failures", "Zone publishes that failed.",
-                                           labels=["operator"])
-            for op, n in sorted(s.publish_failures.items()):
-                failures.add_metric([op], n)
-            yield failures
-            reloads = CounterMetricFamily("blocker_reload_failures", "Resolver reloads that failed.",
-                                          labels=["operator"])
-            for op, n in sorted(s.reload_failures.items()):
-                reloads.add_metric([op], n)
-            yield reloads
+                         ["operator"], _per_operator(s, s.removals_held))
+            yield _counter("blocker_publish_failures", "Zone publishes that failed.", s, s.publish_failures)
+            yield _counter("blocker_reload_failures", "Resolver reloads that failed.", s, s.reload_failures)
+            yield _counter("blocker_zone_changed_outside", "Zone files found changed behind blocker's back "
+                           "(edited, truncated, removed, replaced) and rewritten from the state.", s,
+                           s.zone_changed_outside)
             if s.next_transition_ts is not None:
                 yield GaugeMetricFamily("blocker_next_transition_timestamp_seconds",
                                         "Next instant an order starts or lifts.", value=s.next_transition_ts)
@@ -212,7 +252,10 @@ class BlockerCollector(Collector):
                          ["operator"], s.probe_last_pass_ts)
             yield _gauge("blocker_probe_oldest_unverified_seconds",
                          "Age of the oldest active entry not yet seen blocked on every resolver.",
-                         ["operator"], s.probe_oldest_unverified)
+                         ["operator"], _per_operator(s, s.probe_oldest_unverified))
+            yield _gauge("blocker_order_unverified_seconds",
+                         "Per order in force not yet seen blocked on every resolver: seconds since the later "
+                         "of its start and its receipt.", ["order", "operator"], s.order_unverified)
             yield _gauge("blocker_resolver_serial", "Zone serial a resolver serves (where it can be asked).",
                          ["operator", "resolver"], s.resolver_serial)
             yield _gauge("blocker_resolver_up", "1 when the resolver answered the last probe pass.",

@@ -16,6 +16,7 @@ PROM = ROOT / "deploy" / "prometheus"
 
 def _exposed_names() -> set[str]:
     s = Snapshot()
+    s.operators = ("orange",)
     s.order_windows = {"o": (1.0, 2.0)}
     s.zone_names = {"orange": 1}
     s.zone_records = {"orange": 1}
@@ -33,6 +34,7 @@ def _exposed_names() -> set[str]:
     s.resolver_up = {("orange", "r"): True}
     s.time_to_block = {("o", "orange"): 1.0}
     s.time_to_lift = {("o", "orange"): 1.0}
+    s.order_unverified = {("o", "orange"): 1.0}
     text = render(registry_for(s)).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
@@ -41,7 +43,7 @@ def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
     check = subprocess.run(["promtool", "check", "rules", str(PROM / "blocker-rules.yml")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 13 rules found" in check.stdout
+    assert "SUCCESS: 17 rules found" in check.stdout
     tests = subprocess.run(["promtool", "test", "rules", "blocker-rules.test.yml"], cwd=PROM,
                            capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout + tests.stderr
@@ -70,3 +72,15 @@ def test_systemd_unit_runs_the_daemon_with_reload_on_sighup() -> None:
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
     limit = re.search(r"^LimitNOFILE=(\d+)$", unit, re.M)
     assert limit is not None and int(limit.group(1)) >= 65536
+
+
+def test_readme_alert_table_lists_every_shipped_alert() -> None:
+    import yaml
+
+    rules = yaml.safe_load((PROM / "blocker-rules.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    readme = (ROOT / "README.md").read_text()
+    table = set(re.findall(r"^\| `(Blocker\w+)` \|", readme, re.M))
+    assert table == alerts
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    assert [job["job_name"] for job in config["scrape_configs"]] == ["blocker"]  # what BlockerDown matches
