@@ -19,10 +19,12 @@ from typing import Any
 
 from blocker import __version__
 from blocker.cli import legal as cli_legal
-from blocker.config.model import Config, ConfigError, load_config
+from blocker.config.load import load_config
+from blocker.config.model import Config, ConfigError
 from blocker.crashlog import write_crash_log
 from blocker.orders.legaltime import LegalTimeError, fmt_instant, parse_instant, zone
-from blocker.orders.model import LoadResult, load_orders
+from blocker.orders.load import load_orders
+from blocker.orders.model import LoadResult
 from blocker.policy.compute import desired
 from blocker.publish.plan import Caches, Change, Plan, compute_plan
 from blocker.publish.reconcile import (
@@ -98,7 +100,7 @@ def _orders(args: argparse.Namespace, config: Config, *, state_only: bool = Fals
     folder = Path(given) if given else config.orders_dir
     if given or not state_only:
         require_dir(folder, "orders_dir", "--orders" if given else None)
-    return load_orders(folder, config), folder
+    return load_orders(folder, config.order_rules), folder
 
 
 def _print_errors(result: LoadResult) -> None:
@@ -467,7 +469,7 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
     import asyncio
 
     from blocker.config.model import ResolverConfig
-    from blocker.orders.names import NameError_, normalize_name
+    from blocker.orders.names import InvalidName, normalize_name
     from blocker.probe.engine import exit_code, probe_sync, prove, read_lane_canaries, served_throughout
     from blocker.probe.expectations import (
         expected_checks,
@@ -496,7 +498,7 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
         raise CliError(f"no resolver to probe: give --resolver or set operators.{op.id}.resolvers", EXIT_USAGE)
     try:
         controls = [normalize_name(n) for n in args.control] if args.control else list(config.control_names)
-    except NameError_ as exc:
+    except InvalidName as exc:
         raise CliError(f"--control: {exc}", EXIT_USAGE) from None
     at = parse_at(args.at, config)
     try:
@@ -567,22 +569,12 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
 
 def _resolver_address(text: str) -> tuple[str, int]:
     """HOST:PORT, [V6]:PORT, or a bare address (port 53)."""
-    import ipaddress
+    from blocker.config.address import parse_resolver_address
 
-    host, port = text, "53"
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.removeprefix(":") or "53"
-    elif text.count(":") == 1:
-        host, port = text.split(":")
     try:
-        ipaddress.ip_address(host)
-        number = int(port)
-        if not 0 < number < 65536:
-            raise ValueError
-    except ValueError:
+        return parse_resolver_address(text, "--resolver")
+    except ConfigError:
         raise CliError(f"--resolver: expected IP, IP:PORT or [IPv6]:PORT, got {text!r}", EXIT_USAGE) from None
-    return host, number
 
 
 def _print_probe(results: list, checks: list) -> None:

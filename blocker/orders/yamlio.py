@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from blocker.errors import BlockerError
+
 try:  # libyaml is ~8x faster on large order sets; the pure loader is the fallback.
     from yaml import CSafeLoader as _BaseLoader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
@@ -20,11 +22,12 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 
 
-class YamlError(Exception):
+class YamlError(BlockerError):
     """A file that cannot be read as one safe YAML mapping."""
 
     # A plain exception, not a frozen dataclass: Python itself assigns `__traceback__` to an
     # exception (contextlib does so on the way out of a `with` block, and so does unpickling).
+    # `args` stays (message, line): unpickling calls the class with them.
     def __init__(self, message: str, line: int | None = None) -> None:
         super().__init__(message, line)
         self.message = message
@@ -213,8 +216,20 @@ def _fast_map(loader: _StrictLoader, node: yaml.MappingNode, depth: int) -> Line
     return data
 
 
-def loads_mapping(data: bytes) -> LineDict:
-    """Parse bytes as exactly one YAML document whose top level is a mapping."""
+class _ReferenceLoader(_StrictLoader):
+    """The strict loader without its shortcut in `resolve`: PyYAML's own resolver."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        return yaml.resolver.BaseResolver.resolve(self, kind, value, implicit)
+
+
+def loads_mapping(data: bytes, *, reference: bool = False) -> LineDict:
+    """Parse bytes as exactly one YAML document whose top level is a mapping.
+
+    Two ways to build it, one outcome (same values, lines and errors): the fast one (`_fast_map`
+    and the `resolve` shortcut, a third of the time on a large order) and, with `reference`, the
+    plain one (PyYAML's resolver and `construct_document` through `_construct_map`), which the
+    fast one must equal: tests/orders/test_fast_paths.py compares them on generated documents."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -224,14 +239,14 @@ def loads_mapping(data: bytes) -> LineDict:
         text = text[1:]
     if "\x00" in text:
         raise YamlError("contains a NUL byte", text[: text.index("\x00")].count("\n") + 1)
-    loader = _StrictLoader(text)
+    loader = (_ReferenceLoader if reference else _StrictLoader)(text)
     try:
         node = loader.get_single_node()
         if node is None:
             raise YamlError("empty file: expected a mapping of fields")
         if not isinstance(node, yaml.MappingNode):
             raise YamlError("expected a mapping of fields at the top level", node.start_mark.line + 1)
-        if "&" not in text and node.tag == _MAP_TAG:
+        if not reference and "&" not in text and node.tag == _MAP_TAG:
             # No `&`, no anchor, so no alias: nothing `_child` guards against can occur.
             try:
                 return _fast_map(loader, node, 0)

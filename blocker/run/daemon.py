@@ -32,10 +32,12 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from blocker import __version__
-from blocker.config.model import Config, ConfigError, OperatorConfig, load_config
+from blocker.config.load import load_config
+from blocker.config.model import Config, ConfigError, OperatorConfig
 from blocker.crashlog import write_crash_log
 from blocker.orders.legaltime import fmt_instant
-from blocker.orders.model import LoadResult, Order, OrderCache, load_orders, stat_signature
+from blocker.orders.load import load_orders, stat_signature
+from blocker.orders.model import LoadResult, Order, OrderCache
 from blocker.policy.compute import PolicyCache, ZoneEntries, desired, next_transition, orders_in_force
 from blocker.probe.engine import Check, CheckResult, probe_sync, prove, read_lane_canaries, served_throughout
 from blocker.probe.expectations import (
@@ -552,7 +554,7 @@ class Daemon:
             now = datetime.now(UTC)
         # The periodic reconcile also checks every file's bytes against its digest: an edit in
         # place that restored size and mtime is invisible to the folder's stat signature.
-        result = load_orders(config.orders_dir, config, self.order_cache, verify=reason == "periodic")
+        result = load_orders(config.orders_dir, config.order_rules, self.order_cache, verify=reason == "periodic")
         self._report_invalid(result)
         eff = effective_orders(result, config, self.state, self.audit, now, actor=ACTOR)
         if reason == "periodic":  # a full digest of every zone file, whatever its stat says

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 import blocker.run.daemon as daemon_mod
-from blocker.config.model import load_config
+from blocker.config.load import load_config
 from blocker.record.state import State
 from blocker.run.daemon import Daemon
 
