@@ -36,7 +36,7 @@ def split_resolver_address(text: str) -> tuple[str, str]:
 def parse_resolver_address(text: str, where: str, *, min_port: int = 1) -> tuple[str, int]:
     """A resolver's IP address and port (53 when not given), or ConfigError naming `where`."""
     host, port = split_resolver_address(text)
-    if not port.isdigit() or not min_port <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not min_port <= int(port) <= 65535:
         raise ConfigError(f"{where}: expected HOST:PORT, got {text!r}")
     try:
         ipaddress.ip_address(host)

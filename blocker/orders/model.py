@@ -8,6 +8,7 @@ because it is the JSON contract (`status --json`, the audit trail's order summar
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -36,7 +37,7 @@ class OrderError:
     line: int | None = None
     # True when `path` is already display_path's escaped form (a name that is not UTF-8 cannot
     # be kept as it is: JSON, SQLite and the audit trail need text), so str() shows it once.
-    path_escaped: bool = field(default=False, compare=False)
+    path_escaped: bool = dataclasses.field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         # Bounded once, here: to_json, str() and every copy are then small too.

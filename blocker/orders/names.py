@@ -12,7 +12,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 import idna
-from publicsuffixlist import PSLFILE, PublicSuffixList, encode_idn
+from publicsuffixlist import PSLFILE, encode_idn
 
 from blocker.errors import BlockerError
 
@@ -58,12 +58,6 @@ def known_tlds() -> frozenset[str]:
         rules = _psl_sets()[0]
         _TLDS = frozenset(rule.rsplit(".", 1)[-1].lstrip("!") for rule in rules) | RESERVED_TLDS
     return _TLDS
-
-
-@lru_cache(maxsize=1)
-def _psl() -> PublicSuffixList:
-    """The reference matcher, for what the set lookups below do not take (a name given as bytes)."""
-    return PublicSuffixList()
 
 
 @lru_cache(maxsize=1)
@@ -129,8 +123,6 @@ def _is_public_labels(name: str) -> bool:
 
 def is_public_suffix(name: str) -> bool:
     """True for `gg`, `co.uk`, `github.io`: blocking one would block a whole registry."""
-    if not isinstance(name, str):
-        return bool(_psl().is_public(name))
     # What `PublicSuffixList.is_public` does to a str before matching.
     if name.endswith("."):
         name = name[:-1]

@@ -48,7 +48,8 @@ class _FileErrors:
     """Collects every problem in one file so that one run reports them all."""
 
     def __init__(self, path: str, doc: LineDict) -> None:
-        self.path, self.doc, self.items = path, doc, []
+        self.path, self.doc = path, doc
+        self.items: list[OrderError] = []
         self.warnings: list[OrderError] = []
         self.dropped = 0
 

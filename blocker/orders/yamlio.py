@@ -8,7 +8,7 @@ entry came from so an error can point at it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -37,7 +37,7 @@ class YamlError(BlockerError):
         return self.message if self.line is None else f"{self.message} (line {self.line})"
 
 
-class LineDict(dict):
+class LineDict(dict[Any, Any]):
     """A mapping that knows the line of each key (1-based)."""
 
     line: int = 0
@@ -47,7 +47,7 @@ class LineDict(dict):
         return self.lines.get(key, self.line)
 
 
-class LineList(list):
+class LineList(list[Any]):
     """A sequence that knows the line of each item (1-based)."""
 
     line: int = 0
@@ -62,7 +62,7 @@ _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 
 
-class _StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+class _StrictLoader(_BaseLoader):
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         # libyaml's composer asks this of every node. A plain scalar whose first character
         # starts no implicit resolver's pattern (most names: `site.example`), or a quoted one,
@@ -76,7 +76,7 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
                 return self.DEFAULT_MAPPING_TAG
             elif kind is yaml.SequenceNode:
                 return self.DEFAULT_SEQUENCE_TAG
-        return super().resolve(kind, value, implicit)
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]  # untyped in the stubs
 
 
 _CONSTRUCT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
@@ -132,7 +132,7 @@ def _construct_raw(loader: _StrictLoader, node: yaml.ScalarNode) -> str:
     return loader.construct_scalar(node)
 
 
-def _refuse(loader: _StrictLoader, suffix: str, node: yaml.Node) -> Any:
+def _refuse(loader: object, suffix: str, node: yaml.Node) -> Any:
     raise YamlError(f"tag {node.tag!r} is not allowed", node.start_mark.line + 1)
 
 
@@ -191,11 +191,12 @@ def _fast(loader: _StrictLoader, node: yaml.Node, depth: int) -> Any:
     return _child(loader, node)
 
 
-def _fast_map(loader: _StrictLoader, node: yaml.MappingNode, depth: int) -> LineDict:
+def _fast_map(loader: _StrictLoader, node: yaml.Node, depth: int) -> LineDict:
     """`_construct_map`, children built by `_fast`: the same checks, in the same order."""
     data = LineDict()
     data.line = node.start_mark.line + 1
-    data.lines = lines = {}
+    lines: dict[Any, int] = {}
+    data.lines = lines
     for key_node, value_node in node.value:
         line = key_node.start_mark.line + 1
         if type(key_node) is _Scalar and key_node.tag == _STR_TAG:
@@ -220,7 +221,7 @@ class _ReferenceLoader(_StrictLoader):
     """The strict loader without its shortcut in `resolve`: PyYAML's own resolver."""
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        return yaml.resolver.BaseResolver.resolve(self, kind, value, implicit)
+        return yaml.resolver.BaseResolver.resolve(self, kind, value, implicit)  # type: ignore[no-untyped-call]  # untyped in the stubs
 
 
 def loads_mapping(data: bytes, *, reference: bool = False) -> LineDict:
@@ -252,15 +253,15 @@ def loads_mapping(data: bytes, *, reference: bool = False) -> LineDict:
                 return _fast_map(loader, node, 0)
             except _Deep:
                 loader.constructed_objects, loader.recursive_objects = {}, {}
-        return loader.construct_document(node)
+        return cast(LineDict, loader.construct_document(node))  # a map node is built by _construct_map
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         raise YamlError(f"invalid YAML: {problem}", mark.line + 1 if mark else None) from None
     except yaml.reader.ReaderError as exc:  # a character YAML forbids; str(exc) spans two lines
-        line = text[: exc.position].count("\n") + 1 if isinstance(exc.position, int) else None
+        at = text[: exc.position].count("\n") + 1 if isinstance(exc.position, int) else None
         char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
-        raise YamlError(f"invalid YAML: character U+{char:04X} is not allowed ({exc.reason})", line) from None
+        raise YamlError(f"invalid YAML: character U+{char:04X} is not allowed ({exc.reason})", at) from None
     except yaml.YAMLError as exc:
         raise YamlError("invalid YAML: " + " ".join(str(exc).split())) from None
     except RecursionError:
