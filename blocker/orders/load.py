@@ -89,11 +89,6 @@ def _refusal(folder: Path, entry: os.DirEntry[str]) -> tuple[str, OrderError | N
     return key, None, st
 
 
-def order_files(folder: Path) -> list[Path]:
-    """The order files of `folder` that are regular files (or links to one) with a UTF-8 name."""
-    return [folder / e.name for e in _order_entries(folder) if _refusal(folder, e)[1] is None]
-
-
 def read_order_file(path: Path) -> bytes:
     """The bytes of a regular file, opened without blocking: a FIFO put there between the
     listing and the open must not hang the loader."""

@@ -338,7 +338,3 @@ def host_from_url(raw: object) -> str:
         raise InvalidName(f"{raw!r} names an IP address; DNS blocking needs a host name")
     return normalize_name(host)
 
-
-def canonical_key(owner: str) -> tuple[str, ...]:
-    """RFC 4034 §6.1 canonical order for lower-case ASCII names: compare labels from the right."""
-    return tuple(reversed(owner.split(".")))

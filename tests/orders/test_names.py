@@ -13,7 +13,6 @@ from blocker.orders.names import (
     MAX_LABEL,
     MAX_NAME,
     InvalidName,
-    canonical_key,
     host_from_url,
     is_public_suffix,
     normalize_name,
@@ -212,13 +211,6 @@ def test_bad_urls_are_refused(url, why):
 def test_url_must_be_text(raw):
     with pytest.raises(InvalidName):
         host_from_url(raw)
-
-
-def test_canonical_order_compares_labels_from_the_right():
-    names = ["b.example", "a.example", "example", "z.a.example", "a.example.gg", "aa.example"]
-    assert sorted(names, key=canonical_key) == [
-        "example", "a.example", "z.a.example", "aa.example", "b.example", "a.example.gg",
-    ]
 
 
 # --- properties ----------------------------------------------------------------------------------
