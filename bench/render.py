@@ -171,7 +171,9 @@ def warm_path(orders: Path, out: Path, round_: int) -> dict[str, float]:
     cache, caches = OrderCache(), Caches()
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    result = load_orders(orders, config.order_rules, cache)
+    # This script runs code at its top level (sys.path): blocker would not start workers that
+    # import it again on its own; they may (that code only sets a path), as before.
+    result = load_orders(orders, config.order_rules, cache, workers=len(os.sched_getaffinity(0)))
     plan = compute_plan(result.orders, at, config, out, caches=caches)
     publish_plan(plan, config, out, None, None)
     first = time.perf_counter() - t0
