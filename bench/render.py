@@ -31,8 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from blocker.config.model import load_config  # noqa: E402
-from blocker.orders.model import OrderCache, load_orders  # noqa: E402
+from blocker.config.load import load_config  # noqa: E402
+from blocker.orders.load import load_orders  # noqa: E402
+from blocker.orders.model import OrderCache  # noqa: E402
 from blocker.publish.plan import Caches, compute_plan  # noqa: E402
 from blocker.publish.reconcile import publish_plan  # noqa: E402
 
@@ -170,7 +171,9 @@ def warm_path(orders: Path, out: Path, round_: int) -> dict[str, float]:
     cache, caches = OrderCache(), Caches()
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    result = load_orders(orders, config, cache)
+    # This script runs code at its top level (sys.path): blocker would not start workers that
+    # import it again on its own; they may (that code only sets a path), as before.
+    result = load_orders(orders, config.order_rules, cache, workers=len(os.sched_getaffinity(0)))
     plan = compute_plan(result.orders, at, config, out, caches=caches)
     publish_plan(plan, config, out, None, None)
     first = time.perf_counter() - t0
@@ -179,7 +182,7 @@ def warm_path(orders: Path, out: Path, round_: int) -> dict[str, float]:
     changed = orders / "bench-0007.yaml"  # a mirror site added to an order in force
     changed.write_text(changed.read_text() + f"  - mirror{round_}-site0000-o0007.bench07.example\n")
     t0 = time.perf_counter()
-    result = load_orders(orders, config, cache)
+    result = load_orders(orders, config.order_rules, cache)
     t_load = time.perf_counter() - t0
     plan = compute_plan(result.orders, at, config, out, previous=previous, caches=caches)
     t_plan = time.perf_counter() - t0 - t_load
@@ -225,7 +228,8 @@ def naive_baseline(names: int, out: Path) -> tuple[float, float]:
 def ours_at(names: int, out: Path) -> float:
     """blocker's path for the same names as the baseline (orders in memory, as the baseline's
     names are): policy, render, header and canary, written to a file."""
-    from blocker.orders.model import Order, parse_order
+    from blocker.orders.model import Order
+    from blocker.orders.parse import parse_order
     from blocker.policy import desired
     from blocker.zone.render import render_body
 
@@ -239,7 +243,7 @@ def ours_at(names: int, out: Path) -> float:
         for i in range(f * per_file, min(names, (f + 1) * per_file)):
             lines.append(f"  - site{i}.bench.example" if i % 2 == 0
                          else f"  - {{domain: site{i}.bench.example, subdomains: false}}")
-        order = parse_order(("\n".join(lines) + "\n").encode(), f"naive-{f:04d}.yaml", config)
+        order = parse_order(("\n".join(lines) + "\n").encode(), f"naive-{f:04d}.yaml", config.order_rules)
         assert isinstance(order, Order), order
         orders[order.id] = order
     t0 = time.perf_counter()

@@ -12,7 +12,8 @@ from blocker.cli.errors import EXIT_INVALID, EXIT_USAGE, CliError
 from blocker.cli.output import print_errors
 from blocker.config.model import Config
 from blocker.orders.legaltime import LegalTimeError, fmt_instant, parse_instant, zone
-from blocker.orders.model import LoadResult, load_orders
+from blocker.orders.load import load_orders
+from blocker.orders.model import LoadResult
 from blocker.record.state import State
 from blocker.textsafe import display_path
 
@@ -64,7 +65,7 @@ def load_folder(args: argparse.Namespace, config: Config, *, state_only: bool = 
     folder = Path(given) if given else config.orders_dir
     if given or not state_only:
         require_dir(folder, "orders_dir", "--orders" if given else None)
-    return load_orders(folder, config), folder
+    return load_orders(folder, config.order_rules), folder
 
 
 def valid_orders(args: argparse.Namespace, config: Config) -> LoadResult:

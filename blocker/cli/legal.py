@@ -44,7 +44,9 @@ from blocker.legal.report import (
     to_csv,
 )
 from blocker.orders.legaltime import fmt_instant, zone
-from blocker.orders.model import Order, parse_order, read_order_file
+from blocker.orders.load import read_order_file
+from blocker.orders.model import Order
+from blocker.orders.parse import parse_stored
 from blocker.orders.yamlio import YamlError
 from blocker.publish.reconcile import Effective, effective_orders
 from blocker.record.audit import AuditLog, current_actor
@@ -263,7 +265,7 @@ def _find_order(order_id: str, eff: Effective, state: State, config: Config) -> 
     if order_id in eff.orders:
         return eff.orders[order_id]
     for _digest, path, content, _first in reversed(state.order_versions(order_id)):
-        parsed = parse_order(content, path, config)
+        parsed = parse_stored(content, path, config.order_rules)
         if isinstance(parsed, Order):
             return parsed
     return None

@@ -40,7 +40,8 @@ from blocker.cli.errors import (
     post_arg_parse_hook,
 )
 from blocker.cli.output import table
-from blocker.config.model import Config, load_config
+from blocker.config.load import load_config
+from blocker.config.model import Config, ConfigError
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult
 from blocker.policy import desired
@@ -350,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_probe(args: argparse.Namespace, config: Config) -> int:
-    from blocker.orders.names import NameError_, normalize_name
+    from blocker.orders.names import InvalidName, normalize_name
     from blocker.probe.expectations import Published, expected_checks, published_from_state
     from blocker.probe.model import exit_code
     from blocker.probe.passes import run_pass, serial_notes, with_resolvers
@@ -365,7 +366,7 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
         raise CliError(f"no resolver to probe: give --resolver or set operators.{op.id}.resolvers", EXIT_USAGE)
     try:
         controls = [normalize_name(n) for n in args.control] if args.control else list(config.control_names)
-    except NameError_ as exc:
+    except InvalidName as exc:
         raise CliError(f"--control: {exc}", EXIT_USAGE) from None
     at = parse_at(args.at, config)
     try:
@@ -424,22 +425,12 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
 
 def _resolver_address(text: str) -> tuple[str, int]:
     """HOST:PORT, [V6]:PORT, or a bare address (port 53)."""
-    import ipaddress
+    from blocker.config.address import parse_resolver_address
 
-    host, port = text, "53"
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.removeprefix(":") or "53"
-    elif text.count(":") == 1:
-        host, port = text.split(":")
     try:
-        ipaddress.ip_address(host)
-        number = int(port)
-        if not 0 < number < 65536:
-            raise ValueError
-    except ValueError:
+        return parse_resolver_address(text, "--resolver")
+    except ConfigError:
         raise CliError(f"--resolver: expected IP, IP:PORT or [IPv6]:PORT, got {text!r}", EXIT_USAGE) from None
-    return host, number
 
 
 def _print_probe(results: Sequence[CheckResult], checks: Sequence[Check]) -> None:

@@ -45,7 +45,8 @@ from blocker.legal.html import (
 )
 from blocker.legal.report import ReportRow, spreadsheet_safe
 from blocker.orders.legaltime import fmt_instant
-from blocker.orders.model import Order, parse_order
+from blocker.orders.model import Order
+from blocker.orders.parse import parse_stored
 from blocker.record import verify
 from blocker.record.audit import AuditLog, concerns
 from blocker.record.state import State
@@ -91,7 +92,7 @@ def _versions(out: OutputDir, order: Order, state: State, config: Config,
         out.write(name, content)
         item: dict[str, Any] = {"n": n, "file": name, "sha256": digest, "path": path,
                                 "first_applied": fmt_instant(first_seen, order.tz)}
-        parsed = parse_order(content, path, config)
+        parsed = parse_stored(content, path, config.order_rules)
         if isinstance(parsed, Order):
             item.update({"start": fmt_instant(parsed.start, parsed.tz), "lift": fmt_instant(parsed.end, parsed.tz),
                          "rule": parsed.rule, "targets": len(parsed.targets), "operators": list(parsed.operators)})

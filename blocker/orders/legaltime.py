@@ -21,11 +21,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from blocker.errors import BlockerError
+
 _DURATION = re.compile(r"\s*([1-9][0-9]{0,4})\s+(day|month|year)s?\s*\Z")
 _UNIT_FR = {"day": "days", "month": "months", "year": "years"}
 
 
-class LegalTimeError(ValueError):
+class LegalTimeError(BlockerError, ValueError):
     """A date or period that cannot be turned into an instant without guessing."""
 
 

@@ -12,7 +12,9 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 import idna
-from publicsuffixlist import PublicSuffixList
+from publicsuffixlist import PSLFILE, encode_idn
+
+from blocker.errors import BlockerError
 
 MAX_NAME = 253
 MAX_LABEL = 63
@@ -41,7 +43,7 @@ _DOTS = {0x3002: ".", 0xFF0E: ".", 0xFF61: "."}
 CANARY_DOMAIN = "canary.blocker"
 
 
-class NameError_(ValueError):
+class InvalidName(BlockerError, ValueError):
     """A name that must not reach a zone; the message says why in words a lawyer can act on."""
 
 
@@ -59,16 +61,30 @@ def known_tlds() -> frozenset[str]:
 
 
 @lru_cache(maxsize=1)
-def _psl() -> PublicSuffixList:
-    # The snapshot inside the publicsuffixlist wheel: reproducible, never fetched at run time.
-    return PublicSuffixList()
+def psl_rules() -> frozenset[str]:
+    """The rules of the Public Suffix List snapshot inside the publicsuffixlist wheel (`PSLFILE`:
+    reproducible, never fetched at run time), read as publicsuffixlist reads them: per the list's
+    format (publicsuffix.org/list), the text of a line up to its first space, lower-case, `//`
+    lines being comments; each rule also in its A-label form (`encode_idn`), since names are
+    matched as A-labels. `tests/orders/test_fast_paths.py` checks the lookups below against
+    `PublicSuffixList().is_public` on names drawn near every rule."""
+    rules: set[str] = set()
+    with open(PSLFILE, "rb") as source:
+        for line in source:
+            rule = line.decode("utf-8").lower().split(" ")[0].rstrip()
+            if not rule or rule.startswith("//"):
+                continue
+            rules.add(rule)
+            encoded = encode_idn(rule.lstrip("!"))
+            rules.add("!" + encoded if rule[0] == "!" else encoded)
+    return frozenset(rules)
 
 
 @lru_cache(maxsize=1)
 def _psl_sets() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """The rules of that snapshot as set lookups: (rules, names a rule names at their own
-    depth, names a rule names at their parent's depth); built once from the same parsed data."""
-    rules: frozenset[str] = _psl()._publicsuffix  # the parsed rules, exactly as it matches them
+    """The rules as set lookups: (rules, names a rule names at their own depth, names a rule
+    names at their parent's depth)."""
+    rules = psl_rules()
     own = set(rules)
     parent = set()
     for rule in rules:
@@ -107,8 +123,6 @@ def _is_public_labels(name: str) -> bool:
 
 def is_public_suffix(name: str) -> bool:
     """True for `gg`, `co.uk`, `github.io`: blocking one would block a whole registry."""
-    if not isinstance(name, str):
-        return bool(_psl().is_public(name))
     # What `PublicSuffixList.is_public` does to a str before matching.
     if name.endswith("."):
         name = name[:-1]
@@ -143,13 +157,13 @@ def _check_ascii_labels(name: str, raw: str) -> None:
     labels = name.split(".")
     for label in labels:
         if not label:
-            raise NameError_(f"{raw!r} has an empty label")
+            raise InvalidName(f"{raw!r} has an empty label")
         if len(label) > MAX_LABEL:
-            raise NameError_(f"{raw!r} has a label longer than {MAX_LABEL} octets")
+            raise InvalidName(f"{raw!r} has a label longer than {MAX_LABEL} octets")
         if not _LDH_LABEL.match(label):
-            raise NameError_(f"{raw!r} is not a valid hostname (label {label!r})")
+            raise InvalidName(f"{raw!r} is not a valid hostname (label {label!r})")
         if label.startswith(RPZ_LABEL_PREFIX):
-            raise NameError_(f"{raw!r} has the label {label!r}: labels beginning with `rpz-` are RPZ policy "
+            raise InvalidName(f"{raw!r} has the label {label!r}: labels beginning with `rpz-` are RPZ policy "
                              "triggers and actions (on client or answer addresses, name servers), which a "
                              "resolver would apply instead of blocking a domain")
         if label.startswith("xn--"):
@@ -157,27 +171,27 @@ def _check_ascii_labels(name: str, raw: str) -> None:
                 idna.decode(label)
             except idna.IDNAError as exc:
                 if _uts46_u_label(label) is None:
-                    raise NameError_(f"{raw!r} has an invalid IDN label {label!r}: {exc}") from None
+                    raise InvalidName(f"{raw!r} has an invalid IDN label {label!r}: {exc}") from None
 
 
 def _to_ascii(name: str, raw: str) -> str:
     if _ASCII_NAME.match(name):
         return name
     if any(ch.isspace() or ord(ch) < 0x20 or ch in "$;_*@\\/\"'()" for ch in name):
-        raise NameError_(f"{raw!r} is not a valid hostname")
+        raise InvalidName(f"{raw!r} is not a valid hostname")
     if any(unicodedata.category(ch) == "Cf" for ch in name):
         # IDNA mapping would silently drop a zero-width space or soft hyphen: the court's text and
         # the blocked name must not differ by an invisible character.
-        raise NameError_(f"{raw!r} contains an invisible formatting character")
+        raise InvalidName(f"{raw!r} contains an invisible formatting character")
     try:
         # UTS #46 does the case folding, as browsers do: `str.lower()` first would apply Python's
         # Final_Sigma rule (`ΚΑΦΕΣ` -> `καφες`, where a browser goes to `καφεσ`).
         return idna.encode(name, uts46=True, transitional=False).decode("ascii")
     except idna.IDNAError as exc:
         hint = _uts46_hint(name)
-        raise NameError_(f"{raw!r} is not a valid internationalised name: {exc}{hint}") from None
+        raise InvalidName(f"{raw!r} is not a valid internationalised name: {exc}{hint}") from None
     except UnicodeError as exc:
-        raise NameError_(f"{raw!r} is not a valid hostname: {exc}") from None
+        raise InvalidName(f"{raw!r} is not a valid hostname: {exc}") from None
 
 
 def _uts46_hint(name: str) -> str:
@@ -197,16 +211,16 @@ def _uts46_hint(name: str) -> str:
 
 
 def normalize_name(raw: object) -> str:
-    """Lower-case A-label form without the trailing dot, or NameError_.
+    """Lower-case A-label form without the trailing dot, or InvalidName.
 
     The form browsers resolve (UTS #46, non-transitional): case folding is UTS #46's, not
     `str.lower()`'s, and the ideographic, fullwidth and halfwidth full stops separate labels.
     """
     if not isinstance(raw, str):
-        raise NameError_(f"expected a domain name as text, got {type(raw).__name__}")
+        raise InvalidName(f"expected a domain name as text, got {type(raw).__name__}")
     name = raw.strip()
     if name != raw:
-        raise NameError_(f"{raw!r} has surrounding whitespace")
+        raise InvalidName(f"{raw!r} has surrounding whitespace")
     # ASCII: `lower()` is what UTS #46 does to it, and keeps the fast path fast. Otherwise UTS #46
     # folds the case later; the three other full stops become dots now (a trailing `。` too).
     name = name.lower() if name.isascii() else name.translate(_DOTS)
@@ -214,28 +228,28 @@ def normalize_name(raw: object) -> str:
         name = name[:-1]
     if _FAST_NAME.match(name) and "xn--" not in name and RPZ_LABEL_PREFIX not in name:
         if _is_public_labels(name):
-            raise NameError_(f"{raw!r} is a public suffix: blocking it would block every domain under it")
+            raise InvalidName(f"{raw!r} is a public suffix: blocking it would block every domain under it")
         if name[name.rfind(".") + 1:] in (_TLDS or known_tlds()):
             return name
     if not name:
-        raise NameError_("empty name")
+        raise InvalidName("empty name")
     if "*" in name:
-        raise NameError_(f"{raw!r}: wildcards are not allowed (use `subdomains: true`)")
+        raise InvalidName(f"{raw!r}: wildcards are not allowed (use `subdomains: true`)")
     if _is_ip(name):
-        raise NameError_(f"{raw!r} is an IP address, not a domain name")
+        raise InvalidName(f"{raw!r} is an IP address, not a domain name")
     name = _to_ascii(name, raw)
     if _is_ip(name) or name.rsplit(".", 1)[-1].isdigit():
         # After IDNA mapping too (fullwidth digits): `１.２.３.４`, and short forms such as
         # `127.1` or `10.0.1` that resolvers treat as addresses; no top-level label is numeric.
-        raise NameError_(f"{raw!r} is an IP address (or has a numeric top-level label), not a domain name")
+        raise InvalidName(f"{raw!r} is an IP address (or has a numeric top-level label), not a domain name")
     if len(name) > MAX_NAME:
-        raise NameError_(f"{raw!r} is longer than {MAX_NAME} octets")
+        raise InvalidName(f"{raw!r} is longer than {MAX_NAME} octets")
     _check_ascii_labels(name, raw)
     if "." not in name or is_public_suffix(name):
-        raise NameError_(f"{raw!r} is a public suffix: blocking it would block every domain under it")
+        raise InvalidName(f"{raw!r} is a public suffix: blocking it would block every domain under it")
     tld = name[name.rfind(".") + 1:]
     if tld not in known_tlds():
-        raise NameError_(f"{raw!r} is under {tld!r}, which is not a top-level domain (neither in the Public "
+        raise InvalidName(f"{raw!r} is under {tld!r}, which is not a top-level domain (neither in the Public "
                          "Suffix List nor `example`/`test`): a typo, or a name no resolver can reach")
     return name
 
@@ -305,26 +319,22 @@ def _is_ip(text: str) -> bool:
 def host_from_url(raw: object) -> str:
     """The host part of an http(s) URL, normalised: DNS cannot block a path, only the host."""
     if not isinstance(raw, str):
-        raise NameError_(f"expected a URL as text, got {type(raw).__name__}")
+        raise InvalidName(f"expected a URL as text, got {type(raw).__name__}")
     if any(ch.isspace() or ord(ch) < 0x20 for ch in raw):
-        raise NameError_(f"{raw!r} contains whitespace or control characters")
+        raise InvalidName(f"{raw!r} contains whitespace or control characters")
     try:
         parts = urlsplit(raw)
         host = parts.hostname
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError as exc:
-        raise NameError_(f"{raw!r} is not a valid URL: {exc}") from None
+        raise InvalidName(f"{raw!r} is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
-        raise NameError_(f"{raw!r} is not an http(s) URL")
+        raise InvalidName(f"{raw!r} is not an http(s) URL")
     if not host:
-        raise NameError_(f"{raw!r} has no host")
+        raise InvalidName(f"{raw!r} has no host")
     if parts.username is not None or parts.password is not None:
-        raise NameError_(f"{raw!r} carries credentials; give the URL without them")
+        raise InvalidName(f"{raw!r} carries credentials; give the URL without them")
     if _is_ip(host):
-        raise NameError_(f"{raw!r} names an IP address; DNS blocking needs a host name")
+        raise InvalidName(f"{raw!r} names an IP address; DNS blocking needs a host name")
     return normalize_name(host)
 
-
-def canonical_key(owner: str) -> tuple[str, ...]:
-    """RFC 4034 §6.1 canonical order for lower-case ASCII names: compare labels from the right."""
-    return tuple(reversed(owner.split(".")))

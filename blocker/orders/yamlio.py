@@ -8,9 +8,11 @@ entry came from so an error can point at it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
+
+from blocker.errors import BlockerError
 
 try:  # libyaml is ~8x faster on large order sets; the pure loader is the fallback.
     from yaml import CSafeLoader as _BaseLoader
@@ -20,11 +22,12 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 
 
-class YamlError(Exception):
+class YamlError(BlockerError):
     """A file that cannot be read as one safe YAML mapping."""
 
     # A plain exception, not a frozen dataclass: Python itself assigns `__traceback__` to an
     # exception (contextlib does so on the way out of a `with` block, and so does unpickling).
+    # `args` stays (message, line): unpickling calls the class with them.
     def __init__(self, message: str, line: int | None = None) -> None:
         super().__init__(message, line)
         self.message = message
@@ -34,7 +37,7 @@ class YamlError(Exception):
         return self.message if self.line is None else f"{self.message} (line {self.line})"
 
 
-class LineDict(dict):
+class LineDict(dict[Any, Any]):
     """A mapping that knows the line of each key (1-based)."""
 
     line: int = 0
@@ -44,7 +47,7 @@ class LineDict(dict):
         return self.lines.get(key, self.line)
 
 
-class LineList(list):
+class LineList(list[Any]):
     """A sequence that knows the line of each item (1-based)."""
 
     line: int = 0
@@ -59,7 +62,7 @@ _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 
 
-class _StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+class _StrictLoader(_BaseLoader):
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         # libyaml's composer asks this of every node. A plain scalar whose first character
         # starts no implicit resolver's pattern (most names: `site.example`), or a quoted one,
@@ -73,7 +76,7 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
                 return self.DEFAULT_MAPPING_TAG
             elif kind is yaml.SequenceNode:
                 return self.DEFAULT_SEQUENCE_TAG
-        return super().resolve(kind, value, implicit)
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]  # untyped in the stubs
 
 
 _CONSTRUCT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
@@ -129,7 +132,7 @@ def _construct_raw(loader: _StrictLoader, node: yaml.ScalarNode) -> str:
     return loader.construct_scalar(node)
 
 
-def _refuse(loader: _StrictLoader, suffix: str, node: yaml.Node) -> Any:
+def _refuse(loader: object, suffix: str, node: yaml.Node) -> Any:
     raise YamlError(f"tag {node.tag!r} is not allowed", node.start_mark.line + 1)
 
 
@@ -188,11 +191,12 @@ def _fast(loader: _StrictLoader, node: yaml.Node, depth: int) -> Any:
     return _child(loader, node)
 
 
-def _fast_map(loader: _StrictLoader, node: yaml.MappingNode, depth: int) -> LineDict:
+def _fast_map(loader: _StrictLoader, node: yaml.Node, depth: int) -> LineDict:
     """`_construct_map`, children built by `_fast`: the same checks, in the same order."""
     data = LineDict()
     data.line = node.start_mark.line + 1
-    data.lines = lines = {}
+    lines: dict[Any, int] = {}
+    data.lines = lines
     for key_node, value_node in node.value:
         line = key_node.start_mark.line + 1
         if type(key_node) is _Scalar and key_node.tag == _STR_TAG:
@@ -213,8 +217,20 @@ def _fast_map(loader: _StrictLoader, node: yaml.MappingNode, depth: int) -> Line
     return data
 
 
-def loads_mapping(data: bytes) -> LineDict:
-    """Parse bytes as exactly one YAML document whose top level is a mapping."""
+class _ReferenceLoader(_StrictLoader):
+    """The strict loader without its shortcut in `resolve`: PyYAML's own resolver."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        return yaml.resolver.BaseResolver.resolve(self, kind, value, implicit)  # type: ignore[no-untyped-call]  # untyped in the stubs
+
+
+def loads_mapping(data: bytes, *, reference: bool = False) -> LineDict:
+    """Parse bytes as exactly one YAML document whose top level is a mapping.
+
+    Two ways to build it, one outcome (same values, lines and errors): the fast one (`_fast_map`
+    and the `resolve` shortcut, a third of the time on a large order) and, with `reference`, the
+    plain one (PyYAML's resolver and `construct_document` through `_construct_map`), which the
+    fast one must equal: tests/orders/test_fast_paths.py compares them on generated documents."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -224,28 +240,28 @@ def loads_mapping(data: bytes) -> LineDict:
         text = text[1:]
     if "\x00" in text:
         raise YamlError("contains a NUL byte", text[: text.index("\x00")].count("\n") + 1)
-    loader = _StrictLoader(text)
+    loader = (_ReferenceLoader if reference else _StrictLoader)(text)
     try:
         node = loader.get_single_node()
         if node is None:
             raise YamlError("empty file: expected a mapping of fields")
         if not isinstance(node, yaml.MappingNode):
             raise YamlError("expected a mapping of fields at the top level", node.start_mark.line + 1)
-        if "&" not in text and node.tag == _MAP_TAG:
+        if not reference and "&" not in text and node.tag == _MAP_TAG:
             # No `&`, no anchor, so no alias: nothing `_child` guards against can occur.
             try:
                 return _fast_map(loader, node, 0)
             except _Deep:
                 loader.constructed_objects, loader.recursive_objects = {}, {}
-        return loader.construct_document(node)
+        return cast(LineDict, loader.construct_document(node))  # a map node is built by _construct_map
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         raise YamlError(f"invalid YAML: {problem}", mark.line + 1 if mark else None) from None
     except yaml.reader.ReaderError as exc:  # a character YAML forbids; str(exc) spans two lines
-        line = text[: exc.position].count("\n") + 1 if isinstance(exc.position, int) else None
+        at = text[: exc.position].count("\n") + 1 if isinstance(exc.position, int) else None
         char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
-        raise YamlError(f"invalid YAML: character U+{char:04X} is not allowed ({exc.reason})", line) from None
+        raise YamlError(f"invalid YAML: character U+{char:04X} is not allowed ({exc.reason})", at) from None
     except yaml.YAMLError as exc:
         raise YamlError("invalid YAML: " + " ".join(str(exc).split())) from None
     except RecursionError:

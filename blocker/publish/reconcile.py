@@ -27,7 +27,9 @@ from typing import Any
 from blocker.config.model import Config, OperatorConfig
 from blocker.gcpause import no_cyclic_gc
 from blocker.orders.legaltime import fmt_instant
-from blocker.orders.model import LoadResult, Order, parse_order, read_order_file
+from blocker.orders.load import read_order_file
+from blocker.orders.model import LoadResult, Order
+from blocker.orders.parse import parse_stored
 from blocker.orders.yamlio import YamlError
 from blocker.publish.plan import Plan
 from blocker.publish.writer import PublishError, ReloadResult, run_reload, write_zone
@@ -140,23 +142,10 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
     return eff
 
 
-_STORED: dict[tuple[str, str, str], Order | None] = {}
-
-
-def _fingerprint(config: Config) -> str:
-    # What a parse depends on is all in the config; its repr identifies it across reloads.
-    return hashlib.sha256(repr(config).encode()).hexdigest()
-
-
 def _stored_order(state: State, version: OrderVersion, config: Config) -> Order | None:
-    """A stored version re-parsed (once per digest and config): it is what stays in force."""
-    key = (version.order_id, version.digest, _fingerprint(config))
-    if key not in _STORED:
-        if len(_STORED) > 4096:
-            _STORED.clear()
-        parsed = parse_order(state.content_of(version.order_id, version.digest), version.path, config)
-        _STORED[key] = parsed if isinstance(parsed, Order) else None
-    return _STORED[key]
+    """A stored version re-parsed: it is what stays in force."""
+    parsed = parse_stored(state.content_of(version.order_id, version.digest), version.path, config.order_rules)
+    return parsed if isinstance(parsed, Order) else None
 
 
 def _order_summary(order: Order) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from blocker import __version__
 from blocker.clock import SYSTEM, Clock
 from blocker.config.model import Config
 from blocker.orders.legaltime import fmt_instant
-from blocker.orders.model import LoadResult, Order, OrderCache, load_orders, stat_signature
+from blocker.orders.load import load_orders, stat_signature
+from blocker.orders.model import LoadResult, Order, OrderCache
 from blocker.policy import ZoneEntries, orders_in_force
 from blocker.publish.plan import Caches, OperatorPlan, Plan, compute_plan, file_digest
 from blocker.publish.reconcile import (
@@ -419,7 +420,7 @@ class Daemon:
             now = self.clock.now()
         # The periodic reconcile also checks every file's bytes against its digest: an edit in
         # place that restored size and mtime is invisible to the folder's stat signature.
-        result = load_orders(config.orders_dir, config, self.order_cache, verify=reason == "periodic")
+        result = load_orders(config.orders_dir, config.order_rules, self.order_cache, verify=reason == "periodic")
         self._report_invalid(result)
         eff = effective_orders(result, config, self.state, self.audit, now, actor=ACTOR)
         if reason == "periodic":  # a full digest of every zone file, whatever its stat says

@@ -12,7 +12,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from blocker.config.model import Config, ConfigError, load_config
+from blocker.config.load import load_config
+from blocker.config.model import Config, ConfigError
 from blocker.errors import BlockerError
 
 log = logging.getLogger(__name__)

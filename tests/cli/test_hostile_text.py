@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from blocker.config.model import load_config
-from blocker.orders.model import MAX_URL, TEXT_LIMITS, OrderError, parse_order
+from blocker.config.load import load_config
+from blocker.orders.model import OrderError
+from blocker.orders.parse import MAX_URL, TEXT_LIMITS, parse_order
 from blocker.textsafe import MAX_LINE
 from tests.run.test_daemon import Env
 
@@ -171,8 +172,8 @@ def test_every_free_text_field_over_its_limit_gets_one_short_line(field: str, co
         bad = order_text(lifted=f"{{at: 2026-06-01, reason: {over}}}")
     else:
         ok, bad = order_text(**{field: at_limit}), order_text(**{field: over})
-    assert not isinstance(parse_order(ok, "o.yaml", config), list)
-    errors = parse_order(bad, "o.yaml", config)
+    assert not isinstance(parse_order(ok, "o.yaml", config.order_rules), list)
+    errors = parse_order(bad, "o.yaml", config.order_rules)
     assert isinstance(errors, list) and len(errors) == 1, errors
     assert errors[0].field == field and f"at most {limit}" in str(errors[0])
     assert len(str(errors[0])) < 200
@@ -180,14 +181,14 @@ def test_every_free_text_field_over_its_limit_gets_one_short_line(field: str, co
 
 def test_a_url_target_over_its_limit_gets_one_short_line(config) -> None:  # type: ignore[no-untyped-def]
     url = "https://big.example/" + "a" * MAX_URL
-    errors = parse_order(order_text(targets=f"[{{url: '{url}'}}]"), "o.yaml", config)
+    errors = parse_order(order_text(targets=f"[{{url: '{url}'}}]"), "o.yaml", config.order_rules)
     assert isinstance(errors, list) and [e.field for e in errors] == ["targets[0].url"]
     assert len(str(errors[0])) < 200
 
 
 def test_the_example_a_200000_element_notes_gives_one_short_line(config) -> None:  # type: ignore[no-untyped-def]
     # It gave a 600 KB line, stored in the audit too.
-    errors = parse_order(order_text(notes="[" + ", ".join(["x"] * 200_000) + "]"), "o.yaml", config)
+    errors = parse_order(order_text(notes="[" + ", ".join(["x"] * 200_000) + "]"), "o.yaml", config.order_rules)
     assert isinstance(errors, list) and len(errors) == 1 and len(str(errors[0])) < 300, errors
 
 
@@ -198,7 +199,7 @@ def test_the_example_a_200000_element_notes_gives_one_short_line(config) -> None
 ])
 @pytest.mark.parametrize("field", ["notes", "court", "timezone", "action", "start", "operators"])
 def test_any_huge_value_gives_a_bounded_error_line(field: str, value: str, config) -> None:  # type: ignore[no-untyped-def]
-    errors = parse_order(order_text(**{field: value}), "o.yaml", config)
+    errors = parse_order(order_text(**{field: value}), "o.yaml", config.order_rules)
     assert isinstance(errors, list) and errors
     for error in errors:
         assert len(str(error)) <= MAX_LINE and "\n" not in str(error)
@@ -207,14 +208,14 @@ def test_any_huge_value_gives_a_bounded_error_line(field: str, value: str, confi
 
 def test_a_huge_key_and_a_huge_file_name_give_bounded_lines(config) -> None:  # type: ignore[no-untyped-def]
     data = order_text() + b"k" * 300_000 + b": 1\n"
-    errors = parse_order(data, "d/" + "n" * 4000 + ".yaml", config)
+    errors = parse_order(data, "d/" + "n" * 4000 + ".yaml", config.order_rules)
     assert isinstance(errors, list) and len(errors) == 1
     assert len(str(errors[0])) <= MAX_LINE
 
 
 def test_at_most_100_errors_per_file(config) -> None:  # type: ignore[no-untyped-def]
     targets = "[" + ", ".join(f"bad_{i}..example" for i in range(5000)) + "]"
-    errors = parse_order(order_text(targets=targets), "o.yaml", config)
+    errors = parse_order(order_text(targets=targets), "o.yaml", config.order_rules)
     assert isinstance(errors, list) and len(errors) == 101
     assert "at most 100 are reported" in str(errors[-1])
 

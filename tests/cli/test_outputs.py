@@ -24,9 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocker import safeio
-from blocker.config.model import load_config
+from blocker.config.load import load_config
 from blocker.legal.report import FORMULA_TRIGGERS, Facts, build_row, spreadsheet_safe, to_csv
-from blocker.orders.model import Order, parse_order
+from blocker.orders.model import Order
+from blocker.orders.parse import parse_order
 from blocker.safeio import OutputError, output_dir, write_output
 from tests.legal.test_legal_cli import T, blocker, copy, scenario  # noqa: F401 - fixtures
 from tests.legal_samples import ALPHA
@@ -286,7 +287,7 @@ def test_evidence_refuses_special_targets_and_leaves_them_alone(copy: Path, spec
 
 @pytest.fixture(scope="module")
 def alpha() -> Order:
-    order = parse_order(ALPHA.encode(), "orders/alpha.yaml", load_config(None))
+    order = parse_order(ALPHA.encode(), "orders/alpha.yaml", load_config(None).order_rules)
     assert isinstance(order, Order), order
     return order
 

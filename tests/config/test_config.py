@@ -8,16 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from blocker.config.model import ConfigError, default_text, load_config
+from blocker.config.default import default_text
+from blocker.config.load import load_config
+from blocker.config.model import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OPERATORS = {"orange", "sfr", "bouygues", "free"}
 
 
-def test_shipped_config_is_byte_identical_to_the_built_in_defaults():
-    shipped = (REPO / "configs" / "blocker.yaml").read_bytes()
-    assert shipped == (REPO / "blocker" / "config" / "default.yaml").read_bytes()
-    assert shipped == default_text()
+def test_the_shipped_config_is_the_built_in_defaults_not_a_copy():
+    shipped = REPO / "configs" / "blocker.yaml"
+    assert shipped.is_symlink()
+    assert shipped.resolve() == (REPO / "blocker" / "config" / "default.yaml").resolve()
+    assert shipped.read_bytes() == default_text()  # what the installed package reads
 
 
 def test_built_in_defaults(tmp_path, monkeypatch):

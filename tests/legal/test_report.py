@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from blocker.config.model import Config, load_config
+from blocker.config.load import load_config
+from blocker.config.model import Config
 from blocker.legal.html import render_report
 from blocker.legal.report import (
     Facts,
@@ -27,7 +28,8 @@ from blocker.legal.report import (
     gather,
     to_csv,
 )
-from blocker.orders.model import Order, parse_order
+from blocker.orders.model import Order
+from blocker.orders.parse import parse_order
 from blocker.record.audit import AuditLog
 from blocker.record.state import State, ZoneRecord
 from tests.legal_samples import ALPHA, BRAVO
@@ -41,7 +43,7 @@ def config() -> Config:
 
 
 def order(config: Config, text: str, path: str = "orders/x.yaml") -> Order:
-    parsed = parse_order(text.encode(), path, config)
+    parsed = parse_order(text.encode(), path, config.order_rules)
     assert isinstance(parsed, Order), parsed
     return parsed
 

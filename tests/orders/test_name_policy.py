@@ -14,9 +14,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from blocker.config.model import ConfigError, load_config
-from blocker.orders.model import Order, load_orders, parse_order
-from blocker.orders.names import NameError_, known_tlds, name_warnings, normalize_name
+from blocker.config.load import load_config
+from blocker.config.model import ConfigError
+from blocker.orders.load import load_orders
+from blocker.orders.model import Order
+from blocker.orders.names import InvalidName, known_tlds, name_warnings, normalize_name
+from blocker.orders.parse import parse_order
 from blocker.policy import Entry, ZoneContent, canonical_order
 from blocker.zone.admit import UnsafeOwnerError, check_owners, owner_problem
 from blocker.zone.render import render_body
@@ -53,21 +56,22 @@ def order_text(targets: list[str], order_id: str = "t-1", operators: str = "[ora
 
 @pytest.mark.parametrize("name", TRIGGER_NAMES)
 def test_trigger_labels_are_refused_in_every_position_and_case(name):
-    with pytest.raises(NameError_, match=r"rpz-|public suffix|empty"):
+    with pytest.raises(InvalidName, match=r"rpz-|public suffix|empty"):
         normalize_name(name)
 
 
 @pytest.mark.parametrize("name", TRIGGER_NAMES)
 def test_trigger_labels_are_refused_in_urls_and_domain_mappings(name):
     text = order_text([f"{{domain: {name!r}, subdomains: false}}", f"{{url: 'https://{name.rstrip('.')}/x'}}"])
-    result = parse_order(text.encode(), "o.yaml", CONFIG)
+    result = parse_order(text.encode(), "o.yaml", CONFIG.order_rules)
     assert isinstance(result, list)
     assert {e.field for e in result} == {"targets[0]", "targets[1]"}
     assert {e.line for e in result} == {9, 10}
 
 
 def test_the_issue_example_is_refused_with_file_field_and_line():
-    result = parse_order(order_text(["ok.example", "32.1.0.0.127.rpz-client-ip"]).encode(), "o.yaml", CONFIG)
+    text = order_text(["ok.example", "32.1.0.0.127.rpz-client-ip"])
+    result = parse_order(text.encode(), "o.yaml", CONFIG.order_rules)
     assert isinstance(result, list) and len(result) == 1
     line = str(result[0])
     assert line.startswith("o.yaml: targets[1]: '32.1.0.0.127.rpz-client-ip' has the label 'rpz-client-ip'")
@@ -80,7 +84,7 @@ def test_property_no_accepted_name_has_an_rpz_label(chars, trigger, where, upper
     label = "".join(chars).strip("-") or "a"
     parts = [label, "example", "gg"]
     parts.insert(where, trigger.upper() if upper else trigger)
-    with pytest.raises(NameError_):
+    with pytest.raises(InvalidName):
         normalize_name(".".join(parts))
 
 
@@ -90,7 +94,7 @@ def test_property_no_accepted_name_has_an_rpz_label(chars, trigger, where, upper
 ])
 def test_targets_at_or_under_an_origin_or_the_canary_are_refused(name):
     for target in (name, f"{{domain: {name}, subdomains: false}}"):
-        result = parse_order(order_text([target]).encode(), "o.yaml", CONFIG)
+        result = parse_order(order_text([target]).encode(), "o.yaml", CONFIG.order_rules)
         assert isinstance(result, list), target
         assert result[0].field == "targets[0]" and result[0].line == 9
         assert re.search(r"zone origin|canary", result[0].message), result[0].message
@@ -101,16 +105,16 @@ def test_an_origin_under_a_real_tld_is_reserved_too(tmp_path):
     config_file.write_text("operators:\n  orange: {origin: rpz.isp.fr.}\n  sfr: {}\n")
     config = load_config(config_file)
     for name in ("rpz.isp.fr", "x.rpz.isp.fr", "X.RPZ.ISP.FR."):
-        result = parse_order(order_text([name], operators="[sfr]").encode(), "o.yaml", config)
+        result = parse_order(order_text([name], operators="[sfr]").encode(), "o.yaml", config.order_rules)
         assert isinstance(result, list), name
         assert "zone origin 'rpz.isp.fr.'" in result[0].message
-    assert isinstance(parse_order(order_text(["isp.fr", "www.isp.fr"]).encode(), "o.yaml", config), Order)
+    assert isinstance(parse_order(order_text(["isp.fr", "www.isp.fr"]).encode(), "o.yaml", config.order_rules), Order)
 
 
 @pytest.mark.parametrize("name", ["example.cmo", "www.example.cmo", "x.invalid", "x.localhost", "x.local", "x.internal",
                                   "x.home.arpa.lan", "x.blocker", "x.alt", "x.onion2", "x.corp", "x.xn--zzzzz"])
 def test_unknown_top_level_domains_are_refused(name):
-    with pytest.raises(NameError_, match=r"not a top-level domain|invalid IDN"):
+    with pytest.raises(InvalidName, match=r"not a top-level domain|invalid IDN"):
         normalize_name(name)
 
 
@@ -120,7 +124,7 @@ def test_reserved_and_listed_tlds_are_accepted(name):
 
 
 def test_every_sample_order_is_still_valid():
-    result = load_orders(REPO / "orders", CONFIG)
+    result = load_orders(REPO / "orders", CONFIG.order_rules)
     assert result.ok, [str(e) for e in result.errors]
     assert "example" in known_tlds() and "test" in known_tlds()
     assert "invalid" not in known_tlds() and "localhost" not in known_tlds()
@@ -194,9 +198,9 @@ def test_ideographic_fullwidth_and_halfwidth_stops_separate_labels(dot):
     assert normalize_name(f"www.example.gg{dot}") == "www.example.gg"  # a trailing one is a trailing dot
     assert normalize_name(f"bücher{dot}example{dot}") == "xn--bcher-kva.example"
     for bad in (f"www.example.gg.{dot}", f"www.example.gg{dot}{dot}", f"www{dot}{dot}example.gg", f"{dot}example.gg"):
-        with pytest.raises(NameError_, match="empty"):
+        with pytest.raises(InvalidName, match="empty"):
             normalize_name(bad)
-    with pytest.raises(NameError_, match="public suffix"):
+    with pytest.raises(InvalidName, match="public suffix"):
         normalize_name(f"co{dot}uk{dot}")
 
 
@@ -218,7 +222,7 @@ def test_property_normalize_is_what_uts46_gives_in_any_case(parts, suffix):
     for form, expected in forms.items():
         try:
             got = normalize_name(form)
-        except NameError_ as exc:
+        except InvalidName as exc:
             # Refused only for a reason of its own, never because of the case or the script.
             why = r"public suffix|IP address|longer than|invisible|not a valid hostname|empty"
             assert re.search(why, str(exc)), exc
@@ -228,8 +232,8 @@ def test_property_normalize_is_what_uts46_gives_in_any_case(parts, suffix):
     if name in forms and name.upper() in forms and forms[name] == forms[name.upper()]:
         try:
             assert normalize_name(name) == normalize_name(name.upper())
-        except NameError_:
-            with pytest.raises(NameError_):
+        except InvalidName:
+            with pytest.raises(InvalidName):
                 normalize_name(name.upper())
 
 
@@ -243,10 +247,10 @@ def test_an_emoji_a_label_is_accepted_with_a_warning():
     assert normalize_name("XN--LS8H.LA.") == "xn--ls8h.la"
     (warning,) = name_warnings("xn--ls8h.la")
     assert "outside IDNA 2008" in warning and "💩" in warning
-    with pytest.raises(NameError_, match=r"browsers resolve it as 'xn--ls8h.la'"):
+    with pytest.raises(InvalidName, match=r"browsers resolve it as 'xn--ls8h.la'"):
         normalize_name("💩.la")  # the U-label: refused, naming the A-label to give
     for bad in ("xn--zz.example", "xn--.example", "xn--a-.example", "xn--ls8h-.la"):
-        with pytest.raises(NameError_):
+        with pytest.raises(InvalidName):
             normalize_name(bad)
 
 
@@ -261,7 +265,7 @@ def test_mixed_scripts_are_accepted_with_a_warning():
 
 def test_warnings_ride_on_the_order_and_the_load_result(tmp_path):
     (tmp_path / "a.yaml").write_text(order_text(["ok.example", "xn--ls8h.la", "pаypal.example"]), encoding="utf-8")
-    result = load_orders(tmp_path, CONFIG)
+    result = load_orders(tmp_path, CONFIG.order_rules)
     assert result.ok and list(result.orders) == ["t-1"]
     assert [(w.field, w.line) for w in result.warnings] == [("targets[1]", 10), ("targets[2]", 11)]
     assert result.orders["t-1"].warnings == tuple(result.warnings)

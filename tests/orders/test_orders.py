@@ -13,9 +13,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blocker.config.model import load_config
+from blocker.config.load import load_config
 from blocker.orders.legaltime import fmt_instant, zone
-from blocker.orders.model import Order, OrderCache, OrderError, load_orders, parse_order
+from blocker.orders.load import load_orders
+from blocker.orders.model import Order, OrderCache, OrderError
+from blocker.orders.parse import parse_order
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "orders"
@@ -37,7 +39,7 @@ targets:
 
 
 def parse(text: str, config=CONFIG, path: str = "o.yaml") -> Order | list[OrderError]:
-    return parse_order(text.encode(), path, config)
+    return parse_order(text.encode(), path, config.order_rules)
 
 
 def ok(text: str, config=CONFIG) -> Order:
@@ -447,7 +449,7 @@ def test_yaml_problems_are_file_errors_with_a_line():
     errs = errors("id: &x a\ncourt: *x\n")
     assert fields(errs) == ["(file)"]
     assert errors("- a\n- b\n")[0].field == "(file)"
-    assert parse_order(b"id: \xff\n", "bad.yaml", CONFIG)[0].field == "(file)"
+    assert parse_order(b"id: \xff\n", "bad.yaml", CONFIG.order_rules)[0].field == "(file)"
 
 
 def test_error_json():
@@ -564,7 +566,7 @@ def with_id(order_id: str, text: str = BASE) -> str:
 
 
 def test_the_sample_orders_are_valid():
-    result = load_orders(SAMPLES, CONFIG)
+    result = load_orders(SAMPLES, CONFIG.order_rules)
     assert result.ok, [str(e) for e in result.errors]
     assert sorted(result.orders) == [
         "anj-2026-0412-casino-royal", "anj-2026-0412-casino-royal-mirrors-1", "lfp-2026-0088-streamfoot",
@@ -600,7 +602,7 @@ def test_a_folder_with_one_bad_file_still_loads_the_good_ones(tmp_path):
     write(tmp_path, "a.yaml", with_id("order-a"))
     write(tmp_path, "b.yml", with_id("order-b"))
     bad = write(tmp_path, "c.yaml", with_id("order-c") + "duraton: 3 days\n")
-    result = load_orders(tmp_path, CONFIG)
+    result = load_orders(tmp_path, CONFIG.order_rules)
     assert sorted(result.orders) == ["order-a", "order-b"]
     assert not result.ok
     assert result.invalid_files == {str(bad)}
@@ -616,7 +618,7 @@ def test_every_kind_of_broken_file_is_reported_and_skipped(tmp_path):
     (tmp_path / "tag.yaml").write_text("id: !!python/object/apply:os.system ['true']\n")
     (tmp_path / "int.yaml").write_text(with_id("int") + "notes: !!int abc\n")
     (tmp_path / "huge.yaml").write_bytes(b"# " + b"x" * (8 * 1024 * 1024 + 10) + b"\n")
-    result = load_orders(tmp_path, CONFIG)
+    result = load_orders(tmp_path, CONFIG.order_rules)
     assert list(result.orders) == ["good"]
     assert {Path(p).name for p in result.invalid_files} == {
         "binary.yaml", "latin1.yaml", "empty.yaml", "list.yaml", "tag.yaml", "int.yaml", "huge.yaml"}
@@ -627,7 +629,7 @@ def test_duplicate_ids_across_files_are_an_error_in_both(tmp_path):
     a = write(tmp_path, "a.yaml", with_id("same"))
     b = write(tmp_path, "b.yaml", with_id("same"))
     write(tmp_path, "c.yaml", with_id("other"))
-    result = load_orders(tmp_path, CONFIG)
+    result = load_orders(tmp_path, CONFIG.order_rules)
     assert list(result.orders) == ["other"]
     assert result.invalid_files == {str(a), str(b)}
     by_path = {e.path: e for e in result.errors}
@@ -642,7 +644,7 @@ def test_only_yaml_files_are_orders(tmp_path):
         write(tmp_path, name, "not: an order\n")
     (tmp_path / "sub.yaml").mkdir()
     write(tmp_path / "sub.yaml", "g.yaml", with_id("g"))
-    result = load_orders(tmp_path, CONFIG)
+    result = load_orders(tmp_path, CONFIG.order_rules)
     assert sorted(result.orders) == ["a", "b"]
     # A folder named like an order file is refused, not skipped (issue 9, section 2); what it
     # holds is not an order of this folder.
@@ -651,32 +653,32 @@ def test_only_yaml_files_are_orders(tmp_path):
 
 
 def test_a_missing_folder_is_an_error(tmp_path):
-    result = load_orders(tmp_path / "nope", CONFIG)
+    result = load_orders(tmp_path / "nope", CONFIG.order_rules)
     assert not result.ok and not result.orders
     assert result.errors[0].field == "(folder)"
 
 
 def test_empty_folder_is_fine(tmp_path):
-    result = load_orders(tmp_path, CONFIG)
+    result = load_orders(tmp_path, CONFIG.order_rules)
     assert result.ok and not result.orders
 
 
 def test_cache_sees_edits_and_removals(tmp_path):
     cache = OrderCache()
     path = write(tmp_path, "a.yaml", with_id("a"))
-    assert list(load_orders(tmp_path, CONFIG, cache).orders) == ["a"]
-    assert list(load_orders(tmp_path, CONFIG, cache).orders) == ["a"]
+    assert list(load_orders(tmp_path, CONFIG.order_rules, cache).orders) == ["a"]
+    assert list(load_orders(tmp_path, CONFIG.order_rules, cache).orders) == ["a"]
     write(tmp_path, "a.yaml", with_id("a-renamed"))
-    assert list(load_orders(tmp_path, CONFIG, cache).orders) == ["a-renamed"]
+    assert list(load_orders(tmp_path, CONFIG.order_rules, cache).orders) == ["a-renamed"]
     path.unlink()
-    assert load_orders(tmp_path, CONFIG, cache).orders == {}
+    assert load_orders(tmp_path, CONFIG.order_rules, cache).orders == {}
     assert cache.entries == {}
 
 
 def test_errors_are_sorted_by_file_then_line(tmp_path):
     write(tmp_path, "b.yaml", "id: B\nduraton: 1\n")
     write(tmp_path, "a.yaml", "x: 1\n")
-    result = load_orders(tmp_path, CONFIG)
+    result = load_orders(tmp_path, CONFIG.order_rules)
     keys = [(e.path, e.line or 0) for e in result.errors]
     assert keys == sorted(keys)
 
@@ -705,7 +707,7 @@ keys = st.sampled_from(sorted({
 def test_any_mapping_gives_an_order_or_errors(doc, from_base):
     base = yaml.safe_load(BASE) if from_base else {}
     data = yaml.safe_dump({**base, **doc}, allow_unicode=True).encode()
-    result = parse_order(data, "f.yaml", CONFIG)
+    result = parse_order(data, "f.yaml", CONFIG.order_rules)
     if isinstance(result, Order):
         assert result.start.astimezone(UTC) < result.scheduled_end.astimezone(UTC)
         assert result.targets and result.operators

@@ -8,8 +8,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blocker.config.model import load_config
-from blocker.orders.model import Order, parse_order
+from blocker.config.load import load_config
+from blocker.orders.model import Order
+from blocker.orders.parse import parse_order
 from blocker.policy import PolicyCache, desired, reference
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +26,7 @@ def make_order(order_id: str, targets: list[tuple[str, bool]], action: str, oper
     text = (f"id: {order_id}\ncourt: TJ Paris\ncase_number: RG {order_id}\ndecision_date: 2026-12-01\n"
             f"operators: [{', '.join(operators)}]\nstart: '{start}'\nend: '2027-12-31'\naction: {action}\n"
             f"targets:\n{lines}")
-    order = parse_order(text.encode(), f"{order_id}.yaml", CONFIG)
+    order = parse_order(text.encode(), f"{order_id}.yaml", CONFIG.order_rules)
     assert isinstance(order, Order), [str(e) for e in order]
     return order
 

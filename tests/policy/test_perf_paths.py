@@ -5,8 +5,8 @@ kept beside it in production (`blocker.policy.reference`, `blocker.zone.render.r
 `blocker.zone.read.parse_entries_reference`, `structural_check_text`), the code it replaced (kept
 here), or the library it stands in for. Patched zone
 contents, patched renderings and restricted diffs are compared with full recomputations over
-sequences of order edits; the Public Suffix List lookups with `PublicSuffixList().is_public`;
-the YAML fast construction with the careful one; the parallel parse with the serial one.
+sequences of order edits. (The fast paths of `blocker.orders`, the Public Suffix List lookups,
+the YAML construction and the parallel parse, are checked in tests/orders/test_fast_paths.py.)
 """
 
 from __future__ import annotations
@@ -19,16 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from publicsuffixlist import PublicSuffixList
 
-from blocker.config.model import load_config
-from blocker.orders import model as orders_mod
-from blocker.orders.model import Order, OrderCache, Target, load_orders, parse_order
-from blocker.orders.names import _psl, is_public_suffix, normalize_name
-from blocker.orders.yamlio import LineDict, LineList, YamlError, _StrictLoader, loads_mapping
+from blocker.config.load import load_config
+from blocker.orders.model import Order
+from blocker.orders.parse import parse_order
 from blocker.policy import Entry, PolicyCache, ZoneContent, canonical_order, desired, reference, sort_key
 from blocker.policy.incremental import fold_wildcards, zone_content
 from blocker.publish.plan import Caches, _addition_reasons, _removal_reasons, compute_plan, diff
@@ -124,7 +120,7 @@ def make_order(order_id: str, targets: list[tuple[str, bool]], action: str, oper
     lines = "".join(f"  - {{domain: '{name}', subdomains: {str(sub).lower()}}}\n" for name, sub in targets)
     text = (f"id: {order_id}\ncourt: TJ Paris\ncase_number: RG {order_id}\ndecision_date: 2026-12-01\n"
             f"operators: {operators}\nstart: '{start}'\nend: '2027-12-31'\naction: {action}\ntargets:\n{lines}")
-    order = parse_order(text.encode(), f"{order_id}.yaml", CONFIG)
+    order = parse_order(text.encode(), f"{order_id}.yaml", CONFIG.order_rules)
     assert isinstance(order, Order), [str(e) for e in order]
     return order
 
@@ -321,189 +317,6 @@ def test_structural_check_over_bytes_equals_the_text_check(spec, edits, truncate
         assert structural_check(bytes(data), origin) == structural_check_text(bytes(data), origin)
 
 
-# --- names: the Public Suffix List by set lookups ------------------------------------------------------
-
-REFERENCE_PSL = PublicSuffixList()
-RULES = sorted(_psl()._publicsuffix)
-
-
-@st.composite
-def names_near_rules(draw):
-    rule = draw(st.sampled_from(RULES))
-    base = rule.lstrip("!").removeprefix("*.")
-    choice = draw(st.integers(0, 5))
-    label = draw(st.sampled_from(["www", "a", "foo", "xn--bcher-kva", "city", "0"]))
-    if choice == 0:
-        name = base
-    elif choice == 1:
-        name = f"{label}.{base}"
-    elif choice == 2:
-        name = f"{label}.{label}.{base}"
-    elif choice == 3:
-        name = base.partition(".")[2] or base
-    elif choice == 4:
-        name = rule  # with its `!` or `*`: what is_public does with odd input too
-    else:
-        name = f"{label}.{rule}"
-    return draw(st.sampled_from([name, name.upper(), name + "."]))
-
-
-@settings(max_examples=3000, deadline=None)
-@given(names_near_rules())
-def test_public_suffix_lookup_agrees_with_publicsuffixlist_near_its_rules(name):
-    assert is_public_suffix(name) == bool(REFERENCE_PSL.is_public(name))
-
-
-@pytest.mark.parametrize("name", [
-    "ck", "www.ck", "foo.ck", "a.foo.ck", "kobe.jp", "city.kobe.jp", "x.city.kobe.jp", "foo.kobe.jp",
-    "co.uk", "example.co.uk", "github.io", "foo.github.io", "gg", "example.gg", "com", "example.com",
-    "", ".", "a..b", "example.", "EXAMPLE.CO.UK", "nonexistent-tld", "a.nonexistent-tld", "s3.amazonaws.com",
-    "bucket.s3.amazonaws.com", "xn--p1ai", "xn--80ak6aa92e.com", "рф", "пример.рф", "*.ck", "!www.ck",
-])
-def test_public_suffix_lookup_agrees_with_publicsuffixlist_on_examples(name):
-    assert is_public_suffix(name) == bool(REFERENCE_PSL.is_public(name))
-
-
-@settings(max_examples=500, deadline=None)
-@given(st.lists(st.sampled_from(["com", "uk", "co", "jp", "kobe", "city", "ck", "www", "io", "github", "a", "b"]),
-                min_size=1, max_size=5))
-def test_public_suffix_lookup_agrees_on_random_label_sequences(labels):
-    name = ".".join(labels)
-    assert is_public_suffix(name) == bool(REFERENCE_PSL.is_public(name))
-    if is_public_suffix(name):
-        with pytest.raises(Exception, match="public suffix"):
-            normalize_name(name)
-
-
-# --- YAML: the fast construction == the careful one ----------------------------------------------------
-
-def plain(value):
-    """A LineDict/LineList with its line numbers, as comparable data."""
-    if isinstance(value, LineDict):
-        return ("map", value.line, [(k, value.lines[k], plain(v)) for k, v in value.items()])
-    if isinstance(value, LineList):
-        return ("seq", value.line, list(value.lines), [plain(v) for v in value])
-    return (type(value).__name__, value)
-
-
-def outcome(data: bytes):
-    try:
-        return plain(loads_mapping(data))
-    except YamlError as exc:
-        return ("error", exc.message, exc.line)
-
-
-SCALARS = ["a", "site.example", "yes", "no", "on", "null", "~", "1", "0x1f", "1.5", ".inf", "2026-01-01",
-           "'quoted'", '"dq"', "!!str 12", "!!int abc", "!!bool maybe", "!foo x", "<<", "=", "", "-", "+1",
-           "true", "False", "example.gg", "nothing", "fine", "tx.example", "off.example", "*alias", "[]", "{}"]
-documents = st.recursive(
-    st.sampled_from(SCALARS),
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]"),
-        st.lists(st.tuples(st.sampled_from(["k", "domain", "subdomains", "1", "true", "<<", "k"]), inner),
-                 max_size=3).map(lambda kv: "{" + ", ".join(f"{k}: {v}" for k, v in kv) + "}"),
-    ),
-    max_leaves=8,
-)
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["id", "targets", "court", "x", "id", "lifted"]), documents),
-                min_size=1, max_size=4), st.booleans())
-def test_fast_yaml_construction_equals_the_careful_one(fields, block):
-    if block:
-        text = "".join(f"{k}:\n  - {v}\n  - {v}\n" for k, v in fields)
-    else:
-        text = "".join(f"{k}: {v}\n" for k, v in fields)
-    fast = outcome(text.encode())
-    careful = outcome((text + "# & forces the careful path\n").encode())
-    assert fast == careful
-
-
-def test_yaml_deeper_than_the_fast_path_goes_is_built_by_the_careful_one():
-    text = b"a: " + b"[" * 40 + b"x" + b"]" * 40 + b"\n"
-    assert outcome(text) == outcome(text + b"# &\n")
-    assert loads_mapping(text)["a"][0][0][0]
-
-
-@settings(max_examples=500, deadline=None)
-@given(st.one_of(st.sampled_from(SCALARS), st.text(max_size=12)), st.booleans(), st.booleans())
-def test_resolve_shortcut_equals_the_resolver(value, plain_implicit, quoted_implicit):
-    loader = _StrictLoader("")
-    try:
-        for kind in (yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode):
-            v = value if kind is yaml.ScalarNode else None
-            assert loader.resolve(kind, v, (plain_implicit, quoted_implicit)) == \
-                yaml.resolver.BaseResolver.resolve(loader, kind, v, (plain_implicit, quoted_implicit))
-    finally:
-        loader.dispose()
-
-
-# --- orders: parsed in worker processes == parsed here -------------------------------------------------
-
-def test_fast_target_equals_the_dataclass():
-    made = orders_mod._target("a.example", True, "domain", "A.example")
-    assert made == Target("a.example", True, "domain", "A.example")
-    assert hash(made) == hash(Target("a.example", True, "domain", "A.example"))
-    with pytest.raises(AttributeError):
-        made.name = "b"  # type: ignore[misc]
-
-
-def _write_folder(folder: Path, files: int) -> None:
-    folder.mkdir()
-    for f in range(files):
-        targets = "".join(f"  - site{i}-{f}.example.gg\n" if i % 3 else
-                          f"  - {{domain: 'Site{i}-{f}.Example.GG.', subdomains: false}}\n" for i in range(20))
-        text = (f"id: order-{f:03d}\ncourt: TJ Paris\ncase_number: RG {f}\ndecision_date: 2026-12-01\n"
-                f"operators: [orange]\nstart: '2027-01-01'\nduration: 6 months\ntargets:\n{targets}"
-                f"  - {{url: 'https://files{f}.example.gg/x'}}\n")
-        if f % 17 == 3:
-            text = text.replace("court: TJ Paris\n", "")  # invalid: a field missing
-        if f % 23 == 5:
-            text += "  - co.uk\n  - '1.2.3.4'\n"  # invalid names
-        if f % 29 == 7:
-            text = "id: [unclosed\n"  # invalid YAML
-        if f % 31 == 9:
-            text = text.replace(f"id: order-{f:03d}", "id: order-000")  # a duplicate id
-        (folder / f"order-{f:03d}.yaml").write_text(text)
-    (folder / "big.yaml").write_bytes(b"x" * (8 * 1024 * 1024 + 1))  # too large to read
-
-
-def test_parallel_parse_gives_the_serial_outcome(tmp_path):
-    folder = tmp_path / "orders"
-    _write_folder(folder, orders_mod.PARALLEL_MIN_FILES + 40)
-    serial_cache, parallel_cache = OrderCache(), OrderCache()
-    serial = load_orders(folder, CONFIG, serial_cache, workers=1)
-    parallel = load_orders(folder, CONFIG, parallel_cache, workers=2)
-    assert serial.errors and serial.invalid_files and serial.orders
-    assert parallel.orders == serial.orders
-    assert list(parallel.orders) == list(serial.orders)
-    assert parallel.errors == serial.errors
-    assert parallel.invalid_files == serial.invalid_files
-    assert parallel_cache.entries == serial_cache.entries
-    assert str(folder / "big.yaml") not in parallel_cache.entries  # a failed read is not cached
-    for order in parallel.orders.values():  # the normal form shares its string with the source
-        for target in order.targets:
-            assert (target.source is target.name) == (target.source == target.name)
-    # The cache then serves every file: nothing left to parse.
-    again = load_orders(folder, CONFIG, parallel_cache, workers=2)
-    assert again.orders == serial.orders and again.errors == serial.errors
-
-
-def test_parallel_parse_falls_back_to_this_process_when_workers_cannot_start(tmp_path, monkeypatch):
-    folder = tmp_path / "orders"
-    _write_folder(folder, orders_mod.PARALLEL_MIN_FILES + 5)
-    import multiprocessing
-
-    def no_context(method):
-        raise ValueError(f"cannot find context for {method!r}")
-
-    monkeypatch.setattr(multiprocessing, "get_context", no_context)
-    serial = load_orders(folder, CONFIG, workers=1)
-    fallback = load_orders(folder, CONFIG, workers=2)
-    assert fallback.orders == serial.orders and fallback.errors == serial.errors
-
-
 @SETTINGS
 @given(st.lists(order_specs, min_size=2, max_size=5), st.booleans())
 def test_a_plan_knows_the_order_ids_of_its_zone(tmp_path_factory, states, force):
@@ -520,16 +333,3 @@ def test_a_plan_knows_the_order_ids_of_its_zone(tmp_path_factory, states, force)
             assert op_plan.known_order_ids is not None
             assert op_plan.order_ids == sorted({i for e in op_plan.entries.values() for i in e.order_ids})
         publish_plan(plan, CONFIG, zones, None, None)
-
-
-def test_order_files_lists_what_the_path_walk_listed(tmp_path):
-    folder = tmp_path / "orders"
-    folder.mkdir()
-    for name in ["b.yaml", "a.yml", "c.YAML", ".hidden.yaml", "d.yaml.", "e.txt", "x.y.yaml", "Z.yaml", "ü.yaml"]:
-        (folder / name).write_text("x")
-    (folder / "dir.yaml").mkdir()
-    (folder / "link.yaml").symlink_to(folder / "b.yaml")
-    (folder / "broken.yaml").symlink_to(folder / "missing.yaml")
-    old = sorted(p for p in folder.iterdir() if p.suffix in orders_mod.ORDER_SUFFIXES and p.is_file()
-                 and not p.name.startswith("."))
-    assert orders_mod.order_files(folder) == old

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocker.config.model import load_config
-from blocker.orders.model import Order, parse_order
+from blocker.config.load import load_config
+from blocker.orders.model import Order
+from blocker.orders.parse import parse_order
 from blocker.policy import (
     Entry,
     ZoneEntries,
@@ -50,7 +51,7 @@ def order(
         f"operators: {operators}\nstart: '{start}'\nend: '{end}'\naction: {action}\ntargets:\n"
         + "".join(f"  - {t}\n" for t in targets)
     )
-    result = parse_order(text.encode(), f"{order_id}.yaml", CONFIG)
+    result = parse_order(text.encode(), f"{order_id}.yaml", CONFIG.order_rules)
     assert isinstance(result, Order), [str(e) for e in result]
     return result
 
@@ -192,7 +193,7 @@ def test_lifted_order_stops_blocking_at_the_lift_instant():
         "start: 2027-01-01\nend: 2027-12-31\ntargets: [x.example]\n"
         "lifted: {at: '2027-05-01T12:00:00+02:00', reason: mainlevée}\n"
     )
-    lifted = parse_order(text.encode(), "lifted.yaml", CONFIG)
+    lifted = parse_order(text.encode(), "lifted.yaml", CONFIG.order_rules)
     assert isinstance(lifted, Order)
     assert "x.example" in desired_entries([lifted], "orange", at("2027-05-01T11:59:59+02:00"))
     assert desired_entries([lifted], "orange", at("2027-05-01T12:00:00+02:00")) == {}

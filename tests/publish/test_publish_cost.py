@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from blocker.config.model import Config, load_config
-from blocker.orders.model import load_orders
+from blocker.config.load import load_config
+from blocker.config.model import Config
+from blocker.orders.load import load_orders
 from blocker.publish.plan import Change, compute_plan
 from blocker.publish.reconcile import _change_groups, effective_orders, publish_plan
 from blocker.record.audit import AuditLog
@@ -69,7 +70,7 @@ def history(root: Path) -> list[tuple[str, dict[str, Any]]]:
 
     def step(at: str, force: bool = False) -> None:
         instant = _at(at)
-        result = load_orders(orders, config)
+        result = load_orders(orders, config.order_rules)
         assert result.ok, result.errors
         eff = effective_orders(result, config, state, audit, instant, force=force, actor="test")
         last = {op: z.published_at for op, z in state.zones().items()}
@@ -337,7 +338,7 @@ def test_the_fsyncs_of_a_first_publish_do_not_grow_with_the_orders(tmp_path: Pat
             calls[0] += 1
             real(fd)
 
-        result = load_orders(orders, config)
+        result = load_orders(orders, config.order_rules)
         monkeypatch.setattr(os, "fsync", fsync)
         eff = effective_orders(result, config, state, audit, instant, actor="test")
         plan = compute_plan(eff.orders, instant, config, root / "zones")

@@ -309,7 +309,7 @@ def test_a_torn_end_is_not_destroyed_when_its_quarantine_cannot_be_written(small
 
 
 def _config(root: Path, state: Path) -> Any:
-    from blocker.config.model import load_config
+    from blocker.config.load import load_config
 
     (root / "config.yaml").write_text(CONFIG)
     return load_config(root / "config.yaml").with_paths(orders_dir=root / "orders", state_dir=state,
@@ -318,7 +318,7 @@ def _config(root: Path, state: Path) -> Any:
 
 def test_an_order_whose_receipt_cannot_be_written_stays_unknown_and_is_recorded_later(tmp_path: Path,
                                                                                      small_fs: Path) -> None:
-    from blocker.orders.model import load_orders
+    from blocker.orders.load import load_orders
     from blocker.publish.reconcile import effective_orders
     from blocker.record.state import State
 
@@ -331,17 +331,17 @@ def test_an_order_whose_receipt_cannot_be_written_stays_unknown_and_is_recorded_
     filler = fill(small_fs)
     now = datetime.now(UTC)
     with pytest.raises(AuditWriteError):
-        effective_orders(load_orders(config.orders_dir, config), config, state, log, now)
+        effective_orders(load_orders(config.orders_dir, config.order_rules), config, state, log, now)
     assert "one" not in state.last_good()  # the receipt is not on disk: the version is not known
     filler.unlink()
-    effective_orders(load_orders(config.orders_dir, config), config, state, log, now)
+    effective_orders(load_orders(config.orders_dir, config.order_rules), config, state, log, now)
     assert "one" in state.last_good()
     assert [r["data"]["order"] for r in whole_lines(log) if r["event"] == "order-added"] == ["one"]
     state.close()
 
 
 def test_no_zone_is_renamed_into_place_before_its_records_are_durable(tmp_path: Path, small_fs: Path) -> None:
-    from blocker.orders.model import load_orders
+    from blocker.orders.load import load_orders
     from blocker.publish.plan import compute_plan
     from blocker.publish.reconcile import effective_orders, publish_plan
     from blocker.record.state import State
@@ -351,7 +351,7 @@ def test_no_zone_is_renamed_into_place_before_its_records_are_durable(tmp_path: 
     (tmp_path / "orders" / "one.yaml").write_text(ORDER.format(id="one"))
     state, log = State(tmp_path / "state"), AuditLog(small_fs, actor="test")
     now = datetime.now(UTC)
-    eff = effective_orders(load_orders(config.orders_dir, config), config, state, log, now)
+    eff = effective_orders(load_orders(config.orders_dir, config.order_rules), config, state, log, now)
     plan = compute_plan(eff.orders, now, config, config.zones_dir)
     pad_page(log)
     filler = fill(small_fs)

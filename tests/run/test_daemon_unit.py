@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from blocker.clock import FixedClock
-from blocker.config.model import load_config
+from blocker.config.load import load_config
 from blocker.record.state import State
 from blocker.run.daemon import Daemon
 

@@ -26,9 +26,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blocker.config.model import Config, load_config
+from blocker.config.load import load_config
+from blocker.config.model import Config
 from blocker.orders.legaltime import parse_instant, zone
-from blocker.orders.model import Order, parse_order
+from blocker.orders.model import Order
+from blocker.orders.parse import parse_order
 from blocker.policy import PolicyCache, desired
 from blocker.publish import writer as publish
 from blocker.publish.writer import PublishError, write_zone
@@ -93,7 +95,7 @@ def order_yaml(order_id: str, targets: Iterable[str], *, action: str | None = No
 
 
 def make_order(config: Config, order_id: str, targets: Iterable[str], **kw: object) -> Order:
-    result = parse_order(order_yaml(order_id, targets, **kw).encode(), f"{order_id}.yaml", config)  # type: ignore[arg-type]
+    result = parse_order(order_yaml(order_id, targets, **kw).encode(), f"{order_id}.yaml", config.order_rules)  # type: ignore[arg-type]
     assert isinstance(result, Order), [str(e) for e in result]
     return result
 
