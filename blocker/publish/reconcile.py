@@ -8,14 +8,13 @@ runs `apply --force`.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import hashlib
 import heapq
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,8 +27,9 @@ from blocker.config.model import Config, OperatorConfig
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult, Order, parse_order, read_order_file
 from blocker.orders.yamlio import YamlError
-from blocker.publish.plan import Plan, no_cyclic_gc
-from blocker.publish.writer import PublishError, ReloadResult, run_reload, write_zone
+from blocker.publish.hooks import ReloadResult, run_reload
+from blocker.publish.plan import Plan, compute_plan, no_cyclic_gc
+from blocker.publish.writer import PublishError, remove_stale_temps, write_zone
 from blocker.record.audit import AuditLog
 from blocker.record.state import OrderVersion, State, ZoneRecord
 from blocker.zone.rpz import next_serial, read_meta, read_regular, serial_gt
@@ -190,6 +190,10 @@ class OperatorOutcome:
     serial: int | None
     reload: ReloadResult | None
     error: str = ""
+    # The reload succeeded and the operator has resolvers: whether they serve `serial` is for
+    # the caller to ask (probe.canary.wait_for_serial, outside the publish lock), and the
+    # reload's record waits for the answer (`record_served`).
+    awaiting_serial: bool = False
 
 
 @no_cyclic_gc()
@@ -249,15 +253,55 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         # Only PowerDNS flushes changed names from its cache: no list of 1.5M owners for the others.
         changed = [c.owner for c in op_plan.changes] if op.reload.kind == "powerdns-recursor" else []
         result = run_reload(op, path, serial, config.reload_timeout, changed)
-        if result.ok and op.resolvers and op.reload.kind != "none":
-            result = verify_served(op, serial, config.publish_verify_timeout, result)
-        if state is not None:
-            state.mark_in_effect(operator, result.ok, result.message)
-        if audit is not None:
-            audit.append("reload", {"operator": operator, "serial": serial, "ok": result.ok,
-                                    "message": result.message, "argv": list(result.argv)}, actor=actor)
+        if needs_serving_check(op, result):
+            outcomes.append(OperatorOutcome(operator, True, serial, result, awaiting_serial=True))
+            continue
+        record_reload(state, audit, operator, serial, result, actor=actor)
         outcomes.append(OperatorOutcome(operator, True, serial, result, "" if result.ok else result.message))
     return outcomes
+
+
+def needs_serving_check(op: OperatorConfig, reloaded: ReloadResult) -> bool:
+    """Whether a reload must be confirmed by asking the resolvers which serial they serve."""
+    return reloaded.ok and bool(op.resolvers) and op.reload.kind != "none"
+
+
+def served_result(reloaded: ReloadResult, serial: int, timeout: float, resolvers: int,
+                  behind: list[str]) -> ReloadResult:
+    """The reload's result once the resolvers were asked (`behind`: those not serving `serial`)."""
+    if not behind:
+        return ReloadResult(True, f"{reloaded.message}; serial {serial} served by all {resolvers} resolver(s)",
+                            reloaded.argv)
+    return ReloadResult(False, f"reloaded, but serial {serial} not served after {timeout:g} s: "
+                        + "; ".join(behind), reloaded.argv)
+
+
+def record_reload(state: State | None, audit: AuditLog | None, operator: str, serial: int, result: ReloadResult,
+                  *, actor: str | None = None) -> None:
+    if state is not None:
+        state.mark_in_effect(operator, result.ok, result.message)
+    if audit is not None:
+        audit.append("reload", {"operator": operator, "serial": serial, "ok": result.ok,
+                                "message": result.message, "argv": list(result.argv)}, actor=actor)
+
+
+def record_served(outcome: OperatorOutcome, behind: list[str], config: Config, state: State | None,
+                  audit: AuditLog | None, *, actor: str | None = None) -> OperatorOutcome:
+    """Finish an outcome `awaiting_serial` with the answer of `wait_for_serial` (`behind`).
+
+    Called under the publish lock again (the wait itself runs outside it): the state is marked
+    only while it still holds this serial, so a publisher that put a newer zone in place in
+    between keeps its own mark.
+    """
+    if not outcome.awaiting_serial or outcome.serial is None or outcome.reload is None:
+        return outcome
+    serial = outcome.serial
+    result = served_result(outcome.reload, serial, config.publish_verify_timeout,
+                           len(config.operators[outcome.operator].resolvers), behind)
+    current = state.zone(outcome.operator) if state is not None else None
+    record_reload(state if current is not None and current.serial == serial else None, audit, outcome.operator,
+                  serial, result, actor=actor)
+    return OperatorOutcome(outcome.operator, True, serial, result, "" if result.ok else result.message)
 
 
 def _audit_publish(audit: AuditLog, op_plan: Any, serial: int, order_ids: list[str], actor: str | None, *,
@@ -451,24 +495,71 @@ def _adopt(state: State, audit: AuditLog | None, op_plan: Any, zones_dir: Path, 
                                       "checksum": op_plan.zone.checksum, "orders": order_ids}, actor=actor)
 
 
-def verify_served(op: OperatorConfig, serial: int, timeout: float, reloaded: ReloadResult) -> ReloadResult:
-    """After a reload, ask each resolver which serial it applies (the zone's canary), until all
-    serve `serial` or `timeout` passes: a reload command that exits 0 proves nothing on BIND
-    (deferred by min-update-interval) or PowerDNS (a bad file silently drops the zone)."""
-    from blocker.probe.engine import read_canaries
-    from blocker.probe.expectations import targets_for
-    from blocker.zone.rpz import canary_owner
 
-    targets = targets_for(op)
-    deadline = time.monotonic() + timeout
-    while True:
-        served = asyncio.run(read_canaries(targets, canary_owner(op.id), 1.0))
-        behind = [f"{t.name or t.address} serves {s if s is not None else 'no canary'}"
-                  for t, s in zip(targets, served, strict=True) if s is None or serial_gt(serial, s)]
-        if not behind:
-            return ReloadResult(True, f"{reloaded.message}; serial {serial} served by all {len(targets)} resolver(s)",
-                                reloaded.argv)
-        if time.monotonic() > deadline:
-            return ReloadResult(False, f"reloaded, but serial {serial} not served after {timeout:g} s: "
-                                + "; ".join(behind), reloaded.argv)
-        time.sleep(0.2)
+def plan_for(result: LoadResult, config: Config, state: State | None, zones_dir: Path, at: datetime, *,
+             operators: Iterable[str] | None = None, force: bool = False) -> tuple[Plan, Effective]:
+    """The plan, read-only: the orders in force (nothing recorded) against what was published."""
+    eff = effective_orders(result, config, state, None, at, force=force, record=False)
+    zones = state.zones() if state is not None else {}
+    plan = compute_plan(eff.orders, at, config, zones_dir, operators=operators, force=force,
+                        last_publish={op: z.published_at for op, z in zones.items()}, state=state)
+    return plan, eff
+
+
+@dataclass
+class Reconciled:
+    """What one reconcile did. `outcomes` may hold some `awaiting_serial`: the caller asks the
+    resolvers (probe.canary.wait_for_serial) outside the publish lock, then `record_served`."""
+
+    plan: Plan
+    eff: Effective
+    state: State | None
+    outcomes: list[OperatorOutcome] = field(default_factory=list)
+    stopped: bool = False  # the review said there is nothing to do
+    published: bool = False  # False: stopped, or nothing to write
+
+
+def reconcile(load: Callable[[], LoadResult], config: Config, state_dir: Path, zones_dir: Path, at: datetime, *,
+              now: datetime, operators: Iterable[str] | None = None, force: bool = False,
+              actor: str | None = None, audit: AuditLog | None = None,
+              review: Callable[[Plan, Effective, State | None], bool] | None = None,
+              on_stale: Callable[[Path], None] | None = None,
+              before_publish: Callable[[Plan, AuditLog], None] | None = None) -> Reconciled:
+    """Orders -> orders in force (fail closed) -> plan -> review -> record -> publish, under the
+    publish lock.
+
+    `load` reads the orders under the lock (a loader that fails closed raises before anything is
+    recorded). The plan is computed read-only first: `review` (the caller's guards: a reviewed checksum, held
+    removals, orphans) sees it and raises to refuse, or returns False to stop with nothing done,
+    not even the state's orders recorded. Then the new order versions are recorded (audited) and
+    the changed zones published; `before_publish` writes the caller's own record of the change.
+    """
+    audit = audit if audit is not None else AuditLog(state_dir)
+    with publish_lock(state_dir):
+        audit.repair()  # a torn end left by a crash or a full disk is moved aside before anything
+        for stale in remove_stale_temps(zones_dir):
+            if on_stale is not None:
+                on_stale(stale)
+        result = load()
+        state = State.open_existing(state_dir)
+        plan, eff = plan_for(result, config, state, zones_dir, at, operators=operators, force=force)
+        done = Reconciled(plan, eff, state)
+        if review is not None and not review(plan, eff, state):
+            done.stopped = True
+            return done
+        if state is not None:
+            state.close()
+        # Now record: new order versions (audited), orphans forgotten when forced. The orders
+        # in force are the ones just planned with (same files, same state, under the lock).
+        done.state = state = State(state_dir)
+        effective_orders(result, config, state, audit, plan.at, force=force, record=True, actor=actor, now=now)
+        if not plan.has_changes:
+            return done
+        if before_publish is not None:
+            before_publish(plan, audit)
+        # Published now, whatever `at` says: records carry the wall-clock instant.
+        done.outcomes = publish_plan(plan, config, zones_dir, state, audit, actor=actor, now=now)
+        done.published = True
+        if all(o.published for o in done.outcomes):
+            state.record_applied(plan.checksum, plan.result, now)
+    return done
