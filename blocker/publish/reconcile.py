@@ -79,12 +79,25 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
     last = state.last_good()
     if not record:
         audit = None
-    # New versions are audited in one batch, then stored in one transaction (the same records in
-    # the same order as one write per order, without two fsyncs per order: a first reconcile of
-    # 1,000 files spent most of its time there).
+    else:
+        _record_versions(result, config, state, audit, last, seen_at, actor)
+    for order_id, version in sorted(last.items()):
+        if order_id not in result.orders:
+            _keep_stored(eff, order_id, version, result, config, state, audit, at, seen_at,
+                         force=force, record=record, actor=actor)
+    return eff
+
+
+def _record_versions(result: LoadResult, config: Config, state: State, audit: AuditLog | None,
+                     last: Mapping[str, OrderVersion], seen_at: datetime, actor: str | None) -> None:
+    """Store (and audit) the versions of valid orders the state does not hold yet.
+
+    New versions are audited in one batch, then stored in one transaction (the same records in
+    the same order as one write per order, without two fsyncs per order: a first reconcile of
+    1,000 files spent most of its time there)."""
     versions: list[tuple[str, str, str, bytes]] = []
     records: list[tuple[str, dict[str, Any]]] = []
-    for order_id, order in sorted(result.orders.items()) if record else ():
+    for order_id, order in sorted(result.orders.items()):
         prev = last.get(order_id)
         if prev is not None and prev.digest == order.digest:
             if not prev.present:
@@ -98,44 +111,55 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
             continue  # the file changed again under us: the next reconcile takes it
         versions.append((order_id, order.digest, order.path, content))
         if audit is not None:
-            if prev is None:
-                records.append(("order-added", _order_summary(order)))
-            else:
-                old = _stored_order(state, prev, config)
-                changes = field_diff(old, order) if old is not None else {}
-                records.append(("order-changed", {**_order_summary(order), "changes": changes}))
-            if order.lifted_early and order.lifted is not None:
-                records.append(("order-lifted-early", {"order": order_id, "at": fmt_instant(order.lifted.at),
-                                                       "reason": order.lifted.reason}))
+            records += _version_records(order_id, order, prev, state, config)
     # Write-ahead: the receipts are durable before the state knows the versions, so a failed
     # append (AuditWriteError) leaves them new and the next reconcile records them again.
     if audit is not None and records:
         audit.append_many(records, actor=actor)
     if versions:
         state.remember_orders(versions, seen_at)
-    for order_id, version in sorted(last.items()):
-        if order_id in result.orders:
-            continue
-        old = _stored_order(state, version, config)
-        if old is None:
-            continue  # no longer valid under this config: nothing safe to keep
-        if old.end <= at:
-            eff.orders[order_id] = old  # ended: contributes no entry, but explains its removal
-        elif version.path in result.invalid_files:
-            eff.orders[order_id], eff.flags[order_id] = old, FLAG_INVALID
-        elif old.end > at and not force:
-            eff.orders[order_id], eff.flags[order_id] = old, FLAG_ORPHANED
-            if version.present and record:
-                if audit is not None:
-                    audit.append("order-orphaned", {"order": order_id, "file": version.path,
-                                                    "note": "file removed while in force; entries kept"}, actor=actor)
-                state.set_present(order_id, False, seen_at)
-        elif record:  # forced: a human lifts the orphan
+
+
+def _version_records(order_id: str, order: Order, prev: OrderVersion | None, state: State,
+                     config: Config) -> list[tuple[str, dict[str, Any]]]:
+    """The audit records of a new version of `order` (`prev`: the version stored before it)."""
+    records: list[tuple[str, dict[str, Any]]] = []
+    if prev is None:
+        records.append(("order-added", _order_summary(order)))
+    else:
+        old = _stored_order(state, prev, config)
+        changes = field_diff(old, order) if old is not None else {}
+        records.append(("order-changed", {**_order_summary(order), "changes": changes}))
+    if order.lifted_early and order.lifted is not None:
+        records.append(("order-lifted-early", {"order": order_id, "at": fmt_instant(order.lifted.at),
+                                               "reason": order.lifted.reason}))
+    return records
+
+
+def _keep_stored(eff: Effective, order_id: str, version: OrderVersion, result: LoadResult, config: Config,
+                 state: State, audit: AuditLog | None, at: datetime, seen_at: datetime, *, force: bool,
+                 record: bool, actor: str | None) -> None:
+    """Fail closed for an order with no valid file now: its last good version stays in force
+    (flagged) unless it ended, or a human forces the orphan out."""
+    old = _stored_order(state, version, config)
+    if old is None:
+        return  # no longer valid under this config: nothing safe to keep
+    if old.end <= at:
+        eff.orders[order_id] = old  # ended: contributes no entry, but explains its removal
+    elif version.path in result.invalid_files:
+        eff.orders[order_id], eff.flags[order_id] = old, FLAG_INVALID
+    elif not force:
+        eff.orders[order_id], eff.flags[order_id] = old, FLAG_ORPHANED
+        if version.present and record:
             if audit is not None:
-                audit.append("order-forgotten", {"order": order_id, "file": version.path, "forced": True},
-                             actor=actor)
-            state.forget_order(order_id)
-    return eff
+                audit.append("order-orphaned", {"order": order_id, "file": version.path,
+                                                "note": "file removed while in force; entries kept"}, actor=actor)
+            state.set_present(order_id, False, seen_at)
+    elif record:  # forced: a human lifts the orphan
+        if audit is not None:
+            audit.append("order-forgotten", {"order": order_id, "file": version.path, "forced": True},
+                         actor=actor)
+        state.forget_order(order_id)
 
 
 _STORED: dict[tuple[str, str, str], Order | None] = {}
