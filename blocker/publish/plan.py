@@ -419,17 +419,12 @@ def plan_operator(operator: str, orders: Mapping[str, Order], at: datetime, conf
     return OperatorPlan(operator, previous_meta, zone, content.entries, allowed, held, guard, order_ids)
 
 
-def _previous_entries(path: Path, seen: dict[tuple[int, str], ZoneEntries | None],
-                      warnings: list[str] | None = None) -> ZoneEntries:
-    """The entries of the zone file at `path`, read from its comments: only for a zone the state
-    does not hold. See `_entries_of`."""
-    data = read_regular(path)
-    if data is None:
-        if warnings is not None and (path.exists() or path.is_symlink()):
-            warnings.append(f"{path}: not a regular file: treated as no previous zone, rewritten on apply")
-        return {}
-    entries = _entries_of(data, hashlib.sha256(data).hexdigest(), seen, path, warnings)
-    return {} if entries is None else entries
+def _no_zone_file(path: Path, warnings: list[str]) -> ZoneEntries:
+    """No previous zone: the state does not hold one and `path` is no regular file (missing, or
+    something else in its place, which apply rewrites)."""
+    if path.exists() or path.is_symlink():
+        warnings.append(f"{path}: not a regular file: treated as no previous zone, rewritten on apply")
+    return {}
 
 
 def _entries_of(data: bytes, sha: str, seen: dict[tuple[int, str], ZoneEntries | None], path: Path,
@@ -501,7 +496,7 @@ def compute_plan(orders: Mapping[str, Order], at: datetime, config: Config, zone
                 if known is not None:
                     prev_entries = known
                 elif data is None:
-                    prev_entries = _previous_entries(path, seen, warnings)
+                    prev_entries = _no_zone_file(path, warnings)
                 else:
                     prev_entries = _entries_of(data, file_sha, seen, path, warnings)
                 # Bytes that are not one of our zones, or whose body is not the one its header
