@@ -35,6 +35,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
+from blocker.errors import BlockerError
 from blocker.textsafe import display_path
 
 FILE_MODE = 0o640  # the facts of the audit trail (itself 0o640): the owner's group may read them
@@ -46,7 +47,7 @@ _ATTEMPTS = 16
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class OutputError(Exception):
+class OutputError(BlockerError):
     """An output that cannot be written; `usage` when the target itself is wrong (exit 2)."""
 
     def __init__(self, message: str, *, usage: bool = False) -> None:
