@@ -315,6 +315,7 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
                        "`blocker plan --force --at ...` and apply it with --force --checksum", EXIT_REFUSED)
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
     zones_dir = Path(args.out) if args.out else config.zones_dir
+    audit = AuditLog(state_dir)
 
     def stale(path: Path) -> None:
         print(f"removed {display_path(path)}: a temp file left by a killed publisher", file=sys.stderr)
@@ -349,8 +350,8 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
 
     try:
         done = reconcile(lambda: _valid_orders(args, config), config, state_dir, zones_dir, at, now=now,
-                         operators=_operators(args, config), force=args.force, review=review, on_stale=stale,
-                         before_publish=record_apply)
+                         operators=_operators(args, config), force=args.force, audit=audit, review=review,
+                         on_stale=stale, before_publish=record_apply)
         if done.stopped:
             return EXIT_OK
         if not done.published:
@@ -362,7 +363,7 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
             if o.awaiting_serial and o.serial is not None:
                 behind = wait_for_serial(config, o.operator, o.serial, config.publish_verify_timeout)
                 with publish_lock(state_dir):
-                    o = record_served(o, behind, config, done.state, AuditLog(state_dir))
+                    o = record_served(o, behind, config, done.state, audit)
             outcomes.append(o)
     except PublishError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
