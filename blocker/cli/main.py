@@ -45,16 +45,18 @@ from blocker.config.model import Config, ConfigError
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult
 from blocker.policy import desired
-from blocker.publish.plan import Caches, Change, Plan, compute_plan
+from blocker.probe.canary import wait_for_serial
+from blocker.publish.plan import Caches, Change, Plan
 from blocker.publish.reconcile import (
     FLAG_ORPHANED,
     Effective,
     choose_serial,
-    effective_orders,
+    plan_for,
     publish_lock,
-    publish_plan,
+    reconcile,
+    record_served,
 )
-from blocker.publish.writer import PublishError, remove_stale_temps, write_zone
+from blocker.publish.writer import PublishError, write_zone
 from blocker.record.audit import AuditLog, AuditWriteError
 from blocker.record.state import State
 from blocker.textsafe import display_path, printable
@@ -116,11 +118,8 @@ def _plan(args: argparse.Namespace, config: Config, *, force: bool = False) -> t
     result = valid_orders(args, config)
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
     state = State.open_existing(state_dir)
-    eff = effective_orders(result, config, state, None, at, force=force, record=False)
-    zones = state.zones() if state is not None else {}
-    plan = compute_plan(eff.orders, at, config, Path(args.out) if args.out else config.zones_dir,
-                        operators=chosen_operators(args, config), force=force,
-                        last_publish={op: z.published_at for op, z in zones.items()}, state=state)
+    plan, eff = plan_for(result, config, state, Path(args.out) if args.out else config.zones_dir, at,
+                         operators=chosen_operators(args, config), force=force)
     return plan, eff, state, result
 
 
@@ -215,50 +214,57 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
                        "published now; preview another instant with `blocker plan --at`, or review "
                        "`blocker plan --force --at ...` and apply it with --force --checksum", EXIT_REFUSED)
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
+    zones_dir = Path(args.out) if args.out else config.zones_dir
     audit = AuditLog(state_dir)
+
+    def stale(path: Path) -> None:
+        print(f"removed {display_path(path)}: a temp file left by a killed publisher", file=sys.stderr)
+
+    def review(plan: Plan, eff: Effective, state: State | None) -> bool:
+        # First read only: a refused apply changes nothing, not even the state's orders.
+        _print_plan(plan, eff, args.json)
+        done = state.applied_result(args.checksum) if state is not None and args.checksum else None
+        if args.checksum and args.checksum != plan.checksum:
+            if done == plan.result and not plan.has_changes and not plan.held and not _orphaned(eff):
+                print(f"nothing to do: plan {args.checksum} is already applied")
+                return False
+            raise CliError(f"plan checksum is {plan.checksum}, not the reviewed {args.checksum}: "
+                           "the orders or zones changed; review the plan again", EXIT_REFUSED)
+        if plan.held:
+            raise CliError(f"refused: {len(plan.held)} removal(s) need review: see them with "
+                           "`blocker plan --force`, then `blocker apply --force --checksum SUM`", EXIT_REFUSED)
+        orphaned = _orphaned(eff)
+        if orphaned:
+            raise CliError(f"refused: order(s) {', '.join(orphaned)} in force lost their file (kept in force "
+                           "from the state); lift them with `lifted:` in a file, or review "
+                           "`blocker plan --force` and run `blocker apply --force --checksum SUM` to drop them",
+                           EXIT_REFUSED)
+        return True
+
+    def record_apply(plan: Plan, audit: AuditLog) -> None:
+        # The `apply` record says which --at the zones were computed for.
+        audit.append("apply", {"checksum": plan.checksum, "force": args.force,
+                               "operators": [p.operator for p in plan.operators if p.writes],
+                               "at": fmt_instant(plan.at) if args.at else None,
+                               "restored": [p.operator for p in plan.operators if p.restore]})
+
     try:
-        with publish_lock(state_dir):
-            audit.repair()  # a torn end left by a crash or a full disk is moved aside before anything
-            for stale in remove_stale_temps(Path(args.out) if args.out else config.zones_dir):
-                print(f"removed {display_path(stale)}: a temp file left by a killed publisher", file=sys.stderr)
-            # First read only: a refused apply changes nothing, not even the state's orders.
-            plan, eff, state, result = _plan(args, config, force=args.force)
-            _print_plan(plan, eff, args.json)
-            done = state.applied_result(args.checksum) if state is not None and args.checksum else None
-            if args.checksum and args.checksum != plan.checksum:
-                if done == plan.result and not plan.has_changes and not plan.held and not _orphaned(eff):
-                    print(f"nothing to do: plan {args.checksum} is already applied")
-                    return EXIT_OK
-                raise CliError(f"plan checksum is {plan.checksum}, not the reviewed {args.checksum}: "
-                               "the orders or zones changed; review the plan again", EXIT_REFUSED)
-            if plan.held:
-                raise CliError(f"refused: {len(plan.held)} removal(s) need review: see them with "
-                               "`blocker plan --force`, then `blocker apply --force --checksum SUM`", EXIT_REFUSED)
-            orphaned = _orphaned(eff)
-            if orphaned:
-                raise CliError(f"refused: order(s) {', '.join(orphaned)} in force lost their file (kept in force "
-                               "from the state); lift them with `lifted:` in a file, or review "
-                               "`blocker plan --force` and run `blocker apply --force --checksum SUM` to drop them",
-                               EXIT_REFUSED)
-            if state is not None:
-                state.close()
-            # Now record: new order versions (audited), orphans forgotten when forced. The orders
-            # in force are the ones just planned with (same files, same state, under the lock).
-            state = State(state_dir)
-            effective_orders(result, config, state, audit, plan.at, force=args.force, record=True, now=now)
-            if not plan.has_changes:
-                print("nothing to apply")
-                return EXIT_OK
-            audit.append("apply", {"checksum": plan.checksum, "force": args.force,
-                                   "operators": [p.operator for p in plan.operators if p.writes],
-                                   "at": fmt_instant(plan.at) if args.at else None,
-                                   "restored": [p.operator for p in plan.operators if p.restore]})
-            # Published now, whatever --at says: records carry the wall-clock instant (the
-            # `apply` record says which --at the zones were computed for).
-            outcomes = publish_plan(plan, config, Path(args.out) if args.out else config.zones_dir, state, audit,
-                                    now=now)
-            if state is not None and all(o.published for o in outcomes):
-                state.record_applied(plan.checksum, plan.result, now)
+        done = reconcile(lambda: valid_orders(args, config), config, state_dir, zones_dir, at, now=now,
+                         operators=chosen_operators(args, config), force=args.force, audit=audit, review=review,
+                         on_stale=stale, before_publish=record_apply)
+        if done.stopped:
+            return EXIT_OK
+        if not done.published:
+            print("nothing to apply")
+            return EXIT_OK
+        # The resolvers are asked outside the publish lock: a slow one holds back no other publisher.
+        outcomes = []
+        for o in done.outcomes:
+            if o.awaiting_serial and o.serial is not None:
+                behind = wait_for_serial(config, o.operator, o.serial, config.publish_verify_timeout)
+                with publish_lock(state_dir):
+                    o = record_served(o, behind, config, done.state, audit)
+            outcomes.append(o)
     except PublishError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     except AuditWriteError as exc:
@@ -370,7 +376,7 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
         raise CliError(f"--control: {exc}", EXIT_USAGE) from None
     at = parse_at(args.at, config)
     try:
-        result = _valid_orders(args, config)
+        result = valid_orders(args, config)
     except CliError as exc:  # no verdict is possible without every order: not a "block missing" (1)
         raise CliError(str(exc), EXIT_USAGE) from None
     checks = expected_checks(result.orders.values(), op.id, at, recent_days=config.probe_recent_window_days,

@@ -165,6 +165,94 @@ def _addition_reasons(ids: Iterable[str], orders: Mapping[str, Order], known_ids
     return tuple(sorted(reasons))
 
 
+class _Reasons:
+    """Why entries are added or removed: the reasons depend only on the order ids, so each
+    distinct tuple of ids is explained once per diff."""
+
+    def __init__(self, previous: ZoneEntries, orders: Mapping[str, Order], at: datetime,
+                 last_publish: datetime | None, known_ids: set[str] | None) -> None:
+        self.previous, self.orders, self.at, self.last_publish = previous, orders, at, last_publish
+        self.known = known_ids  # order ids the previous zone names: built on first need
+        self._added: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._removed: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def added(self, ids: tuple[str, ...]) -> tuple[str, ...]:
+        reasons = self._added.get(ids)
+        if reasons is None:
+            if self.known is None:
+                self.known = {i for e in set(self.previous.values()) for i in e.order_ids}
+            reasons = self._added[ids] = _addition_reasons(ids, self.orders, self.known, self.last_publish, self.at)
+        return reasons
+
+    def removed(self, ids: tuple[str, ...]) -> tuple[str, ...]:
+        reasons = self._removed.get(ids)
+        if reasons is None:
+            reasons = self._removed[ids] = _removal_reasons(ids, self.orders, self.at)
+        return reasons
+
+
+def _differing(previous: ZoneEntries, desired: ZoneEntries, ordered: Iterable[str] | None,
+               candidates: Iterable[str] | None) -> tuple[list[str], list[str]]:
+    """The owners to visit: those in `desired` whose entry differs (in canonical order when
+    `ordered` gives it, else sorted), and those gone from it (sorted)."""
+    if candidates is not None:
+        differing = [o for o in candidates if previous.get(o) != desired.get(o)]
+        return (sorted((o for o in differing if o in desired), key=sort_key),
+                sorted((o for o in differing if o not in desired), key=sort_key))
+    walk: list[str]
+    if not previous and ordered is not None:  # a first publish: everything is added
+        walk = list(filter(desired.__contains__, ordered))
+    else:
+        # Compared at C speed; only what differs is visited in Python.
+        keys = list(desired)
+        different = list(compress(keys, map(ne, map(previous.get, keys), desired.values())))
+        if ordered is not None and len(different) > len(desired) // 4:
+            differing_set = set(different)
+            walk = [o for o in ordered if o in differing_set]
+        else:
+            walk = sorted(different, key=sort_key)
+    gone = sorted(filterfalse(desired.__contains__, previous), key=sort_key) if previous else []
+    return walk, gone
+
+
+def _first_publish(walk: list[str], desired: ZoneEntries, why: _Reasons) -> list[Change]:
+    """Every owner added. The fields of one entry (shared by many owners) are gathered once,
+    and each change built straight from its field tuple: a first publish of 1M names makes 1M
+    changes, and NamedTuple's keyword-capable `__new__` costs a Python call per change."""
+    changes: list[Change] = []
+    append = changes.append
+    make = tuple.__new__  # Change's own fields, in order: what Change(...) builds, at C speed
+    adds: dict[int, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}  # id(entry) -> its fields
+    for owner in walk:
+        new = desired[owner]
+        fields = adds.get(id(new))
+        if fields is None or fields[1] is not new.order_ids:
+            fields = adds[id(new)] = (new.action, new.order_ids, why.added(new.order_ids))
+        append(make(Change, (owner, "add", fields[0], fields[1], None, (), fields[2])))
+    return changes
+
+
+def _changes(walk: list[str], gone: list[str], previous: ZoneEntries, desired: ZoneEntries,
+             why: _Reasons) -> list[Change]:
+    changes: list[Change] = []
+    append = changes.append
+    for owner in walk:
+        new = desired[owner]
+        old = previous.get(owner)
+        if old is None:
+            append(Change(owner, "add", new.action, new.order_ids, None, (), why.added(new.order_ids)))
+        else:
+            gone_ids = tuple(i for i in old.order_ids if i not in new.order_ids)
+            came = tuple(i for i in new.order_ids if i not in old.order_ids)
+            reasons = set(why.removed(gone_ids) if gone_ids else ()) | set(why.added(came) if came else ())
+            append(Change(owner, "change", new.action, new.order_ids, old.action, old.order_ids,
+                          tuple(sorted(reasons or {"order-changed"}))))
+    for owner in gone:
+        old = previous[owner]
+        append(Change(owner, "remove", None, (), old.action, old.order_ids, why.removed(old.order_ids)))
+    return changes
+
+
 def diff(previous: ZoneEntries, desired: ZoneEntries, orders: Mapping[str, Order], at: datetime,
          last_publish: datetime | None, ordered: Iterable[str] | None = None,
          candidates: Iterable[str] | None = None, known_ids: set[str] | None = None) -> list[Change]:
@@ -175,68 +263,11 @@ def diff(previous: ZoneEntries, desired: ZoneEntries, orders: Mapping[str, Order
     """
     if previous is desired or previous == desired:  # compared at C speed: the usual reconcile changes nothing
         return []
-    known = known_ids  # order ids the previous zone names: built on first need
-    added_why: dict[tuple[str, ...], tuple[str, ...]] = {}  # reasons depend only on the order ids
-    removed_why: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-    def why_added(ids: tuple[str, ...]) -> tuple[str, ...]:
-        nonlocal known
-        reasons = added_why.get(ids)
-        if reasons is None:
-            if known is None:
-                known = {i for e in set(previous.values()) for i in e.order_ids}
-            reasons = added_why[ids] = _addition_reasons(ids, orders, known, last_publish, at)
-        return reasons
-
-    def why_removed(ids: tuple[str, ...]) -> tuple[str, ...]:
-        if ids not in removed_why:
-            removed_why[ids] = _removal_reasons(ids, orders, at)
-        return removed_why[ids]
-
-    if candidates is not None:
-        differing = [o for o in candidates if previous.get(o) != desired.get(o)]
-        walk = sorted((o for o in differing if o in desired), key=sort_key)
-        gone = sorted((o for o in differing if o not in desired), key=sort_key)
-    else:
-        if not previous and ordered is not None:  # a first publish: everything is added
-            walk = list(filter(desired.__contains__, ordered))
-        else:
-            # Compared at C speed; only what differs is visited in Python.
-            keys = list(desired)
-            different = list(compress(keys, map(ne, map(previous.get, keys), desired.values())))
-            if ordered is not None and len(different) > len(desired) // 4:
-                differing = set(different)
-                walk = [o for o in ordered if o in differing]
-            else:
-                walk = sorted(different, key=sort_key)
-        gone = sorted(filterfalse(desired.__contains__, previous), key=sort_key) if previous else []
-    changes: list[Change] = []
-    append = changes.append
-    make = tuple.__new__
+    walk, gone = _differing(previous, desired, ordered, candidates)
+    why = _Reasons(previous, orders, at, last_publish, known_ids)
     if not previous:
-        adds: dict[int, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}  # id(entry) -> its fields
-        for owner in walk:
-            new = desired[owner]
-            fields = adds.get(id(new))
-            if fields is None or fields[1] is not new.order_ids:
-                fields = adds[id(new)] = (new.action, new.order_ids, why_added(new.order_ids))
-            append(make(Change, (owner, "add", fields[0], fields[1], None, (), fields[2])))
-        return changes
-    for owner in walk:
-        new = desired[owner]
-        old = previous.get(owner)
-        if old is None:
-            append(Change(owner, "add", new.action, new.order_ids, None, (), why_added(new.order_ids)))
-        else:
-            gone_ids = tuple(i for i in old.order_ids if i not in new.order_ids)
-            came = tuple(i for i in new.order_ids if i not in old.order_ids)
-            reasons = set(why_removed(gone_ids) if gone_ids else ()) | set(why_added(came) if came else ())
-            append(Change(owner, "change", new.action, new.order_ids, old.action, old.order_ids,
-                          tuple(sorted(reasons or {"order-changed"}))))
-    for owner in gone:
-        old = previous[owner]
-        append(Change(owner, "remove", None, (), old.action, old.order_ids, why_removed(old.order_ids)))
-    return changes
+        return _first_publish(walk, desired, why)
+    return _changes(walk, gone, previous, desired, why)
 
 
 def apply_guards(changes: list[Change], previous: ZoneEntries, config: Config, force: bool) -> tuple[
@@ -349,17 +380,12 @@ def plan_operator(operator: str, orders: Mapping[str, Order], at: datetime, conf
     return OperatorPlan(operator, previous_meta, zone, content.entries, allowed, held, guard, order_ids)
 
 
-def _previous_entries(path: Path, seen: dict[tuple[int, str], ZoneEntries],
-                      warnings: list[str] | None = None) -> ZoneEntries:
-    """The entries of the zone file at `path`, read from its comments: only for a zone the state
-    does not hold. See `_entries_of`."""
-    data = read_regular(path)
-    if data is None:
-        if warnings is not None and (path.exists() or path.is_symlink()):
-            warnings.append(f"{path}: not a regular file: treated as no previous zone, rewritten on apply")
-        return {}
-    entries = _entries_of(data, hashlib.sha256(data).hexdigest(), seen, path, warnings)
-    return {} if entries is None else entries
+def _no_zone_file(path: Path, warnings: list[str]) -> ZoneEntries:
+    """No previous zone: the state does not hold one and `path` is no regular file (missing, or
+    something else in its place, which apply rewrites)."""
+    if path.exists() or path.is_symlink():
+        warnings.append(f"{path}: not a regular file: treated as no previous zone, rewritten on apply")
+    return {}
 
 
 def _entries_of(data: bytes, sha: str, seen: dict[tuple[int, str], ZoneEntries | None], path: Path,
@@ -431,7 +457,7 @@ def compute_plan(orders: Mapping[str, Order], at: datetime, config: Config, zone
                 if known is not None:
                     prev_entries = known
                 elif data is None:
-                    prev_entries = _previous_entries(path, seen, warnings)
+                    prev_entries = _no_zone_file(path, warnings)
                 else:
                     prev_entries = _entries_of(data, file_sha, seen, path, warnings)
                 # Bytes that are not one of our zones, or whose body is not the one its header

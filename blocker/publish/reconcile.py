@@ -8,14 +8,13 @@ runs `apply --force`.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import hashlib
 import heapq
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,8 +30,9 @@ from blocker.orders.load import read_order_file
 from blocker.orders.model import LoadResult, Order
 from blocker.orders.parse import parse_stored
 from blocker.orders.yamlio import YamlError
-from blocker.publish.plan import Plan
-from blocker.publish.writer import PublishError, ReloadResult, run_reload, write_zone
+from blocker.publish.hooks import ReloadResult, run_reload
+from blocker.publish.plan import Plan, compute_plan
+from blocker.publish.writer import PublishError, remove_stale_temps, write_zone
 from blocker.record.audit import AuditLog
 from blocker.record.state import OrderVersion, State, ZoneRecord
 from blocker.zone.read import read_meta, read_regular
@@ -83,12 +83,25 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
     last = state.last_good()
     if not record:
         audit = None
-    # New versions are audited in one batch, then stored in one transaction (the same records in
-    # the same order as one write per order, without two fsyncs per order: a first reconcile of
-    # 1,000 files spent most of its time there).
+    else:
+        _record_versions(result, config, state, audit, last, seen_at, actor)
+    for order_id, version in sorted(last.items()):
+        if order_id not in result.orders:
+            _keep_stored(eff, order_id, version, result, config, state, audit, at, seen_at,
+                         force=force, record=record, actor=actor)
+    return eff
+
+
+def _record_versions(result: LoadResult, config: Config, state: State, audit: AuditLog | None,
+                     last: Mapping[str, OrderVersion], seen_at: datetime, actor: str | None) -> None:
+    """Store (and audit) the versions of valid orders the state does not hold yet.
+
+    New versions are audited in one batch, then stored in one transaction (the same records in
+    the same order as one write per order, without two fsyncs per order: a first reconcile of
+    1,000 files spent most of its time there)."""
     versions: list[tuple[str, str, str, bytes]] = []
     records: list[tuple[str, dict[str, Any]]] = []
-    for order_id, order in sorted(result.orders.items()) if record else ():
+    for order_id, order in sorted(result.orders.items()):
         prev = last.get(order_id)
         if prev is not None and prev.digest == order.digest:
             if not prev.present:
@@ -102,44 +115,55 @@ def effective_orders(result: LoadResult, config: Config, state: State | None, au
             continue  # the file changed again under us: the next reconcile takes it
         versions.append((order_id, order.digest, order.path, content))
         if audit is not None:
-            if prev is None:
-                records.append(("order-added", _order_summary(order)))
-            else:
-                old = _stored_order(state, prev, config)
-                changes = field_diff(old, order) if old is not None else {}
-                records.append(("order-changed", {**_order_summary(order), "changes": changes}))
-            if order.lifted_early and order.lifted is not None:
-                records.append(("order-lifted-early", {"order": order_id, "at": fmt_instant(order.lifted.at),
-                                                       "reason": order.lifted.reason}))
+            records += _version_records(order_id, order, prev, state, config)
     # Write-ahead: the receipts are durable before the state knows the versions, so a failed
     # append (AuditWriteError) leaves them new and the next reconcile records them again.
     if audit is not None and records:
         audit.append_many(records, actor=actor)
     if versions:
         state.remember_orders(versions, seen_at)
-    for order_id, version in sorted(last.items()):
-        if order_id in result.orders:
-            continue
-        old = _stored_order(state, version, config)
-        if old is None:
-            continue  # no longer valid under this config: nothing safe to keep
-        if old.end <= at:
-            eff.orders[order_id] = old  # ended: contributes no entry, but explains its removal
-        elif version.path in result.invalid_files:
-            eff.orders[order_id], eff.flags[order_id] = old, FLAG_INVALID
-        elif old.end > at and not force:
-            eff.orders[order_id], eff.flags[order_id] = old, FLAG_ORPHANED
-            if version.present and record:
-                if audit is not None:
-                    audit.append("order-orphaned", {"order": order_id, "file": version.path,
-                                                    "note": "file removed while in force; entries kept"}, actor=actor)
-                state.set_present(order_id, False, seen_at)
-        elif record:  # forced: a human lifts the orphan
+
+
+def _version_records(order_id: str, order: Order, prev: OrderVersion | None, state: State,
+                     config: Config) -> list[tuple[str, dict[str, Any]]]:
+    """The audit records of a new version of `order` (`prev`: the version stored before it)."""
+    records: list[tuple[str, dict[str, Any]]] = []
+    if prev is None:
+        records.append(("order-added", _order_summary(order)))
+    else:
+        old = _stored_order(state, prev, config)
+        changes = field_diff(old, order) if old is not None else {}
+        records.append(("order-changed", {**_order_summary(order), "changes": changes}))
+    if order.lifted_early and order.lifted is not None:
+        records.append(("order-lifted-early", {"order": order_id, "at": fmt_instant(order.lifted.at),
+                                               "reason": order.lifted.reason}))
+    return records
+
+
+def _keep_stored(eff: Effective, order_id: str, version: OrderVersion, result: LoadResult, config: Config,
+                 state: State, audit: AuditLog | None, at: datetime, seen_at: datetime, *, force: bool,
+                 record: bool, actor: str | None) -> None:
+    """Fail closed for an order with no valid file now: its last good version stays in force
+    (flagged) unless it ended, or a human forces the orphan out."""
+    old = _stored_order(state, version, config)
+    if old is None:
+        return  # no longer valid under this config: nothing safe to keep
+    if old.end <= at:
+        eff.orders[order_id] = old  # ended: contributes no entry, but explains its removal
+    elif version.path in result.invalid_files:
+        eff.orders[order_id], eff.flags[order_id] = old, FLAG_INVALID
+    elif not force:
+        eff.orders[order_id], eff.flags[order_id] = old, FLAG_ORPHANED
+        if version.present and record:
             if audit is not None:
-                audit.append("order-forgotten", {"order": order_id, "file": version.path, "forced": True},
-                             actor=actor)
-            state.forget_order(order_id)
-    return eff
+                audit.append("order-orphaned", {"order": order_id, "file": version.path,
+                                                "note": "file removed while in force; entries kept"}, actor=actor)
+            state.set_present(order_id, False, seen_at)
+    elif record:  # forced: a human lifts the orphan
+        if audit is not None:
+            audit.append("order-forgotten", {"order": order_id, "file": version.path, "forced": True},
+                         actor=actor)
+        state.forget_order(order_id)
 
 
 def _stored_order(state: State, version: OrderVersion, config: Config) -> Order | None:
@@ -181,6 +205,10 @@ class OperatorOutcome:
     serial: int | None
     reload: ReloadResult | None
     error: str = ""
+    # The reload succeeded and the operator has resolvers: whether they serve `serial` is for
+    # the caller to ask (probe.canary.wait_for_serial, outside the publish lock), and the
+    # reload's record waits for the answer (`record_served`).
+    awaiting_serial: bool = False
 
 
 @no_cyclic_gc()
@@ -240,15 +268,55 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         # Only PowerDNS flushes changed names from its cache: no list of 1.5M owners for the others.
         changed = [c.owner for c in op_plan.changes] if op.reload.kind == "powerdns-recursor" else []
         result = run_reload(op, path, serial, config.reload_timeout, changed)
-        if result.ok and op.resolvers and op.reload.kind != "none":
-            result = verify_served(op, serial, config.publish_verify_timeout, result)
-        if state is not None:
-            state.mark_in_effect(operator, result.ok, result.message)
-        if audit is not None:
-            audit.append("reload", {"operator": operator, "serial": serial, "ok": result.ok,
-                                    "message": result.message, "argv": list(result.argv)}, actor=actor)
+        if needs_serving_check(op, result):
+            outcomes.append(OperatorOutcome(operator, True, serial, result, awaiting_serial=True))
+            continue
+        record_reload(state, audit, operator, serial, result, actor=actor)
         outcomes.append(OperatorOutcome(operator, True, serial, result, "" if result.ok else result.message))
     return outcomes
+
+
+def needs_serving_check(op: OperatorConfig, reloaded: ReloadResult) -> bool:
+    """Whether a reload must be confirmed by asking the resolvers which serial they serve."""
+    return reloaded.ok and bool(op.resolvers) and op.reload.kind != "none"
+
+
+def served_result(reloaded: ReloadResult, serial: int, timeout: float, resolvers: int,
+                  behind: list[str]) -> ReloadResult:
+    """The reload's result once the resolvers were asked (`behind`: those not serving `serial`)."""
+    if not behind:
+        return ReloadResult(True, f"{reloaded.message}; serial {serial} served by all {resolvers} resolver(s)",
+                            reloaded.argv)
+    return ReloadResult(False, f"reloaded, but serial {serial} not served after {timeout:g} s: "
+                        + "; ".join(behind), reloaded.argv)
+
+
+def record_reload(state: State | None, audit: AuditLog | None, operator: str, serial: int, result: ReloadResult,
+                  *, actor: str | None = None) -> None:
+    if state is not None:
+        state.mark_in_effect(operator, result.ok, result.message)
+    if audit is not None:
+        audit.append("reload", {"operator": operator, "serial": serial, "ok": result.ok,
+                                "message": result.message, "argv": list(result.argv)}, actor=actor)
+
+
+def record_served(outcome: OperatorOutcome, behind: list[str], config: Config, state: State | None,
+                  audit: AuditLog | None, *, actor: str | None = None) -> OperatorOutcome:
+    """Finish an outcome `awaiting_serial` with the answer of `wait_for_serial` (`behind`).
+
+    Called under the publish lock again (the wait itself runs outside it): the state is marked
+    only while it still holds this serial, so a publisher that put a newer zone in place in
+    between keeps its own mark.
+    """
+    if not outcome.awaiting_serial or outcome.serial is None or outcome.reload is None:
+        return outcome
+    serial = outcome.serial
+    result = served_result(outcome.reload, serial, config.publish_verify_timeout,
+                           len(config.operators[outcome.operator].resolvers), behind)
+    current = state.zone(outcome.operator) if state is not None else None
+    record_reload(state if current is not None and current.serial == serial else None, audit, outcome.operator,
+                  serial, result, actor=actor)
+    return OperatorOutcome(outcome.operator, True, serial, result, "" if result.ok else result.message)
 
 
 def _audit_publish(audit: AuditLog, op_plan: Any, serial: int, order_ids: list[str], actor: str | None, *,
@@ -442,24 +510,71 @@ def _adopt(state: State, audit: AuditLog | None, op_plan: Any, zones_dir: Path, 
                                       "checksum": op_plan.zone.checksum, "orders": order_ids}, actor=actor)
 
 
-def verify_served(op: OperatorConfig, serial: int, timeout: float, reloaded: ReloadResult) -> ReloadResult:
-    """After a reload, ask each resolver which serial it applies (the zone's canary), until all
-    serve `serial` or `timeout` passes: a reload command that exits 0 proves nothing on BIND
-    (deferred by min-update-interval) or PowerDNS (a bad file silently drops the zone)."""
-    from blocker.probe.canary import read_canaries
-    from blocker.probe.expectations import targets_for
-    from blocker.zone.render import canary_owner
 
-    targets = targets_for(op)
-    deadline = time.monotonic() + timeout
-    while True:
-        served = asyncio.run(read_canaries(targets, canary_owner(op.id), 1.0))
-        behind = [f"{t.name or t.address} serves {s if s is not None else 'no canary'}"
-                  for t, s in zip(targets, served, strict=True) if s is None or serial_gt(serial, s)]
-        if not behind:
-            return ReloadResult(True, f"{reloaded.message}; serial {serial} served by all {len(targets)} resolver(s)",
-                                reloaded.argv)
-        if time.monotonic() > deadline:
-            return ReloadResult(False, f"reloaded, but serial {serial} not served after {timeout:g} s: "
-                                + "; ".join(behind), reloaded.argv)
-        time.sleep(0.2)
+def plan_for(result: LoadResult, config: Config, state: State | None, zones_dir: Path, at: datetime, *,
+             operators: Iterable[str] | None = None, force: bool = False) -> tuple[Plan, Effective]:
+    """The plan, read-only: the orders in force (nothing recorded) against what was published."""
+    eff = effective_orders(result, config, state, None, at, force=force, record=False)
+    zones = state.zones() if state is not None else {}
+    plan = compute_plan(eff.orders, at, config, zones_dir, operators=operators, force=force,
+                        last_publish={op: z.published_at for op, z in zones.items()}, state=state)
+    return plan, eff
+
+
+@dataclass
+class Reconciled:
+    """What one reconcile did. `outcomes` may hold some `awaiting_serial`: the caller asks the
+    resolvers (probe.canary.wait_for_serial) outside the publish lock, then `record_served`."""
+
+    plan: Plan
+    eff: Effective
+    state: State | None
+    outcomes: list[OperatorOutcome] = field(default_factory=list)
+    stopped: bool = False  # the review said there is nothing to do
+    published: bool = False  # False: stopped, or nothing to write
+
+
+def reconcile(load: Callable[[], LoadResult], config: Config, state_dir: Path, zones_dir: Path, at: datetime, *,
+              now: datetime, operators: Iterable[str] | None = None, force: bool = False,
+              actor: str | None = None, audit: AuditLog | None = None,
+              review: Callable[[Plan, Effective, State | None], bool] | None = None,
+              on_stale: Callable[[Path], None] | None = None,
+              before_publish: Callable[[Plan, AuditLog], None] | None = None) -> Reconciled:
+    """Orders -> orders in force (fail closed) -> plan -> review -> record -> publish, under the
+    publish lock.
+
+    `load` reads the orders under the lock (a loader that fails closed raises before anything is
+    recorded). The plan is computed read-only first: `review` (the caller's guards: a reviewed checksum, held
+    removals, orphans) sees it and raises to refuse, or returns False to stop with nothing done,
+    not even the state's orders recorded. Then the new order versions are recorded (audited) and
+    the changed zones published; `before_publish` writes the caller's own record of the change.
+    """
+    audit = audit if audit is not None else AuditLog(state_dir)
+    with publish_lock(state_dir):
+        audit.repair()  # a torn end left by a crash or a full disk is moved aside before anything
+        for stale in remove_stale_temps(zones_dir):
+            if on_stale is not None:
+                on_stale(stale)
+        result = load()
+        state = State.open_existing(state_dir)
+        plan, eff = plan_for(result, config, state, zones_dir, at, operators=operators, force=force)
+        done = Reconciled(plan, eff, state)
+        if review is not None and not review(plan, eff, state):
+            done.stopped = True
+            return done
+        if state is not None:
+            state.close()
+        # Now record: new order versions (audited), orphans forgotten when forced. The orders
+        # in force are the ones just planned with (same files, same state, under the lock).
+        done.state = state = State(state_dir)
+        effective_orders(result, config, state, audit, plan.at, force=force, record=True, actor=actor, now=now)
+        if not plan.has_changes:
+            return done
+        if before_publish is not None:
+            before_publish(plan, audit)
+        # Published now, whatever `at` says: records carry the wall-clock instant.
+        done.outcomes = publish_plan(plan, config, zones_dir, state, audit, actor=actor, now=now)
+        done.published = True
+        if all(o.published for o in done.outcomes):
+            state.record_applied(plan.checksum, plan.result, now)
+    return done

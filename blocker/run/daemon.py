@@ -32,18 +32,22 @@ from blocker.orders.legaltime import fmt_instant
 from blocker.orders.load import load_orders, stat_signature
 from blocker.orders.model import LoadResult, Order, OrderCache
 from blocker.policy import ZoneEntries, orders_in_force
+from blocker.probe.canary import wait_for_serial
+from blocker.publish.hooks import run_reload
 from blocker.publish.plan import Caches, OperatorPlan, Plan, compute_plan, file_digest
 from blocker.publish.reconcile import (
     FLAG_ORPHANED,
     Effective,
     OperatorOutcome,
     effective_orders,
+    needs_serving_check,
     publish_lock,
     publish_plan,
+    record_served,
+    served_result,
     shared_publish_lock,
-    verify_served,
 )
-from blocker.publish.writer import remove_stale_temps, run_reload
+from blocker.publish.writer import remove_stale_temps
 from blocker.record.audit import AuditLog, AuditWriteError
 from blocker.record.state import State
 from blocker.run import http
@@ -538,6 +542,10 @@ class Daemon:
         mine = Plan(plan.at, [op_plan], plan.orders, [])
         self._report_catchups(mine, now)
         outcomes = publish_plan(mine, config, config.zones_dir, self.state, self.audit, actor=ACTOR, now=now)
+        # TODO(issue 10, run owner): ask the resolvers after Daemon.reconcile leaves shared_publish_lock.
+        outcomes = [record_served(o, wait_for_serial(config, o.operator, o.serial, config.publish_verify_timeout),
+                                  config, self.state, self.audit, actor=ACTOR)
+                    if o.awaiting_serial and o.serial is not None else o for o in outcomes]
         retried = self._retry_reloads(mine, {o.operator for o in outcomes}, config)
         if any(not o.published for o in outcomes):
             self.previous.pop(operator, None)
@@ -569,8 +577,9 @@ class Daemon:
                 continue
             op = config.operators[operator]
             result = run_reload(op, path, record.serial, config.reload_timeout)
-            if result.ok and op.resolvers and op.reload.kind != "none":
-                result = verify_served(op, record.serial, config.publish_verify_timeout, result)
+            if needs_serving_check(op, result):
+                behind = wait_for_serial(config, operator, record.serial, config.publish_verify_timeout)
+                result = served_result(result, record.serial, config.publish_verify_timeout, len(op.resolvers), behind)
             self.state.mark_in_effect(operator, result.ok, result.message)
             self.audit.append("reload", {"operator": operator, "serial": record.serial, "ok": result.ok,
                                          "message": result.message, "argv": list(result.argv), "retry": True},

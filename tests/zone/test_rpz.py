@@ -32,6 +32,7 @@ from blocker.orders.legaltime import parse_instant, zone
 from blocker.orders.model import Order
 from blocker.orders.parse import parse_order
 from blocker.policy import PolicyCache, desired
+from blocker.publish import hooks
 from blocker.publish import writer as publish
 from blocker.publish.writer import PublishError, write_zone
 from blocker.record.state import State
@@ -973,12 +974,12 @@ def test_powerdns_flush_wipes_every_changed_name_and_the_serial_canary(tmp_path)
     cfg.write_text("operators:\n  orange:\n    reload: {kind: powerdns-recursor, socket: /run/pdns-recursor}\n"
                    "  free: {}\n")
     config = load_config(cfg)
-    (argv,) = publish.flush_argvs(config.operators["orange"], ["a.example", "*.a.example", "b.example"])
+    (argv,) = hooks.flush_argvs(config.operators["orange"], ["a.example", "*.a.example", "b.example"])
     assert argv[:3] == ["rec_control", "--timeout=60", "--socket-dir=/run/pdns-recursor"]
     assert argv[3] == "wipe-cache"
     assert sorted(argv[4:]) == ["a.example.$", "b.example.$", f"{canary_owner('orange')}.$"]
-    assert publish.flush_argvs(config.operators["orange"], []) == [[*argv[:4], f"{canary_owner('orange')}.$"]]
-    assert publish.flush_argvs(config.operators["free"], ["a.example"]) == []      # no pdns: nothing to wipe
+    assert hooks.flush_argvs(config.operators["orange"], []) == [[*argv[:4], f"{canary_owner('orange')}.$"]]
+    assert hooks.flush_argvs(config.operators["free"], ["a.example"]) == []      # no pdns: nothing to wipe
 
 
 def test_a_target_too_long_for_the_zone_is_refused_where_it_enters(work):
