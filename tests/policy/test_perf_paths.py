@@ -555,6 +555,7 @@ def test_parallel_parse_falls_back_to_this_process_when_workers_cannot_start(tmp
     assert fallback.orders == serial.orders and fallback.errors == serial.errors
 
 
+@pytest.mark.integration
 @SETTINGS
 @given(st.lists(order_specs, min_size=2, max_size=5), st.booleans())
 def test_a_plan_knows_the_order_ids_of_its_zone(tmp_path_factory, states, force):
