@@ -11,6 +11,7 @@ and starts a process fails, naming the program, instead of quietly needing a res
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -45,20 +46,41 @@ def _unit_run(config: pytest.Config) -> bool:
     return "not integration" in (config.getoption("markexpr", "") or "")
 
 
-@pytest.fixture(autouse=True)
-def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """In the unit run, an unmarked test that starts a process fails at once, saying what to mark."""
-    if not _unit_run(request.config) or request.node.get_closest_marker("integration") is not None:
-        return
+@contextlib.contextmanager
+def _no_process(item: pytest.Item) -> Iterator[None]:
+    """Popen fails for `item`, naming the program, while the block runs."""
     popen_init = subprocess.Popen.__init__
 
     def refuse(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
         program = args if isinstance(args, (str, bytes, os.PathLike)) else args[0]
-        pytest.fail(f"{request.node.nodeid} starts {os.fsdecode(program)!r}: mark it integration "
+        pytest.fail(f"{item.nodeid} starts {os.fsdecode(program)!r}: mark it integration "
                     "(module `pytestmark = pytest.mark.integration` or @pytest.mark.integration)", pytrace=False)
-        popen_init(self, args, *rest, **kwargs)  # pragma: no cover - fail() raises
 
-    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    subprocess.Popen.__init__ = refuse  # type: ignore[method-assign]  # restored below
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = popen_init  # type: ignore[method-assign]
+
+
+def _guarded(item: pytest.Item) -> contextlib.AbstractContextManager[None]:
+    """In the unit run, an unmarked test that starts a process (in its own fixtures of any scope
+    too) fails at once, saying what to mark."""
+    if _unit_run(item.config) and item.get_closest_marker("integration") is None:
+        return _no_process(item)
+    return contextlib.nullcontext()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _guarded(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _guarded(item):
+        yield
 
 
 @pytest.fixture
