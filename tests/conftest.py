@@ -1,7 +1,8 @@
 """Shared fixtures and the `integration` marker; the real-resolver fixtures live in
 tests/conftest_resolvers.py, the CLI runner in tests/support/cli.py, the daemon in tests/support/daemon.py.
 
-`make unit` runs `pytest -m "not integration"`: the pure tests, in seconds, with no Debian package.
+`make unit` runs `pytest -m "not integration"`: the pure tests, with no Debian package and no process
+started (about a minute of CPU, most of it the hypothesis property tests).
 A test is integration when it starts a process of any kind (the real `blocker` console script or
 daemon, a resolver, promtool, chromium, a Python child...). It is marked so either by using one of
 the fixtures below that start one (automatic) or by its module's `pytestmark` /
@@ -27,12 +28,6 @@ from tests.support.daemon import Env
 # Fixtures that start processes: a test using one (directly or through another fixture) is
 # integration without saying so.
 INTEGRATION_FIXTURES = frozenset(RESOLVER_FIXTURE_NAMES) - {"RESOLVER_FIXTURES"} | {"env"}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "integration: starts processes (the blocker CLI or daemon, real resolvers, other programs); "
-                   "`make unit` leaves it out")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
