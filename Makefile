@@ -1,6 +1,7 @@
 # Two entry points, both safe on a fresh Debian machine (root, Python 3.11):
 #   make run   - set up, then run the daemon on the sample orders with a local Unbound
-#   make test  - set up (venv, Debian resolvers), then run the whole test suite
+#   make test  - set up (venv, Debian resolvers), lint and type-check, then run the whole test suite
+#   make unit  - the pure tests only (no Debian package, no process started): seconds
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ PY     := $(VENV)/bin/python
 DEBS   := unbound bind9 bind9-dnsutils knot-resolver pdns-recursor prometheus dnsperf chromium
 RUN_DEBS := unbound
 
-.PHONY: run test lint bench debs run-debs clean
+.PHONY: run test unit lint bench debs run-debs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +26,16 @@ debs:
 run-debs:
 	@./deploy/ensure-debs.sh $(RUN_DEBS)
 
-test: debs $(VENV)/.installed
+test: debs lint
 	$(PY) -m pytest -q
 
+unit: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not integration"
+
+# ruff, then mypy (strict, configured in pyproject.toml) on the package.
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check blocker tests bench
+	$(VENV)/bin/mypy
 
 run: run-debs $(VENV)/.installed
 	$(PY) deploy/local-run.py

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -77,8 +78,10 @@ def auth_server(resolver_workdir: Path) -> Iterator[AuthServer]:
         yield server
 
 
-def _run(cls: type[Resolver], workdir: Path, zones: list[tuple[str, Path]],
-         auth: AuthServer) -> Iterator[Resolver]:
+R = TypeVar("R", bound=Resolver)
+
+
+def _run(cls: type[R], workdir: Path, zones: list[tuple[str, Path]], auth: AuthServer) -> Iterator[R]:
     with cls(workdir / cls.name, zones, auth) as resolver:
         yield resolver
 
@@ -86,22 +89,22 @@ def _run(cls: type[Resolver], workdir: Path, zones: list[tuple[str, Path]],
 @pytest.fixture(scope="session")
 def unbound(resolver_workdir: Path, rpz_zones: list[tuple[str, Path]],
             auth_server: AuthServer) -> Iterator[Unbound]:
-    yield from _run(Unbound, resolver_workdir, rpz_zones, auth_server)  # type: ignore[misc]
+    yield from _run(Unbound, resolver_workdir, rpz_zones, auth_server)
 
 
 @pytest.fixture(scope="session")
 def bind(resolver_workdir: Path, rpz_zones: list[tuple[str, Path]],
          auth_server: AuthServer) -> Iterator[Bind]:
-    yield from _run(Bind, resolver_workdir, rpz_zones, auth_server)  # type: ignore[misc]
+    yield from _run(Bind, resolver_workdir, rpz_zones, auth_server)
 
 
 @pytest.fixture(scope="session")
 def kresd(resolver_workdir: Path, rpz_zones: list[tuple[str, Path]],
           auth_server: AuthServer) -> Iterator[KnotResolver]:
-    yield from _run(KnotResolver, resolver_workdir, rpz_zones, auth_server)  # type: ignore[misc]
+    yield from _run(KnotResolver, resolver_workdir, rpz_zones, auth_server)
 
 
 @pytest.fixture(scope="session")
 def pdns_recursor(resolver_workdir: Path, rpz_zones: list[tuple[str, Path]],
                   auth_server: AuthServer) -> Iterator[PdnsRecursor]:
-    yield from _run(PdnsRecursor, resolver_workdir, rpz_zones, auth_server)  # type: ignore[misc]
+    yield from _run(PdnsRecursor, resolver_workdir, rpz_zones, auth_server)

@@ -7,14 +7,16 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import blocker as run
+
+pytestmark = pytest.mark.integration  # every test here runs the blocker console script
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "orders"
-BIN = Path(sys.executable).parent / "blocker"
 OFFSET_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
 SAMPLE_IDS = {
     "anj-2026-0412-casino-royal", "anj-2026-0412-casino-royal-mirrors-1", "lfp-2026-0088-streamfoot",
@@ -32,15 +34,6 @@ duration: 18 months
 targets:
   - {id}.example
 """
-
-
-def run(*args: str, cwd: Path, module: bool = False) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "blocker", *args] if module else [str(BIN), *args]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"}
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert "internal error" not in proc.stderr, proc.stderr
-    return proc
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ short error line (the 600 KB line of a 200,000-element `notes`).
 from __future__ import annotations
 
 import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 
@@ -22,9 +21,9 @@ from blocker.config.load import load_config
 from blocker.orders.model import OrderError
 from blocker.orders.parse import MAX_URL, TEXT_LIMITS, parse_order
 from blocker.textsafe import MAX_LINE
-from tests.run.test_daemon import Env
+from tests.support.cli import blocker
+from tests.support.daemon import Env
 
-BIN = Path(sys.executable).parent / "blocker"
 FORGED = "FORGED: ok (evil, 1 targets)"
 # As YAML double-quoted escapes: newline, CR, ESC [2J (clear screen), RLO, LINE SEPARATOR, NEL, CSI.
 HOSTILE_YAML = r"x\n" + FORGED + r"\r" + FORGED + r"\e[2J\u202e\u2028" + FORGED + r"\x85\x9b31m end"
@@ -84,12 +83,7 @@ def assert_safe(what: str, text: str, shown: bool = True) -> None:
 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(BIN), "--config", "config.yaml", *args], cwd=cwd, capture_output=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
-    out = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode("utf-8"),
-                                      proc.stderr.decode("utf-8"))
-    assert "Traceback" not in out.stderr and "internal error" not in out.stderr, out.stderr
-    return out
+    return blocker(*args, config="config.yaml", cwd=cwd, timeout=120)
 
 
 @pytest.fixture
@@ -101,6 +95,7 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.integration
 def test_every_output_escapes_hostile_text_in_every_field(root: Path) -> None:
     proc = run(root, "apply", "--orders", "orders", "--out", "zones", "--state-dir", "state")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -136,10 +131,9 @@ def test_the_daemons_plain_log_and_its_audit_records_escape_hostile_text(env: En
     assert "invalid order file" in log and "FORGED" in log
     assert_safe("daemon log", log)
     assert all(line[:4].isdigit() for line in log.splitlines()), log  # every line is a record of its own
-    show = subprocess.run([str(BIN), "audit", "show", "--state-dir", str(env.state), "--config",
-                           str(env.root / "blocker.yaml")], capture_output=True, timeout=60)
+    show = blocker("audit", "show", "--state-dir", str(env.state), "--config", str(env.root / "blocker.yaml"))
     assert show.returncode == 0, show.stderr
-    text = show.stdout.decode("utf-8")
+    text = show.stdout
     assert "order-invalid" in text and "order-added" in text
     assert_safe("audit show after the daemon", text)
 

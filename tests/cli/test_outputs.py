@@ -32,6 +32,8 @@ from blocker.safeio import OutputError, output_dir, write_output
 from tests.legal.test_legal_cli import T, blocker, copy, scenario  # noqa: F401 - fixtures
 from tests.legal_samples import ALPHA
 
+pytestmark = pytest.mark.integration  # most tests here run the blocker console script
+
 FORMATS = ("table", "json", "csv", "html")
 
 

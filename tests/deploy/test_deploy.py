@@ -8,6 +8,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from blocker.run.metrics import Snapshot, registry_for, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +41,7 @@ def _exposed_names() -> set[str]:
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
+@pytest.mark.integration
 def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
     check = subprocess.run(["promtool", "check", "rules", str(PROM / "blocker-rules.yml")],
                            capture_output=True, text=True)

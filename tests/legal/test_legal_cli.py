@@ -9,6 +9,7 @@ reports are checked against lift instants and days remaining worked out by hand.
 from __future__ import annotations
 
 import csv
+import functools
 import getpass
 import hashlib
 import io
@@ -30,8 +31,10 @@ from blocker.record.audit import AuditLog
 from blocker.record.state import State
 from tests.clock import apply_at
 from tests.legal_samples import ALPHA, BRAVO
+from tests.support.cli import blocker as run_blocker
 
-BIN = Path(sys.executable).parent / "blocker"
+pytestmark = pytest.mark.integration  # every test here runs the blocker console script
+
 PARIS = ZoneInfo("Europe/Paris")
 OFFSET_ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")
 T = "2091-03-24T12:00:00+01:00"  # the report instant of most tests (the eve of the DST change)
@@ -83,12 +86,7 @@ def paris(*args: int) -> datetime:
     return datetime(*args, tzinfo=PARIS)
 
 
-def blocker(*args: str, cwd: Path, config: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"}
-    cmd = [str(BIN), *(["--config", "config.yaml"] if config else []), *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
-    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
-    return proc
+blocker = functools.partial(run_blocker, config="config.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ own records are refused (at validation, and again at render); names reach what a
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import idna
@@ -23,10 +21,10 @@ from blocker.orders.parse import parse_order
 from blocker.policy import Entry, ZoneContent, canonical_order
 from blocker.zone.admit import UnsafeOwnerError, check_owners, owner_problem
 from blocker.zone.render import render_body
+from tests.support.cli import blocker
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = load_config(REPO / "blocker" / "config" / "default.yaml")
-BIN = Path(sys.executable).parent / "blocker"
 
 TRIGGERS = ["rpz-ip", "rpz-nsip", "rpz-nsdname", "rpz-client-ip", "rpz-passthru", "rpz-drop", "rpz-tcp-only",
             "rpz-future-trigger"]
@@ -271,12 +269,12 @@ def test_warnings_ride_on_the_order_and_the_load_result(tmp_path):
     assert result.orders["t-1"].warnings == tuple(result.warnings)
 
 
+@pytest.mark.integration
 def test_validate_prints_warnings_escaped_and_exits_0(tmp_path):
     orders = tmp_path / "orders"
     orders.mkdir()
     (orders / "a.yaml").write_text(order_text(["ok.example", "xn--ls8h.la", "pаypal.example"]), encoding="utf-8")
-    proc = subprocess.run([str(BIN), "validate", "--orders", str(orders)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=60)
+    proc = blocker("validate", "--orders", str(orders), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     warnings = [ln for ln in proc.stdout.splitlines() if ln.startswith("warning: ")]
     assert len(warnings) == 2
@@ -285,9 +283,8 @@ def test_validate_prints_warnings_escaped_and_exits_0(tmp_path):
     assert all(ln.isprintable() for ln in proc.stdout.splitlines())
     # Warnings never block: the zone holds the names.
     (tmp_path / "zones").mkdir()
-    proc = subprocess.run([str(BIN), "render", "--orders", str(orders), "--out", str(tmp_path / "zones"),
-                           "--at", "2026-11-10T12:00:00+01:00"], capture_output=True, text=True, cwd=tmp_path,
-                          timeout=120)
+    proc = blocker("render", "--orders", str(orders), "--out", str(tmp_path / "zones"),
+                   "--at", "2026-11-10T12:00:00+01:00", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     zone = (tmp_path / "zones" / "orange.rpz").read_text()
     assert "\nxn--ls8h.la CNAME . ; t-1\n" in zone and "\nxn--pypal-4ve.example CNAME . ; t-1\n" in zone
@@ -295,6 +292,7 @@ def test_validate_prints_warnings_escaped_and_exits_0(tmp_path):
 
 # --- section 9: config fields that reach a zone file or a query --------------------------------
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("text", "key"), [
     ("operators:\n  orange: {origin: 'orangé.rpz.blocker.'}\n", "operators.orange.origin"),
     ("operators:\n  orange: {origin: 'orange\u212a.rpz.blocker.'}\n", "operators.orange.origin"),  # Kelvin sign
@@ -315,8 +313,7 @@ def test_config_names_must_be_ascii_host_names(tmp_path, text, key):
         load_config(path)
     assert str(info.value).startswith(f"{path}: {key}"), str(info.value)
     # and the CLI says so in one line, exit 1, never an internal error
-    proc = subprocess.run([str(BIN), "--config", str(path), "validate", "--orders", str(tmp_path)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    proc = blocker("validate", "--orders", str(tmp_path), config=path, cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and key in proc.stderr, proc.stderr
 
 

@@ -6,12 +6,12 @@ tests/test_faults_daemon.py.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,9 +26,12 @@ from blocker.config.load import load_config
 from blocker.orders.load import load_orders, stat_signature
 from blocker.orders.model import Order, OrderCache
 from blocker.textsafe import display_path
+from tests.support.cli import BLOCKER
+from tests.support.cli import blocker as run_blocker
+
+pytestmark = pytest.mark.integration  # most tests here run the blocker console script
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).with_name("blocker")
 CONFIG = load_config(REPO / "blocker" / "config" / "default.yaml")
 
 ORDER = """\
@@ -60,9 +63,8 @@ def order(folder: Path, order_id: str, name: str | None = None) -> Path:
     return path
 
 
-def blocker(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN), "--config", "config.yaml", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, errors="replace")
+# Undecodable output is replaced, not fatal, and crashes are the subject of some tests here.
+blocker = functools.partial(run_blocker, config="config.yaml", errors="replace", clean=False)
 
 
 @pytest.fixture
@@ -177,7 +179,7 @@ def test_an_unreadable_file_is_refused_even_for_root(work: Path) -> None:
     bad = order(work / "orders", "secret")
     bad.chmod(0)
     argv = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", "--",
-            str(BIN), "--config", "config.yaml", "validate"]
+            str(BLOCKER), "--config", "config.yaml", "validate"]
     proc = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "orders/secret.yaml: (file): cannot read: Permission denied" in proc.stdout
@@ -381,10 +383,9 @@ def test_huge_files_and_wrong_encodings_are_refused_by_the_loader(tmp_path: Path
 def test_an_argument_that_is_not_utf8_is_a_usage_error(work: Path, flag: str) -> None:
     folder = os.fsencode(work) + b"/d\xe9"
     os.mkdir(folder)
-    proc = subprocess.run([os.fsencode(BIN), b"--config", b"config.yaml", b"apply", os.fsencode(flag), folder],
-                          cwd=work, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = run_blocker(b"apply", os.fsencode(flag), folder, config=b"config.yaml", cwd=work, clean=False)
     assert proc.returncode == 2, proc.stderr
-    assert b"d\\xe9: not valid UTF-8" in proc.stderr and b"internal error" not in proc.stderr
+    assert "d\\xe9: not valid UTF-8" in proc.stderr and "internal error" not in proc.stderr
 
 
 def test_a_fifo_swapped_in_before_the_version_is_stored_does_not_hang_the_reconcile(tmp_path: Path) -> None:

@@ -317,6 +317,7 @@ def test_structural_check_over_bytes_equals_the_text_check(spec, edits, truncate
         assert structural_check(bytes(data), origin) == structural_check_text(bytes(data), origin)
 
 
+@pytest.mark.integration
 @SETTINGS
 @given(st.lists(order_specs, min_size=2, max_size=5), st.booleans())
 def test_a_plan_knows_the_order_ids_of_its_zone(tmp_path_factory, states, force):

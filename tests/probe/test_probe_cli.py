@@ -21,9 +21,7 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -46,11 +44,13 @@ from tests.resolverlib import (
     canary_name,
     free_port,
     rpz_zone,
-    wait_for,
     write_atomically,
 )
+from tests.support.cli import blocker
+from tests.support.daemon import Env as DaemonEnv
 
-BIN = Path(sys.executable).parent / "blocker"
+pytestmark = pytest.mark.integration  # real resolvers and the blocker console script
+
 ORANGE = TEST_ORIGINS[0]
 CANARY = canary_owner("orange")
 assert canary_name(ORANGE) == CANARY + "."       # the probe reads what the test zones carry
@@ -129,15 +129,6 @@ operators:
     name: Free
     redirect: {{a: [192.0.2.40]}}
 """
-
-
-def blocker(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"}
-    proc = subprocess.run([str(BIN), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env, stdin=subprocess.DEVNULL)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert "internal error" not in proc.stderr, proc.stderr
-    return proc
 
 
 def results_of(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -504,57 +495,9 @@ def metric(samples: list[tuple[str, dict[str, str], float]], name: str, **labels
     return None
 
 
-class DaemonProc:
-    def __init__(self, root: Path, config: Path, listen: int) -> None:
-        self.root, self.config, self.listen = root, config, listen
-        self.proc: subprocess.Popen[str] | None = None
-        self.runs = 0
-
-    def start(self) -> None:
-        self.runs += 1
-        log = (self.root / f"daemon-{self.runs}.log").open("w")
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"}
-        self.proc = subprocess.Popen([str(BIN), "--config", str(self.config), "run", "--listen",
-                                      f"127.0.0.1:{self.listen}"], cwd=self.root, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env)
-        log.close()
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def log(self) -> str:
-        return "\n".join(p.read_text() for p in sorted(self.root.glob("daemon-*.log")))
-
-    def wait_metric(self, name: str, timeout: float, **labels: str) -> float:
-        found: list[float] = []
-
-        def ready() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, f"daemon exited:\n{self.log()}"
-            try:
-                value = metric(metrics(self.listen), name, **labels)
-            except OSError:
-                return False
-            if value is not None:
-                found.append(value)
-            return value is not None
-
-        try:
-            wait_for(ready, timeout=timeout, interval=0.1, what=f"{name}{labels}")
-        except TimeoutError as exc:
-            raise AssertionError(f"{exc}\n{self.log()[-4000:]}") from None
-        return found[-1]
-
-
 def test_daemon_feeds_probe_metrics_and_first_seen_instants(
         tmp_path: Path, resolvers: dict[str, Resolver], rpz_zones_dir: Path) -> None:
+    daemons = DaemonEnv(tmp_path)
     unbound = resolvers["unbound"]
     assert isinstance(unbound, Unbound)
     start = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0) + timedelta(seconds=1)
@@ -570,18 +513,18 @@ def test_daemon_feeds_probe_metrics_and_first_seen_instants(
     # The daemon starts from no zone at all (blocker keeps entries it cannot explain otherwise).
     for origin in TEST_ORIGINS:
         (rpz_zones_dir / f"{origin.split('.')[0]}.rpz").unlink(missing_ok=True)
-    daemon = DaemonProc(tmp_path, config, free_port())
+    daemons.zones = rpz_zones_dir
     labels = {"order": order_id, "operator": "orange"}
     try:
-        daemon.start()
+        daemon = daemons.start(config, ready=False)
         # Before the start: the control name is probed and resolves; the order is not yet verified.
         daemon.wait_metric("blocker_probe_checks", 10, operator="orange", resolver="fixture-unbound",
                            verdict="resolves")
-        assert metric(metrics(daemon.listen), "blocker_order_time_to_block_seconds", **labels) is None
+        assert metric(metrics(daemon.port), "blocker_order_time_to_block_seconds", **labels) is None
         assert datetime.now(UTC) < start, "the daemon took too long to start: the test proves nothing"
         ttb = daemon.wait_metric("blocker_order_time_to_block_seconds", 15, **labels)
         assert 0 <= ttb < 8, ttb
-        samples = metrics(daemon.listen)
+        samples = metrics(daemon.port)
         assert metric(samples, "blocker_probe_checks", operator="orange", resolver="fixture-unbound",
                       verdict="blocked") == 2        # the name and a random subdomain
         assert metric(samples, "blocker_resolver_up", operator="orange", resolver="fixture-unbound") == 1
@@ -601,7 +544,7 @@ def test_daemon_feeds_probe_metrics_and_first_seen_instants(
 
         # A restart keeps the first-seen instant: same value, no second order-verified record.
         daemon.stop()
-        daemon.start()
+        daemon = daemons.start(config, ready=False)
         again = daemon.wait_metric("blocker_order_time_to_block_seconds", 15, **labels)
         assert again == ttb
         daemon.wait_metric("blocker_probe_last_pass_timestamp_seconds", 5, operator="orange")
@@ -609,5 +552,5 @@ def test_daemon_feeds_probe_metrics_and_first_seen_instants(
         assert len([a for a in audit if a["event"] == "order-verified"]) == 1
         assert sum(a["event"] == "daemon-start" for a in audit) == 2
     finally:
-        daemon.stop()
+        daemons.close()
         restore_base_rules(resolvers, rpz_zones_dir)

@@ -33,6 +33,8 @@ from tests.resolverlib import (
     rpz_zone,
 )
 
+pytestmark = pytest.mark.integration  # most tests here query the real resolvers (module fixtures)
+
 ORIGIN = TEST_ORIGINS[0]
 REDIRECT_A = "192.0.2.80"            # base_rules: redir.example.gg A 192.0.2.80
 TIMEOUT, RETRIES = 0.4, 1            # short: every drop check waits (RETRIES + 1) * TIMEOUT

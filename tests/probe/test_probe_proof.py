@@ -39,7 +39,7 @@ from blocker.probe.proof import prove, served_throughout
 from blocker.zone.read import read_meta
 from blocker.zone.serial import serial_gt
 from tests.conftest_resolvers import RESOLVER_FIXTURES
-from tests.probe.test_probe_cli import MODES, DaemonProc, blocker, config_text, metric, metrics, restore_base_rules
+from tests.probe.test_probe_cli import MODES, blocker, config_text, metric, metrics, restore_base_rules
 from tests.resolverlib import (
     LOOPBACK,
     TEST_ORIGINS,
@@ -47,10 +47,12 @@ from tests.resolverlib import (
     DnsProcess,
     Resolver,
     canary_name,
-    free_port,
     rpz_zone,
     write_atomically,
 )
+from tests.support.daemon import Env as DaemonEnv
+
+pytestmark = pytest.mark.integration  # real resolvers (some through request.getfixturevalue) and blocker
 
 ORANGE, FREE = TEST_ORIGINS
 CONTROL = "www.example.gg"
@@ -341,16 +343,17 @@ def test_resolver_answering_nxdomain_to_everything_verifies_nothing(tmp_path: Pa
 
 
 def test_daemon_writes_no_order_verified_from_a_lying_resolver(tmp_path: Path, liar: OwnUnbound) -> None:
+    daemons = DaemonEnv(tmp_path)
     extra = f"    resolvers: [{{address: 127.0.0.1:{liar.port}, name: liar}}]\n"
     site = Site(tmp_path, orange_extra=extra)
     site.order("liar-daemon", "nxdomain", "blocked.example.gg", _now() - timedelta(days=1))
-    daemon = DaemonProc(tmp_path, site.configs["empty"], free_port())
+    daemons.zones = site.zones
     try:
-        daemon.start()
+        daemon = daemons.start(site.configs["empty"], ready=False)
         unverified = daemon.wait_metric("blocker_probe_checks", 15, operator="orange", resolver="liar",
                                         verdict="unverified")
         assert unverified == 2                                             # the name and a random subdomain
-        samples = metrics(daemon.listen)
+        samples = metrics(daemon.port)
         assert metric(samples, "blocker_probe_checks", operator="orange", resolver="liar", verdict="blocked") is None
         assert metric(samples, "blocker_probe_checks", operator="orange", resolver="liar",
                       verdict="overblocked") == 1                          # the control name
@@ -359,10 +362,10 @@ def test_daemon_writes_no_order_verified_from_a_lying_resolver(tmp_path: Path, l
         while not [a for a in site.audit() if a["event"] == "probe-pass"] and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        daemon.stop()
+        daemons.close()
     audit = site.audit()
     passes = [a["data"] for a in audit if a["event"] == "probe-pass"]
-    assert passes, daemon.log()
+    assert passes, daemons.log()
     assert all(p["verdicts"].get("unverified") == 2 and "blocked" not in p["verdicts"] for p in passes), passes
     assert all(p["verified"] == [] and p["failing"] == ["liar-daemon"] for p in passes), passes
     assert not [a for a in audit if a["event"] == "order-verified"]

@@ -26,14 +26,13 @@ from blocker.publish.reconcile import _change_groups, effective_orders, publish_
 from blocker.record.audit import AuditLog
 from blocker.record.state import State
 from tests.run.test_daemon import (
-    Env,
     events,
     verify_audit,
-    wait_until,
     whole_second,
     write_order,
     zone_owners,
 )
+from tests.support.daemon import Env, wait_until
 
 CONFIG_YAML = """\
 timezone: Europe/Paris
@@ -221,6 +220,7 @@ def test_sighup_with_a_new_operator_during_a_slow_publish_and_stop_waits_for_it(
     assert "Traceback" not in daemon.log() and "reconcile failed" not in daemon.log()
 
 
+@pytest.mark.integration
 def test_the_shared_publish_lock_is_held_once_for_the_threads_and_excludes_another_process(tmp_path: Path) -> None:
     """Threads of the daemon publishing different operators are inside at once; `blocker apply`
     in another process waits until the last of them is out."""

@@ -21,7 +21,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,10 @@ from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent / "blocker"
+from tests.support.cli import blocker
+
+pytestmark = pytest.mark.integration  # every test here runs the blocker console script
+
 ZONE_NAMES = ("free.rpz", "orange.rpz")
 
 
@@ -74,11 +76,7 @@ class Box:
         return self.root / "state"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"}
-        proc = subprocess.run([str(BIN), "--config", str(self.config), *args], cwd=self.root, capture_output=True,
-                              text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
-        assert proc.returncode != 70 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
-        return proc
+        return blocker(*args, config=self.config, cwd=self.root)
 
     def write(self, order_id: str, targets: list[str], *, start_days: float = -30, end_days: float = 365,
               lifted: datetime | None = None) -> Path:

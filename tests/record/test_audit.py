@@ -7,11 +7,10 @@ truncated mid-line, the last record cut off. Each must exit 1 and name the first
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,8 +21,9 @@ import pytest
 from blocker.record.audit import AuditLog, verify_live
 from blocker.record.verify import checked_lines, verify_offline
 from tests.clock import apply_at
+from tests.support.cli import blocker as run_blocker
 
-BIN = Path(sys.executable).parent / "blocker"
+pytestmark = pytest.mark.integration  # most tests here run the blocker console script
 
 CONFIG = """\
 timezone: Europe/Paris
@@ -45,12 +45,7 @@ targets: [{id}.example]
 """
 
 
-def blocker(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"}
-    proc = subprocess.run([str(BIN), "--config", "config.yaml", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, env=env, stdin=subprocess.DEVNULL)
-    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
-    return proc
+blocker = functools.partial(run_blocker, config="config.yaml")
 
 
 @pytest.fixture(scope="module")

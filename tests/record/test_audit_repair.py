@@ -30,7 +30,11 @@ import blocker.record.audit as audit_mod
 from blocker.record.audit import AuditLog, AuditWriteError, verify_live
 from blocker.record.verify import REPAIRED, canonical, checked_lines, record_hash
 from tests.record.test_audit import blocker as blocker_cli
-from tests.run.test_daemon import Env, events, wait_until, whole_second, write_order, zone_owners
+from tests.run.test_daemon import events, whole_second, write_order, zone_owners
+from tests.support.cli import blocker as run_blocker
+from tests.support.daemon import Env, wait_until
+
+pytestmark = pytest.mark.integration  # most tests here run blocker, a daemon or a child process
 
 ORDER = """\
 id: {id}
@@ -503,10 +507,7 @@ def test_apply_with_a_full_state_disk_exits_5_publishes_nothing_then_goes_on(tmp
 
 
 def _verify_dir(state: Path) -> subprocess.CompletedProcess[str]:
-    from tests.run.test_daemon import BLOCKER
-
-    return subprocess.run([BLOCKER, "audit", "verify", "--state-dir", str(state)], capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL, cwd=state)
+    return run_blocker("audit", "verify", "--state-dir", str(state), cwd=state)
 
 
 

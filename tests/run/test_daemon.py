@@ -23,46 +23,28 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.resolverlib import AUTH_ADDRESS, TEST_ORIGINS, Unbound, base_rules, canary_name, free_port
+from tests.resolverlib import AUTH_ADDRESS, TEST_ORIGINS, Unbound, base_rules, canary_name
+from tests.support.cli import blocker
+from tests.support.daemon import Env, metric, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-BLOCKER = str(Path(sys.executable).with_name("blocker"))
-if not Path(BLOCKER).exists():  # pragma: no cover - a venv always has it next to python
-    BLOCKER = shutil.which("blocker") or "blocker"
 ORANGE = TEST_ORIGINS[0]
 PARIS_WINTER = timezone(timedelta(hours=1))  # orders carry an explicit offset, not UTC
 GENESIS = "0" * 64
 TRANSITION_SLA = 2.0  # seconds after its instant by which a transition must be visible
-START_TIMEOUT = 10.0
 
 
 # ------------------------------------------------------------------------------------------
 # helpers: time, orders, config, zones
-
-
-def wait_until(predicate: Callable[[], Any], deadline: float, what: str, interval: float = 0.02) -> float:
-    """Poll until predicate() is truthy; return the wall-clock time it first was. `deadline` is
-    a time.time() value; past it, fail with `what`."""
-    while True:
-        now = time.time()
-        if predicate():
-            return now
-        if now > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        time.sleep(interval)
 
 
 def sleep_until(instant: float) -> None:
@@ -94,17 +76,6 @@ def write_order(folder: Path, order_id: str, start: datetime, end: datetime, tar
     tmp = path.with_name(f".{path.name}.tmp")  # dot files are not order files
     tmp.write_text(text)
     os.replace(tmp, path)
-    return path
-
-
-def write_config(path: Path, operators: dict[str, Any], *, reconcile: float = 2, watch: float = 0.2,
-                 **sections: Any) -> Path:
-    data: dict[str, Any] = {
-        "daemon": {"reconcile_interval": reconcile, "watch_interval": watch},
-        "operators": operators,
-        **sections,
-    }
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
@@ -155,8 +126,7 @@ def audit_records(state_dir: Path) -> list[dict[str, Any]]:
 def verify_audit(state_dir: Path) -> list[dict[str, Any]]:
     """The chain checked here, and by `blocker audit verify` once that command exists."""
     records = audit_records(state_dir)
-    done = subprocess.run([BLOCKER, "audit", "verify", "--state-dir", str(state_dir)], capture_output=True,
-                          text=True, timeout=30, stdin=subprocess.DEVNULL)
+    done = blocker("audit", "verify", "--state-dir", str(state_dir), timeout=30)
     if not (done.returncode == 2 and "invalid choice" in done.stderr):  # the command is not there yet
         assert done.returncode == 0, f"blocker audit verify: {done.stdout}{done.stderr}"
     return records
@@ -164,134 +134,6 @@ def verify_audit(state_dir: Path) -> list[dict[str, Any]]:
 
 def events(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [r["data"] for r in records if r["event"] == name]
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def metric(text: str, name: str, **labels: str) -> float | None:
-    """The value of one sample of a scrape (None when absent)."""
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return None
-
-
-# ------------------------------------------------------------------------------------------
-# the daemon process
-
-
-class Daemon:
-    """One `blocker run` child process; stderr goes to a file the test reads."""
-
-    def __init__(self, env: Env, config: Path, log_name: str, extra: Sequence[str] = (),
-                 environ: dict[str, str] | None = None) -> None:
-        self.env, self.config = env, config
-        self.port = free_port()
-        self.log_path = env.root / log_name
-        self.argv = [BLOCKER, "run", "--config", str(config), "--orders", str(env.orders),
-                     "--state-dir", str(env.state), "--out", str(env.zones),
-                     "--listen", f"127.0.0.1:{self.port}", *extra]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(self.argv, cwd=env.root, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=log,
-                                         env={**os.environ, **(environ or {})})
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        return http_get(self.port, path)
-
-    def health(self) -> tuple[int, dict[str, Any]]:
-        status, body = self.get("/healthz")
-        return status, json.loads(body)
-
-    def metrics(self) -> str:
-        status, body = self.get("/metrics")
-        assert status == 200
-        return body.decode()
-
-    def metric(self, name: str, **labels: str) -> float | None:
-        return metric(self.metrics(), name, **labels)
-
-    def reconciles(self) -> float:
-        return sum(self.metric("blocker_reconciles_total", result=r) or 0 for r in ("ok", "failed"))
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> float:
-        """Until /healthz answers after the first reconcile; returns when that was."""
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode} while starting:\n{self.log()}")
-            try:
-                return self.health()[1].get("last_reconcile") is not None
-            except (OSError, ValueError):
-                return False
-        return wait_until(ready, time.time() + timeout, f"daemon ready\n{self.log()}", interval=0.05)
-
-    def wait_reconciles(self, count: int, timeout: float = 5.0) -> None:
-        """Until `count` more reconciles than now have run (the periodic one included)."""
-        target = self.reconciles() + count
-        wait_until(lambda: self.reconciles() >= target, time.time() + timeout, f"{count} more reconciles")
-
-    def send(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        """Ask it to stop; return its exit code."""
-        self.proc.send_signal(signum)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"daemon did not stop on {signal.Signals(signum).name}:\n{self.log()}") from None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
-class Env:
-    """Temp folders for one test, and the daemons it started (all killed at teardown)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.orders, self.state, self.zones = root / "orders", root / "state", root / "zones"
-        self.orders.mkdir()
-        self.daemons: list[Daemon] = []
-
-    def config(self, operators: dict[str, Any] | None = None, **kwargs: Any) -> Path:
-        return write_config(self.root / "blocker.yaml", operators or {"orange": {}}, **kwargs)
-
-    def start(self, config: Path | None = None, extra: Sequence[str] = (), ready: bool = True,
-              env: dict[str, str] | None = None) -> Daemon:
-        daemon = Daemon(self, config or self.config(), f"daemon-{len(self.daemons) + 1}.log", extra, env)
-        self.daemons.append(daemon)
-        if ready:
-            daemon.wait_ready()
-        return daemon
-
-    def zone(self, operator: str = "orange") -> Path:
-        return self.zones / f"{operator}.rpz"
-
-    def run_cli(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
-        argv = [BLOCKER, *args, "--config", str(config or self.root / "blocker.yaml"),
-                "--orders", str(self.orders), "--state-dir", str(self.state), "--out", str(self.zones)]
-        return subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
-
-
 
 
 def report(what: str, seconds: float) -> None:

@@ -24,16 +24,14 @@ import pytest
 from tests.resolverlib import Unbound, base_rules, canary_name
 from tests.run.test_daemon import (
     ORANGE,
-    Env,
     _unbound_publish_fresh,
     events,
     verify_audit,
-    wait_until,
     whole_second,
-    write_config,
     write_order,
     zone_owners,
 )
+from tests.support.daemon import Env, wait_until, write_config
 
 TICK = 1.0  # daemon.watch_interval
 RESTORE_WITHIN = TICK + 2.0  # a tick, then a reconcile and a write, on a loaded machine

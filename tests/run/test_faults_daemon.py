@@ -21,14 +21,13 @@ import time
 from pathlib import Path
 
 from tests.run.test_daemon import (
-    BLOCKER,
-    Env,
     audit_records,
-    wait_until,
     whole_second,
     write_order,
     zone_owners,
 )
+from tests.support.cli import BLOCKER
+from tests.support.daemon import Env, wait_until
 
 ZONE_TEMP = re.compile(r"\.orange\.rpz\.[a-z0-9_]{8}\.tmp\Z")
 

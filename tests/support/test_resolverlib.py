@@ -38,6 +38,8 @@ from tests.resolverlib import (
     zone_text,
 )
 
+pytestmark = pytest.mark.integration  # the real resolvers, mostly through request.getfixturevalue
+
 ORANGE, FREE = TEST_ORIGINS
 _serials = itertools.count(int(time.time()))
 

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,8 +39,10 @@ from blocker.zone.read import read_entries, read_meta, structural_check
 from blocker.zone.render import canary_owner, render_body
 from blocker.zone.serial import SERIAL_MOD, next_serial, serial_gt
 from tests.clock import run_at
+from tests.support.cli import blocker as run_bin
 
-BIN = Path(sys.executable).parent / "blocker"
+pytestmark = pytest.mark.integration  # about half the tests here run blocker or named-checkzone
+
 NAMED_CHECKZONE = shutil.which("named-checkzone") or shutil.which("named-checkzone", path="/usr/sbin:/usr/bin")
 
 CONFIG_YAML = """\
@@ -583,13 +584,6 @@ def changes(plan: dict, operator: str = "orange") -> dict[str, tuple[str, tuple[
         for c in op[key]:
             out[c["name"]] = (c["change"], tuple(c["reasons"]))
     return out
-
-
-def run_bin(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"}
-    proc = subprocess.run([str(BIN), *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
-    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
-    return proc
 
 
 def test_render_is_deterministic_across_folders_and_file_names(tmp_path):

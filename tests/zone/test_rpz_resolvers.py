@@ -10,11 +10,10 @@ expect. A test that changes a zone file beyond the scenario puts the scenario ba
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,8 +37,8 @@ from tests.resolverlib import (
     rpz_zone,
     write_atomically,
 )
+from tests.support.cli import blocker as run_blocker
 
-BIN = Path(sys.executable).parent / "blocker"
 ORANGE, FREE = TEST_ORIGINS
 REDIRECT_A, REDIRECT_AAAA = "192.0.2.80", "2001:db8::80"
 
@@ -114,11 +113,7 @@ def forced_apply(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return blocker(*args, "--force", "--checksum", json.loads(plan.stdout)["checksum"], cwd=cwd)
 
 
-def blocker(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "LC_ALL": "C.UTF-8"}
-    proc = subprocess.run([str(BIN), *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
-    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
-    return proc
+blocker = functools.partial(run_blocker, timeout=120)
 
 
 def label() -> str:
