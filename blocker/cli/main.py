@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from blocker import __version__
+from blocker.cli import fleet as cli_fleet
 from blocker.cli import legal as cli_legal
 from blocker.config.model import Config, ConfigError, load_config
 from blocker.crashlog import write_crash_log
@@ -460,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_probe)
 
     cli_legal.register(add)
+    cli_fleet.register(sub, [common])
     return parser
 
 

@@ -12,13 +12,16 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import idna
 
 from blocker.orders.legaltime import LegalTimeError, zone
 from blocker.orders.names import NameError_, normalize_name
 from blocker.orders.yamlio import LineDict, YamlError, load_mapping, loads_mapping
+
+if TYPE_CHECKING:
+    from blocker.fleet.model import Distribution, Secondary
 
 DEFAULT_CONFIG_PATH = Path("configs/blocker.yaml")
 RELOAD_KINDS = ("none", "bind", "unbound", "knot-resolver", "powerdns-recursor", "command")
@@ -73,6 +76,7 @@ class OperatorConfig:
     reload: ReloadHook = field(default_factory=ReloadHook)
     resolvers: tuple[ResolverConfig, ...] = ()
     nxdomain_authority: str = "any"
+    secondaries: tuple[Secondary, ...] = ()  # blocker.fleet: zone-transfer followers of the primary
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class Config:
     probe_rate_per_resolver: float
     operators: dict[str, OperatorConfig]
     source: str = "<built-in defaults>"
+    distribution: Distribution | None = None  # blocker.fleet: the hidden primary, when one serves the zones
 
     def with_paths(
         self,
@@ -139,11 +144,14 @@ def default_text() -> bytes:
     return resources.files("blocker.config").joinpath("default.yaml").read_bytes()
 
 
+_OPTIONAL_SECTIONS = {"distribution"}  # sections without defaults (absent: the feature is off)
+
+
 def _merge(base: dict[str, Any], over: LineDict, where: str) -> dict[str, Any]:
     merged: dict[str, Any] = dict(base)
     for key, value in over.items():
         path = f"{where}.{key}" if where else str(key)
-        if key not in base and where != "operators":
+        if key not in base and where != "operators" and path not in _OPTIONAL_SECTIONS:
             raise ConfigError(f"{path}: unknown key (line {over.line_of(key)})")
         if isinstance(value, LineDict) and isinstance(base.get(key), dict) and where != "operators":
             merged[key] = _merge(base[key], value, path)
@@ -228,7 +236,7 @@ def _operator(op_id: str, value: Any) -> OperatorConfig:
         value = {}
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping")
-    r = _Reader(value, where, {"name", "origin", "redirect", "reload", "resolvers", "signature"})
+    r = _Reader(value, where, {"name", "origin", "redirect", "reload", "resolvers", "signature", "secondaries"})
     origin = r.get("origin", str, f"{op_id}.rpz.blocker.")
     try:
         origin = normalize_origin(origin)
@@ -270,6 +278,7 @@ def _operator(op_id: str, value: Any) -> OperatorConfig:
         reload=ReloadHook(kind, command, rel.get("server", str), rel.get("key_file", str), rel.get("socket", str)),
         resolvers=resolvers,
         nxdomain_authority=authority,
+        secondaries=_fleet().parse_secondaries(value.get("secondaries"), f"{where}.secondaries"),
     )
 
 
@@ -303,7 +312,7 @@ def normalize_origin(origin: str) -> str:
 def build(data: dict[str, Any], source: str) -> Config:
     top = _Reader(data, "", {
         "orders_dir", "state_dir", "zones_dir", "timezone", "legal", "rpz", "publish", "http", "daemon",
-        "log_format", "probe", "operators",
+        "log_format", "probe", "operators", "distribution",
     })
     tz = top.get("timezone", str)
     try:
@@ -395,7 +404,14 @@ def build(data: dict[str, Any], source: str) -> Config:
         probe_rate_per_resolver=float(probe.number("rate_per_resolver", 1)),
         operators=operators,
         source=source,
+        distribution=_fleet().parse_distribution(data.get("distribution")),
     )
+
+
+def _fleet() -> Any:
+    from blocker.fleet import model  # imported late: it builds on this module
+
+    return model
 
 
 def load_config(path: Path | None = None) -> Config:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from blocker.config.model import Config, OperatorConfig
+from blocker.fleet.primary import reload_after_publish
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult, Order, parse_order, read_order_file
 from blocker.orders.yamlio import YamlError
@@ -249,6 +250,7 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         # Only PowerDNS flushes changed names from its cache: no list of 1.5M owners for the others.
         changed = [c.owner for c in op_plan.changes] if op.reload.kind == "powerdns-recursor" else []
         result = run_reload(op, path, serial, config.reload_timeout, changed)
+        result = reload_after_publish(config, op, result)  # blocker.fleet: the hidden primary, if any
         if result.ok and op.resolvers and op.reload.kind != "none":
             result = verify_served(op, serial, config.publish_verify_timeout, result)
         if state is not None:
