@@ -34,6 +34,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from blocker import __version__
 from blocker.config.model import Config, ConfigError, OperatorConfig, load_config
 from blocker.crashlog import write_crash_log
+from blocker.fleet.follow import FleetState
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult, Order, OrderCache, load_orders, stat_signature
 from blocker.policy.compute import PolicyCache, ZoneEntries, desired, next_transition, orders_in_force
@@ -152,6 +153,9 @@ class Daemon:
         self.state_dir = config.state_dir
         self.snapshot = Snapshot()
         self.registry = registry_for(self.snapshot)
+        # blocker.fleet: propagation to the secondaries, its metrics and audit records
+        self.fleet = FleetState(lambda kind, data: self.audit.append(kind, data, actor=ACTOR))
+        self.registry.register(self.fleet)
         self.health = Health()
         self.order_cache = OrderCache()
         self.caches = Caches()
@@ -678,6 +682,7 @@ class Daemon:
         self._log_outcomes(outcomes, reason)
         outcomes += retried
         self._update(load, op_plan, outcomes)
+        self.fleet.after_publish(config, [(o.operator, o.serial) for o in outcomes if o.published and o.serial])
         if outcomes and any(op.resolvers for op in config.operators.values()) and self.scheduler.running:
             # Prove the new zone at once: the next periodic pass may be minutes away.
             with contextlib.suppress(Exception):  # the scheduler stopping under us
