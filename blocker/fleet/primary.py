@@ -109,7 +109,7 @@ def knot_config(config: Config) -> str:
         "    zonefile-sync: -1               # never write the zone back: the file is blocker's",
         "    zonefile-load: difference       # IXFR computed from the file blocker replaced; its serial kept",
         "    journal-content: all            # the full zone in the journal: history survives a restart",
-        "    journal-max-usage: 512M",
+        "    journal-max-usage: 2G            # the full zone plus its history: ~200 MB per million names",
         "    semantic-checks: off",
         "    serial-policy: increment",
         "",
