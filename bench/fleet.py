@@ -96,7 +96,7 @@ operators:
                                   op.origin).start()
             started.append(primary)
             t0 = time.perf_counter()
-            blocker(cfg, "apply")
+            serial0 = int(re.findall(r"published serial (\d+)", blocker(cfg, "apply").stdout)[0])
             print(f"names: {args.names:,}; cold apply + primary load: {time.perf_counter() - t0:.1f} s; "
                   f"zone file {(root / 'zones' / 'orange.rpz').stat().st_size / 1e6:.1f} MB")
             secondaries = []
@@ -108,8 +108,6 @@ operators:
                 started.append(sec)
                 secondaries.append(sec)
                 print(f"{kind}: started and answering in {time.perf_counter() - t0:.1f} s")
-            serial0 = int(blocker(cfg, "fleet", "status", "--json").stdout.split('"published_serial": ')[1]
-                          .split(",")[0])
             wait = list(op.secondaries)
             deadline = time.monotonic() + args.timeout
             while wait and time.monotonic() < deadline:
@@ -117,6 +115,7 @@ operators:
                 time.sleep(0.5)
             if wait:
                 sys.exit(f"initial transfer not served by {[s.label for s in wait]} within {args.timeout} s")
+            print(f"initial transfers: every secondary serves serial {serial0}")
             full = transfers(primary.log_text())
             # One name more: a new order file.
             time.sleep(1.1)
@@ -124,23 +123,39 @@ operators:
                 "id: bench-one\ncourt: Tribunal judiciaire de Paris\ncase_number: RG 26/99999\n"
                 f"decision_date: 2026-11-01\noperators: [orange]\nstart: {datetime.now(UTC).isoformat()}\n"
                 "duration: 18 months\ntargets: [one-more-name.example]\n")
+            # Timed from the zone file's rename (the primary reload follows it at once), while
+            # apply runs: apply's own audit and state writes come after the reload.
+            zone_file = root / "zones" / "orange.rpz"
+            inode = zone_file.stat().st_ino
             t0 = time.perf_counter()
-            out = blocker(cfg, "apply").stdout
+            proc = subprocess.Popen([sys.executable, "-m", "blocker", "--config", str(cfg), "apply"], cwd=ROOT,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            written: float | None = None
+            seen: dict[str, float] = {}
+            while time.perf_counter() - t0 < args.timeout + 600:
+                if written is None and zone_file.stat().st_ino != inode:
+                    written = time.perf_counter()
+                if written is not None:
+                    for s in op.secondaries:
+                        got = served_serial(s, op, 1.0)[0]
+                        if s.label not in seen and got is not None and got != serial0:
+                            seen[s.label] = time.perf_counter() - written
+                    if len(seen) == len(op.secondaries) or time.perf_counter() - written > args.timeout:
+                        break
+                time.sleep(0.01)
+            out, err = proc.communicate()
             applied = time.perf_counter() - t0
+            if proc.returncode != 0:
+                sys.exit(f"apply exited {proc.returncode}: {err.strip()}")
             serial1 = int(re.findall(r"published serial (\d+)", out)[0])
-            t1 = time.perf_counter()
-            times: dict[str, float] = {}
-            while len(times) < len(op.secondaries) and time.perf_counter() - t1 < args.timeout:
-                for s in op.secondaries:
-                    if s.label not in times and served_serial(s, op, 1.0)[0] == serial1:
-                        times[s.label] = time.perf_counter() - t1
-                time.sleep(0.02)
+            times = seen
             time.sleep(0.5)
             incr = transfers(primary.log_text())[len(full):]
-            print(f"one-name change: apply {applied:.2f} s (render, write, primary reload), then")
+            print(f"one-name change: apply {applied:.2f} s (a cold CLI: load, plan, render, write, reload), and")
             for s in op.secondaries:
                 got = times.get(s.label)
-                print(f"  {s.label}: serves serial {serial1} {got:.2f} s after apply returned" if got is not None
+                print(f"  {s.label}: serves serial {serial1} {got:.3f} s after the zone file was replaced"
+                      if got is not None
                       else f"  {s.label}: NOT serving {serial1} after {args.timeout} s")
             for kind, remote, msgs, size in full:
                 print(f"  full {kind} at start to {remote}: {size:,} bytes ({msgs} messages)")
@@ -149,7 +164,7 @@ operators:
             # The primary reload is apply's last step: from there on it is distribution alone.
             worst = max(times.values(), default=float("inf"))
             biggest = max((size for kind, _, _, size in incr if kind == "IXFR"), default=None)
-            print(f"target: every secondary within {TARGET_S:g} s of the primary reload: {worst:.2f} s "
+            print(f"target: every secondary within {TARGET_S:g} s of the publish: {worst:.2f} s "
                   f"{'OK' if worst < TARGET_S else 'MISSED'}; IXFR under {TARGET_BYTES:,} bytes: "
                   f"{biggest if biggest is not None else 'none seen'} "
                   f"{'OK' if biggest is not None and biggest < TARGET_BYTES else 'MISSED'}")

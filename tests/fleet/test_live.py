@@ -234,6 +234,43 @@ def test_a_stopped_secondary_is_reported_behind(fleet: Fleet) -> None:
     assert code == 1 and row["in_sync"] is False and row["serial"] is None and row["last_error"]
 
 
+def test_the_daemon_follows_propagation_and_stays_healthy_while_a_secondary_lags(fleet: Fleet) -> None:
+    import urllib.request
+
+    port = free_port()
+    log = open(fleet.root / "daemon-b.log", "w")  # noqa: SIM115 - closed below
+    daemon = subprocess.Popen([*BLOCKER, "--config", str(fleet.configs["b"]), "run", "--listen",
+                               f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT, cwd=fleet.root)
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+                return resp.status, resp.read().decode()
+        except OSError:
+            return 0, ""
+
+    try:
+        wait_for(lambda: get("/healthz")[0] == 200, timeout=60, interval=0.5, what="daemon up")
+        (fleet.root / "orders" / "four.yaml").write_text(ORDER.format(n=4, name="drop.example.gg"))
+        wait_for(lambda: ask(_port(fleet, "bind"), "drop.example.gg").rcode == "NXDOMAIN", timeout=30,
+                 interval=0.2, what="the daemon's publish reaches bind")
+        # The stopped Unbound never gets it: the follower gives up at propagation_timeout (20 s).
+        wait_for(lambda: "secondary-behind" in fleet.blocker("b", "audit", "show").stdout, timeout=60,
+                 interval=1, what="secondary-behind audited")
+        metrics = get("/metrics")[1]
+        assert 'blocker_secondary_up{operator="orange",secondary="orange-unbound"} 0.0' in metrics
+        assert 'blocker_secondary_up{operator="orange",secondary="orange-bind"} 1.0' in metrics
+        assert 'blocker_secondary_serial{operator="orange",secondary="orange-bind"}' in metrics
+        shown = fleet.blocker("b", "audit", "show").stdout
+        assert "propagation" in shown and "orange-unbound" in shown
+        assert get("/healthz")[0] == 200  # the primary is fine; the alert pages, not the health check
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        log.close()
+    fleet.outputs.append((fleet.root / "daemon-b.log").read_text())
+
+
 def test_the_secret_never_appears_in_any_output(fleet: Fleet) -> None:
     assert fleet.outputs
     for text in fleet.outputs:
