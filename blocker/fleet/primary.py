@@ -134,6 +134,11 @@ def bind_config(config: Config) -> str:
     dist = _dist(config)
     base = config.state_dir.absolute() / FLEET_DIR / "bind"
     chost, _, cport = dist.primary.control.rpartition(":")
+    if not chost or not cport.isdigit():
+        from blocker.config.model import ConfigError
+
+        raise ConfigError(f"distribution.primary.control: {dist.primary.control!r}: a BIND primary is reloaded "
+                          "with rndc: HOST:PORT of its control channel (e.g. 127.0.0.1:953)")
     host = dist.primary.host
     out = [
         "// BIND hidden primary, printed by `blocker fleet primary-config --kind bind` (re-print it, do not edit).",

@@ -105,8 +105,6 @@ def test_knot_primary_config_has_what_the_contract_asks(tmp_path: Path) -> None:
     key_file = tmp_path / "var" / "fleet" / "knot-key.conf"
     assert f"include: {key_file}" in text and oct(key_file.stat().st_mode & 0o777) == "0o600"
     assert SECRET in key_file.read_text()
-    bind = primary_config(config, "bind")
-    assert SECRET not in bind and "ixfr-from-differences yes" in bind and 'key "blocker-xfr";' in bind
 
 
 def test_secondary_snippets_name_the_key_file_never_the_secret(tmp_path: Path) -> None:
@@ -153,3 +151,24 @@ def test_fleet_state_audits_a_secondary_behind(tmp_path: Path) -> None:
     assert records[1][1]["secondary"] == "orange-lyo-1" and records[1][1]["serves"] == 4
     assert state.serial == {("orange", "orange-par-1"): 5, ("orange", "orange-lyo-1"): 4}
     assert "orange" not in state.propagation  # incomplete: no propagation time
+
+
+def test_both_printed_primary_configs_pass_their_servers_own_check(tmp_path: Path) -> None:
+    cfg = _setup(tmp_path)
+    knot = tmp_path / "knot.conf"
+    knot.write_text(primary_config(load_config(cfg)))
+    proc = subprocess.run(["knotc", "-c", str(knot), "conf-check"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cfg.write_text(cfg.read_text().replace(f"kind: knot, listen: 127.0.0.1:5399, control: {tmp_path}/knot.sock",
+                                           "kind: bind, listen: 127.0.0.1:5399, control: 127.0.0.1:5953"))
+    named = tmp_path / "named.conf"
+    bind = primary_config(load_config(cfg))
+    assert SECRET not in bind and "ixfr-from-differences yes" in bind and 'key "blocker-xfr";' in bind
+    named.write_text(bind)
+    proc = subprocess.run(["named-checkconf", str(named)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_bind_primary_needs_an_rndc_address(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="rndc"):
+        primary_config(load_config(_setup(tmp_path)), "bind")  # control is a knot socket path
