@@ -59,7 +59,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--names", type=int, default=1_000_000)
     ap.add_argument("--secondaries", default="bind,unbound", help="comma-separated: bind, unbound")
-    ap.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a secondary")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for a secondary")
     args = ap.parse_args()
     kinds = [k for k in args.secondaries.split(",") if k]
     with tempfile.TemporaryDirectory(prefix="blocker-fleet-bench-") as tmp:
