@@ -21,10 +21,6 @@ from blocker.publish.writer import ReloadResult
 FLEET_DIR = "fleet"
 
 
-class PrimaryConfigError(Exception):
-    """The primary's config cannot be produced (kept apart from ConfigError: exit 1 all the same)."""
-
-
 def _dist(config: Config) -> Distribution:
     if config.distribution is None:
         from blocker.config.model import ConfigError
