@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # Debian packages the tests drive for real: the four resolvers, an authoritative BIND,
 # promtool (prometheus), dnsperf for the probe bench, chromium for the HTML report test.
-DEBS   := unbound bind9 bind9-dnsutils knot-resolver pdns-recursor prometheus dnsperf chromium
+DEBS   := unbound bind9 bind9-dnsutils knot-resolver pdns-recursor prometheus dnsperf chromium knot
 RUN_DEBS := unbound
 
 .PHONY: run test unit lint bench debs run-debs clean

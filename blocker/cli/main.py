@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from blocker import __version__
 from blocker.cli import audit as cli_audit
+from blocker.cli import fleet as cli_fleet
 from blocker.cli import legal as cli_legal
 from blocker.cli import orders as cli_orders
 from blocker.cli import run as cli_run
@@ -353,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_audit.register(add)
     cli_legal.register(add)
+    cli_fleet.register(sub, [common])
     return parser
 
 

@@ -30,7 +30,7 @@ from blocker.orders.names import InvalidName, normalize_name
 from blocker.orders.yamlio import LineDict, YamlError, load_mapping, loads_mapping
 
 TOP_KEYS = {"orders_dir", "state_dir", "zones_dir", "timezone", "legal", "rpz", "publish", "http", "daemon",
-            "log_format", "probe", "operators"}
+            "log_format", "probe", "operators", "distribution"}
 PUBLISH_CHECKS = ("auto", "named-checkzone", "structural", "none")
 NXDOMAIN_AUTHORITIES = ("any", "rpz", "empty")
 
@@ -59,11 +59,14 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: {exc}") from None
 
 
+_OPTIONAL_SECTIONS = {"distribution"}  # sections without defaults (absent: the feature is off)
+
+
 def _merge(base: dict[str, Any], over: LineDict, where: str) -> dict[str, Any]:
     merged: dict[str, Any] = dict(base)
     for key, value in over.items():
         path = f"{where}.{key}" if where else str(key)
-        if key not in base and where != "operators":
+        if key not in base and where != "operators" and path not in _OPTIONAL_SECTIONS:
             raise ConfigError(f"{path}: unknown key (line {over.line_of(key)})")
         if isinstance(value, LineDict) and isinstance(base.get(key), dict) and where != "operators":
             merged[key] = _merge(base[key], value, path)
@@ -173,7 +176,7 @@ def _operator(op_id: str, value: Any) -> OperatorConfig:
         value = {}
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping")
-    r = _Reader(value, where, {"name", "origin", "redirect", "reload", "resolvers", "signature"})
+    r = _Reader(value, where, {"name", "origin", "redirect", "reload", "resolvers", "signature", "secondaries"})
     origin = _checked_origin(r.get("origin", str, f"{op_id}.rpz.blocker."), f"{where}.origin")
     redirect = _redirect(r, where)
     reload = _reload(r, where)
@@ -186,7 +189,8 @@ def _operator(op_id: str, value: Any) -> OperatorConfig:
         raise ConfigError(f"{where}.resolvers: two resolvers share a name or address (metrics and probe results "
                           "are labelled by it)")
     return OperatorConfig(id=op_id, name=r.get("name", str, op_id), origin=origin, redirect=redirect,
-                          reload=reload, resolvers=resolvers, nxdomain_authority=authority)
+                          reload=reload, resolvers=resolvers, nxdomain_authority=authority,
+                          secondaries=_fleet().parse_secondaries(value.get("secondaries"), f"{where}.secondaries"))
 
 
 _ASCII_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
@@ -339,4 +343,11 @@ def build(data: dict[str, Any], source: str) -> Config:
     }
     for section in _SECTIONS:
         values.update(section(top))
+    values["distribution"] = _fleet().parse_distribution(data.get("distribution"))
     return Config(**values, source=source)
+
+
+def _fleet() -> Any:
+    from blocker.fleet import model  # imported late: it builds on the config model and addresses
+
+    return model

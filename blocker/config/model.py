@@ -7,9 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blocker.errors import BlockerError
 from blocker.orders.rules import OperatorRules, OrderRules
+
+if TYPE_CHECKING:
+    from blocker.fleet.model import Distribution, Secondary
 
 RELOAD_KINDS = ("none", "bind", "unbound", "knot-resolver", "powerdns-recursor", "command")
 
@@ -62,6 +66,7 @@ class OperatorConfig:
     reload: ReloadHook = field(default_factory=ReloadHook)
     resolvers: tuple[ResolverConfig, ...] = ()
     nxdomain_authority: str = "any"
+    secondaries: tuple[Secondary, ...] = ()  # blocker.fleet: zone-transfer followers of the primary
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class Config:
     probe_rate_per_resolver: float
     operators: dict[str, OperatorConfig]
     source: str = "<built-in defaults>"
+    distribution: Distribution | None = None  # blocker.fleet: the hidden primary, when one serves the zones
 
     def with_paths(
         self,

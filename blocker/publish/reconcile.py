@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from blocker.config.model import Config, OperatorConfig
+from blocker.fleet.primary import reload_after_publish
 from blocker.gcpause import no_cyclic_gc
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.load import read_order_file
@@ -268,6 +269,7 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         # Only PowerDNS flushes changed names from its cache: no list of 1.5M owners for the others.
         changed = [c.owner for c in op_plan.changes] if op.reload.kind == "powerdns-recursor" else []
         result = run_reload(op, path, serial, config.reload_timeout, changed)
+        result = reload_after_publish(config, op, result)  # blocker.fleet: the hidden primary, if any
         if needs_serving_check(op, result):
             outcomes.append(OperatorOutcome(operator, True, serial, result, awaiting_serial=True))
             continue

@@ -28,6 +28,7 @@ from typing import Any
 from blocker import __version__
 from blocker.clock import SYSTEM, Clock
 from blocker.config.model import Config
+from blocker.fleet.follow import FleetState
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.load import load_orders, stat_signature
 from blocker.orders.model import LoadResult, Order, OrderCache
@@ -106,6 +107,9 @@ class Daemon:
         self.registry = registry_for(self.snapshot)
         set_operators(self.snapshot, config.operators)
         self.board = HealthBoard()
+        # blocker.fleet: propagation to the secondaries, its metrics and audit records
+        self.fleet = FleetState(lambda kind, data: self.audit.append(kind, data, actor=ACTOR))
+        self.registry.register(self.fleet)
         self.order_cache = OrderCache()
         self.caches = Caches()
         # operator -> (checksum, entries) of the zone this daemon last published or found current
@@ -554,6 +558,7 @@ class Daemon:
         self._log_outcomes(outcomes, reason)
         outcomes += retried
         self._update(load, op_plan, outcomes)
+        self.fleet.after_publish(config, [(o.operator, o.serial) for o in outcomes if o.published and o.serial])
         if outcomes and probes_configured(config) and self.scheduler.running:
             # Prove the new zone at once: the next periodic pass may be minutes away.
             probe_at(self.scheduler, self.probe_pass, self.clock.now() + timedelta(seconds=1), "after-publish")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from blocker.fleet.follow import FleetState
 from blocker.run.metrics import Snapshot, registry_for, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +38,11 @@ def _exposed_names() -> set[str]:
     s.time_to_block = {("o", "orange"): 1.0}
     s.time_to_lift = {("o", "orange"): 1.0}
     s.order_unverified = {("o", "orange"): 1.0}
-    text = render(registry_for(s)).decode()
+    registry = registry_for(s)
+    fleet = FleetState()  # the daemon registers it beside the snapshot's collector
+    fleet.serial, fleet.up, fleet.propagation = {("orange", "s"): 1}, {("orange", "s"): True}, {"orange": 0.5}
+    registry.register(fleet)
+    text = render(registry).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
@@ -46,7 +51,7 @@ def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
     check = subprocess.run(["promtool", "check", "rules", str(PROM / "blocker-rules.yml")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 17 rules found" in check.stdout
+    assert "SUCCESS: 19 rules found" in check.stdout
     tests = subprocess.run(["promtool", "test", "rules", "blocker-rules.test.yml"], cwd=PROM,
                            capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout + tests.stderr

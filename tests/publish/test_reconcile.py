@@ -81,7 +81,8 @@ def test_a_review_that_stops_records_nothing(tmp_path: Path) -> None:
         seen.append(plan)
         return False
 
-    done = reconcile(lambda: load_orders(config.orders_dir, config.order_rules), config, config.state_dir, config.zones_dir,
+    done = reconcile(lambda: load_orders(config.orders_dir, config.order_rules),
+                     config, config.state_dir, config.zones_dir,
                      now, now=now, review=review)
     assert done.stopped and not done.published and done.outcomes == []
     assert [p.operator for p in seen[0].operators] == ["orange"] and seen[0].has_changes
@@ -98,7 +99,8 @@ def test_a_review_that_refuses_raises_through_and_records_nothing(tmp_path: Path
         raise PublishError("refused")
 
     with pytest.raises(PublishError, match="refused"):
-        reconcile(lambda: load_orders(config.orders_dir, config.order_rules), config, config.state_dir, config.zones_dir,
+        reconcile(lambda: load_orders(config.orders_dir, config.order_rules),
+                     config, config.state_dir, config.zones_dir,
                   now, now=now, review=review)
     assert State(config.state_dir).last_good() == {}
 
@@ -113,7 +115,8 @@ def test_reconcile_records_then_publishes_and_a_second_one_has_nothing_to_do(tmp
         audit.append("apply", {"checksum": plan.checksum})
 
     def run() -> Any:
-        return reconcile(lambda: load_orders(config.orders_dir, config.order_rules), config, config.state_dir,
+        return reconcile(lambda: load_orders(config.orders_dir, config.order_rules),
+                     config, config.state_dir,
                          config.zones_dir, now, now=now, before_publish=before)
 
     done = run()
@@ -142,7 +145,8 @@ def _published_awaiting(tmp_path: Path) -> tuple[Config, OperatorOutcome, State]
     config = _config(tmp_path, "{kind: command, command: ['true']}",
                      ", resolvers: [{address: '127.0.0.1:9', name: r1}]")
     now = datetime.now(UTC)
-    done = reconcile(lambda: load_orders(config.orders_dir, config.order_rules), config, config.state_dir, config.zones_dir,
+    done = reconcile(lambda: load_orders(config.orders_dir, config.order_rules),
+                     config, config.state_dir, config.zones_dir,
                      now, now=now)
     [outcome] = done.outcomes
     assert outcome.awaiting_serial and outcome.reload is not None and outcome.reload.ok
