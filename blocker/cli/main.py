@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blocker import __version__
+from blocker.cli import agent as cli_agent
 from blocker.cli import legal as cli_legal
 from blocker.config.model import Config, ConfigError, load_config
 from blocker.crashlog import write_crash_log
@@ -464,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_probe)
 
     cli_legal.register(add)
+    cli_agent.register(add)
     return parser
 
 

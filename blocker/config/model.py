@@ -113,6 +113,9 @@ class Config:
     probe_retries: int
     probe_concurrency: int
     probe_rate_per_resolver: float
+    probe_sample_per_pass: int
+    probe_sweep_period: float
+    probe_agent_name: str
     operators: dict[str, OperatorConfig]
     source: str = "<built-in defaults>"
 
@@ -275,6 +278,7 @@ def _operator(op_id: str, value: Any) -> OperatorConfig:
 
 _ASCII_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _OPERATOR_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
+_AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")  # a metric label a dashboard shows
 
 
 def normalize_origin(origin: str) -> str:
@@ -337,7 +341,7 @@ def build(data: dict[str, Any], source: str) -> Config:
     daemon = top.section("daemon", {"reconcile_interval", "watch_interval", "misfire_grace"})
     probe = top.section("probe", {
         "interval", "recent_window_days", "control_names", "timeout", "retries", "concurrency",
-        "rate_per_resolver",
+        "rate_per_resolver", "sample_per_pass", "sweep_period", "agent_name",
     })
     controls = []
     for raw in probe.strings("control_names"):
@@ -345,6 +349,9 @@ def build(data: dict[str, Any], source: str) -> Config:
             controls.append(normalize_name(raw))
         except NameError_ as exc:
             raise ConfigError(f"probe.control_names: {exc}") from None
+    agent_name = probe.get("agent_name", str)
+    if agent_name and not _AGENT_NAME.match(agent_name):
+        raise ConfigError("probe.agent_name: expected ASCII letters, digits, . _ - (at most 63), or empty")
     log_format = top.get("log_format", str)
     if log_format not in ("plain", "json"):
         raise ConfigError("log_format: expected plain or json")
@@ -393,6 +400,9 @@ def build(data: dict[str, Any], source: str) -> Config:
         probe_retries=int(probe.number("retries")),
         probe_concurrency=int(probe.number("concurrency", 1)),
         probe_rate_per_resolver=float(probe.number("rate_per_resolver", 1)),
+        probe_sample_per_pass=int(probe.number("sample_per_pass")),
+        probe_sweep_period=float(probe.number("sweep_period")),
+        probe_agent_name=agent_name,
         operators=operators,
         source=source,
     )
