@@ -33,6 +33,8 @@ def _exposed_names() -> set[str]:
     s.resolver_up = {("orange", "r"): True}
     s.time_to_block = {("o", "orange"): 1.0}
     s.time_to_lift = {("o", "orange"): 1.0}
+    s.probe_sweep_ts = {"orange": 1.0}
+    s.probe_sample = {"orange": (2, 1)}
     text = render(registry_for(s)).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
@@ -41,7 +43,7 @@ def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
     check = subprocess.run(["promtool", "check", "rules", str(PROM / "blocker-rules.yml")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 13 rules found" in check.stdout
+    assert "SUCCESS: 14 rules found" in check.stdout
     tests = subprocess.run(["promtool", "test", "rules", "blocker-rules.test.yml"], cwd=PROM,
                            capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout + tests.stderr
@@ -70,3 +72,26 @@ def test_systemd_unit_runs_the_daemon_with_reload_on_sighup() -> None:
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
     limit = re.search(r"^LimitNOFILE=(\d+)$", unit, re.M)
     assert limit is not None and int(limit.group(1)) >= 65536
+
+
+def test_a_probe_agent_labels_every_probe_series_and_exposes_no_daemon_metric() -> None:
+    """A central Prometheus scraping many agents: each probe series names its agent, and an
+    agent exposes no reconcile or zone metric a daemon rule would page on (a reconcile timestamp
+    of 0 would fire BlockerReconcileStale for every agent)."""
+    from blocker.run.metrics import Snapshot, registry_for, render
+
+    s = Snapshot(agent="vp-lyo-2")
+    s.probe_checks = {("orange", "r", "blocked"): 3}
+    s.probe_last_pass_ts = {"orange": 1.0}
+    s.resolver_up = {("orange", "r"): True}
+    s.probe_sweep_ts = {"orange": 1.0}
+    lines = [line for line in render(registry_for(s, agent=True)).decode().splitlines()
+             if line and not line.startswith("#")]
+    probe_lines = [line for line in lines if not line.startswith(("blocker_build_info", "blocker_audit_writable"))]
+    assert probe_lines and all('agent="vp-lyo-2"' in line for line in probe_lines), probe_lines
+    names = {line.split("{")[0].split(" ")[0] for line in lines}
+    rules = (PROM / "blocker-rules.yml").read_text()
+    daemon_only = {"blocker_last_reconcile_timestamp_seconds", "blocker_zone_in_effect", "blocker_orders_invalid",
+                   "blocker_publish_failures_total", "blocker_zone_removals_held"}
+    assert daemon_only <= _metric_names(rules) | {"blocker_publish_failures_total"}
+    assert not names & daemon_only
