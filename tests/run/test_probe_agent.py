@@ -69,7 +69,7 @@ def test_probe_agent_probes_a_real_resolver_and_serves_labelled_metrics(env: Env
             if agent is not None and agent.poll() is not None:
                 raise AssertionError(f"agent exited {agent.returncode}:\n{(env.root / 'agent.log').read_text()}")
             try:
-                status, body = http_get(port, "/metrics")
+                _status, body = http_get(port, "/metrics")
             except OSError:
                 return None
             text = body.decode()
