@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blocker import __version__
+from blocker.cli import agent as cli_agent
 from blocker.cli import audit as cli_audit
 from blocker.cli import fleet as cli_fleet
 from blocker.cli import legal as cli_legal
@@ -355,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_audit.register(add)
     cli_legal.register(add)
     cli_fleet.register(sub, [common])
+    cli_agent.register(add)
     return parser
 
 

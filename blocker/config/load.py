@@ -193,6 +193,7 @@ def _operator(op_id: str, value: Any) -> OperatorConfig:
                           secondaries=_fleet().parse_secondaries(value.get("secondaries"), f"{where}.secondaries"))
 
 
+_AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")  # a metric label a dashboard shows
 _ASCII_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _OPERATOR_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
 
@@ -292,8 +293,11 @@ def _daemon(top: _Reader) -> dict[str, Any]:
 def _probe(top: _Reader) -> dict[str, Any]:
     probe = top.section("probe", {
         "interval", "recent_window_days", "control_names", "timeout", "retries", "concurrency",
-        "rate_per_resolver",
+        "rate_per_resolver", "sample_per_pass", "sweep_period", "agent_name",
     })
+    agent_name = probe.get("agent_name", str) or ""
+    if agent_name and not _AGENT_NAME.match(agent_name):
+        raise ConfigError("probe.agent_name: expected ASCII letters, digits, . _ - (at most 63), or empty")
     return {
         "control_names": tuple(_checked_name(raw, "probe.control_names") for raw in probe.strings("control_names")),
         "probe_interval": float(probe.number("interval", 1)),
@@ -302,6 +306,9 @@ def _probe(top: _Reader) -> dict[str, Any]:
         "probe_retries": int(probe.number("retries")),
         "probe_concurrency": int(probe.number("concurrency", 1)),
         "probe_rate_per_resolver": float(probe.number("rate_per_resolver", 1)),
+        "probe_sample_per_pass": int(probe.number("sample_per_pass")),
+        "probe_sweep_period": float(probe.number("sweep_period")),
+        "probe_agent_name": agent_name,
     }
 
 

@@ -107,6 +107,9 @@ class Config:
     probe_retries: int
     probe_concurrency: int
     probe_rate_per_resolver: float
+    probe_sample_per_pass: int
+    probe_sweep_period: float
+    probe_agent_name: str
     operators: dict[str, OperatorConfig]
     source: str = "<built-in defaults>"
     distribution: Distribution | None = None  # blocker.fleet: the hidden primary, when one serves the zones

@@ -71,6 +71,10 @@ class Snapshot:
     time_to_lift: dict[tuple[str, str], float] = field(default_factory=dict)
     # (order, operator) -> seconds since the later of its start and its receipt, not yet verified
     order_unverified: dict[tuple[str, str], float] = field(default_factory=dict)
+    probe_sample: dict[str, tuple[int, int]] = field(default_factory=dict)  # operator -> (whole set, asked)
+    probe_sweep_ts: dict[str, float] = field(default_factory=dict)  # operator -> when a sweep last completed
+    # `blocker probe-agent`: the `agent` label every probe metric carries ("" in the daemon: none)
+    agent: str = ""
 
 
 def set_operators(s: Snapshot, operators: Iterable[str]) -> None:
@@ -246,26 +250,65 @@ class BlockerCollector(Collector):
                                     "is published until the trail can be written.", value=int(s.audit_writable))
             yield CounterMetricFamily("blocker_audit_write_failures", "Audit appends that failed (disk full, I/O "
                                       "error).", value=s.audit_write_failures)
-            yield _gauge("blocker_probe_checks", "Checks of the last probe pass by verdict.",
-                         ["operator", "resolver", "verdict"], s.probe_checks)
-            yield _gauge("blocker_probe_last_pass_timestamp_seconds", "When the last full probe pass ended.",
-                         ["operator"], s.probe_last_pass_ts)
-            yield _gauge("blocker_probe_oldest_unverified_seconds",
-                         "Age of the oldest active entry not yet seen blocked on every resolver.",
-                         ["operator"], _per_operator(s, s.probe_oldest_unverified))
-            yield _gauge("blocker_order_unverified_seconds",
-                         "Per order in force not yet seen blocked on every resolver: seconds since the later "
-                         "of its start and its receipt.", ["order", "operator"], s.order_unverified)
-            yield _gauge("blocker_resolver_serial", "Zone serial a resolver serves (where it can be asked).",
-                         ["operator", "resolver"], s.resolver_serial)
-            yield _gauge("blocker_resolver_up", "1 when the resolver answered the last probe pass.",
-                         ["operator", "resolver"], s.resolver_up, int)
-            yield _gauge("blocker_order_time_to_block_seconds",
-                         "From the order's start to the first probe that saw it blocked on every resolver.",
-                         ["order", "operator"], s.time_to_block)
-            yield _gauge("blocker_order_time_to_lift_seconds",
-                         "From the order's end to the first probe that saw its names resolve again.",
-                         ["order", "operator"], s.time_to_lift)
+            yield from probe_families(s)
+
+
+def probe_families(s: Snapshot) -> Iterator[Metric]:
+    """The probe metrics (lock held): the daemon's, and a probe agent's with its `agent` label (a
+    central Prometheus scraping or federating many agents keeps their series apart)."""
+    extra = [s.agent] if s.agent else []
+    labels: Callable[[list[str]], list[str]] = (lambda names: [*names, "agent"]) if s.agent else (lambda n: n)
+
+    def gauge(name: str, doc: str, names: list[str], values: Mapping[Any, Any],
+              value_of: Callable[[Any], Any] = _same) -> GaugeMetricFamily:
+        keyed = {(*(k if isinstance(k, tuple) else (k,)), *extra): v for k, v in values.items()}
+        return _gauge(name, doc, labels(names), keyed, value_of)
+
+    yield gauge("blocker_probe_checks", "Checks of the last probe pass by verdict.",
+                ["operator", "resolver", "verdict"], s.probe_checks)
+    yield gauge("blocker_probe_last_pass_timestamp_seconds", "When the last full probe pass ended.",
+                ["operator"], s.probe_last_pass_ts)
+    yield gauge("blocker_probe_oldest_unverified_seconds",
+                "Age of the oldest active entry not yet seen blocked on every resolver.",
+                ["operator"], _per_operator(s, s.probe_oldest_unverified))
+    yield gauge("blocker_order_unverified_seconds",
+                "Per order in force not yet seen blocked on every resolver: seconds since the later "
+                "of its start and its receipt.", ["order", "operator"], s.order_unverified)
+    yield gauge("blocker_resolver_serial", "Zone serial a resolver serves (where it can be asked).",
+                ["operator", "resolver"], s.resolver_serial)
+    yield gauge("blocker_resolver_up", "1 when the resolver answered the last probe pass.",
+                ["operator", "resolver"], s.resolver_up, int)
+    yield gauge("blocker_order_time_to_block_seconds",
+                "From the order's start to the first probe that saw it blocked on every resolver.",
+                ["order", "operator"], s.time_to_block)
+    yield gauge("blocker_order_time_to_lift_seconds",
+                "From the order's end to the first probe that saw its names resolve again.",
+                ["order", "operator"], s.time_to_lift)
+    yield gauge("blocker_probe_sample_checks", "Checks of the operator's whole set (scope=total) and asked by "
+                "the last pass (scope=asked: changed, failing, controls and the rotating sample).",
+                ["operator", "scope"], {**{(op, "total"): t for op, (t, _) in s.probe_sample.items()},
+                                        **{(op, "asked"): a for op, (_, a) in s.probe_sample.items()}})
+    yield gauge("blocker_probe_sweep_timestamp_seconds", "When the rotation last covered the operator's whole "
+                "set (probe.sweep_period bounds the gap).", ["operator"], s.probe_sweep_ts)
+
+
+class ProbeAgentCollector(Collector):
+    """What a probe agent exposes: its build, its audit trail, the probe metrics (labelled with
+    the agent). Not the daemon's reconcile and zone metrics: an agent never reconciles, and a
+    reconcile timestamp of 0 would page BlockerReconcileStale for every agent."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.s = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.s
+        with s.lock:
+            yield _gauge("blocker_build_info", "Build information.", ["version"], {__version__: 1})
+            yield _gauge("blocker_probe_agent_info", "1 for a probe agent: its name (the `agent` label).",
+                         ["agent"], {s.agent: 1})
+            yield GaugeMetricFamily("blocker_audit_writable", "1 when the last audit append succeeded.",
+                                    value=int(s.audit_writable))
+            yield from probe_families(s)
 
 
 def _histogram(s: Snapshot) -> HistogramMetricFamily:
@@ -275,9 +318,9 @@ def _histogram(s: Snapshot) -> HistogramMetricFamily:
                                  buckets=buckets, sum_value=s.reconcile_sum)
 
 
-def registry_for(snapshot: Snapshot) -> CollectorRegistry:
+def registry_for(snapshot: Snapshot, *, agent: bool = False) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BlockerCollector(snapshot))
+    registry.register(ProbeAgentCollector(snapshot) if agent else BlockerCollector(snapshot))
     return registry
 
 

@@ -29,6 +29,7 @@ from blocker.probe.expectations import (
 )
 from blocker.probe.model import Check, CheckResult
 from blocker.probe.proof import prove, served_throughout
+from blocker.probe.sampling import Sampler, sample_size
 from blocker.record.audit import AuditLog
 from blocker.record.state import State
 from blocker.run.logs import log_internal
@@ -48,8 +49,9 @@ class Prober:
 
     def __init__(self, state_dir: Path, audit: AuditLog, snapshot: Snapshot, clock: Clock,
                  orders: Callable[[], dict[str, Order]],
-                 remembered: Callable[[str], tuple[str, ZoneEntries] | None]) -> None:
+                 remembered: Callable[[str], tuple[str, ZoneEntries] | None], actor: str = ACTOR) -> None:
         self.lock = threading.Lock()
+        self.actor = actor  # who the audit records name: the daemon, or a probe agent
         self.state_dir = state_dir  # where a crash file goes (the daemon's, whatever a SIGHUP says)
         self.audit = audit
         self.snapshot = snapshot
@@ -58,6 +60,7 @@ class Prober:
         self._remembered = remembered  # operator -> (checksum, entries) of the zone last published
         self._cache = PolicyCache()
         self._verdicts: dict[VerdictKey, str] = {}
+        self._samplers: dict[str, Sampler] = {}  # operator -> its rotation (see blocker.probe.sampling)
 
     def run_pass(self, config: Config, state: State, reason: str) -> None:
         """Probe every operator with resolvers (caller holds `lock`); one failing never stops the rest."""
@@ -74,6 +77,11 @@ class Prober:
         content = desired(orders.values(), op.id, now, self._cache)
         checks = expected_checks(orders.values(), op.id, now, recent_days=config.probe_recent_window_days,
                                  control_names=config.control_names, content=content)
+        size = sample_size(len(checks), sample_per_pass=config.probe_sample_per_pass,
+                           interval=config.probe_interval, sweep_period=config.probe_sweep_period)
+        sampler = self._samplers.setdefault(op.id, Sampler())
+        selection = sampler.select(checks, size)
+        checks = selection.checks
         targets = targets_for(op)
         canary = canary_owner(op.id)
         before = asyncio.run(read_lane_canaries(targets, canary, config.probe_timeout, config.probe_retries))
@@ -84,6 +92,11 @@ class Prober:
         published = self._published(config.zones_dir, state, op.id)
         results = prove(checks, results, proof_serials(checks, orders.values(), published),
                         served_throughout(before, after))
+        sampler.observe(checks, results)
+        with self.snapshot.lock:
+            self.snapshot.probe_sample[op.id] = (selection.total, len(checks))
+            if selection.wrapped:
+                self.snapshot.probe_sweep_ts[op.id] = self.clock.now().timestamp()
         # Per resolver (the label probe results carry): the serial its first transport applies now.
         serials = {t.name or t.address: after.get((t.name or t.address, t.transports[0])) if t.transports else None
                    for t in targets}
@@ -112,7 +125,7 @@ class Prober:
         for r in results:
             counts[r.verdict] = counts.get(r.verdict, 0) + 1
         for change in self._verdict_changes(op.id, results)[:MAX_CHANGES_AUDITED]:
-            self.audit.append("probe-verdict-change", change, actor=ACTOR)
+            self.audit.append("probe-verdict-change", change, actor=self.actor)
         verified, failing = self._order_outcomes(state, op.id, orders, results, now)
         published = read_meta(config.zones_dir / f"{op.id}.rpz")
         published_serial = published.serial if published is not None else None
@@ -122,7 +135,7 @@ class Prober:
             "orders": verified + failing, "verified": verified, "failing": failing,
             "published_serial": published_serial, "resolver_serials": serials,
             "stale": stale,
-        }, actor=ACTOR)
+        }, actor=self.actor)
         if failing or stale:
             log.warning("probe pass: not every check holds", extra={"operator": op.id, "failing": ",".join(failing),
                                                                     "stale": ",".join(stale), "verdicts": counts})
@@ -174,7 +187,7 @@ class Prober:
                         "after_seconds": round((now - since).total_seconds(), 3)}
                 log.info(f"first probe pass that proves the order {'blocked' if kind == 'blocked' else 'lifted'}",
                          extra=data)
-                self.audit.append("order-verified", data, actor=ACTOR)
+                self.audit.append("order-verified", data, actor=self.actor)
         return verified, failing
 
     def _served(self, state: State, operator: str, published: int | None,

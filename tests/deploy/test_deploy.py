@@ -38,6 +38,8 @@ def _exposed_names() -> set[str]:
     s.time_to_block = {("o", "orange"): 1.0}
     s.time_to_lift = {("o", "orange"): 1.0}
     s.order_unverified = {("o", "orange"): 1.0}
+    s.probe_sweep_ts = {"orange": 1.0}
+    s.probe_sample = {"orange": (2, 1)}
     registry = registry_for(s)
     fleet = FleetState()  # the daemon registers it beside the snapshot's collector
     fleet.serial, fleet.up, fleet.propagation = {("orange", "s"): 1}, {("orange", "s"): True}, {"orange": 0.5}
@@ -51,7 +53,7 @@ def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
     check = subprocess.run(["promtool", "check", "rules", str(PROM / "blocker-rules.yml")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 19 rules found" in check.stdout
+    assert "SUCCESS: 20 rules found" in check.stdout
     tests = subprocess.run(["promtool", "test", "rules", "blocker-rules.test.yml"], cwd=PROM,
                            capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout + tests.stderr
@@ -92,3 +94,24 @@ def test_readme_alert_table_lists_every_shipped_alert() -> None:
     assert table == alerts
     config = yaml.safe_load((PROM / "prometheus.yml").read_text())
     assert [job["job_name"] for job in config["scrape_configs"]] == ["blocker"]  # what BlockerDown matches
+def test_a_probe_agent_labels_every_probe_series_and_exposes_no_daemon_metric() -> None:
+    """A central Prometheus scraping many agents: each probe series names its agent, and an
+    agent exposes no reconcile or zone metric a daemon rule would page on (a reconcile timestamp
+    of 0 would fire BlockerReconcileStale for every agent)."""
+    from blocker.run.metrics import Snapshot, registry_for, render
+
+    s = Snapshot(agent="vp-lyo-2")
+    s.probe_checks = {("orange", "r", "blocked"): 3}
+    s.probe_last_pass_ts = {"orange": 1.0}
+    s.resolver_up = {("orange", "r"): True}
+    s.probe_sweep_ts = {"orange": 1.0}
+    lines = [line for line in render(registry_for(s, agent=True)).decode().splitlines()
+             if line and not line.startswith("#")]
+    probe_lines = [line for line in lines if not line.startswith(("blocker_build_info", "blocker_audit_writable"))]
+    assert probe_lines and all('agent="vp-lyo-2"' in line for line in probe_lines), probe_lines
+    names = {line.split("{")[0].split(" ")[0] for line in lines}
+    rules = (PROM / "blocker-rules.yml").read_text()
+    daemon_only = {"blocker_last_reconcile_timestamp_seconds", "blocker_zone_in_effect", "blocker_orders_invalid",
+                   "blocker_publish_failures_total", "blocker_zone_removals_held"}
+    assert daemon_only <= _metric_names(rules) | {"blocker_publish_failures_total"}
+    assert not names & daemon_only
