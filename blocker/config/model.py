@@ -115,6 +115,7 @@ class Config:
     probe_rate_per_resolver: float
     operators: dict[str, OperatorConfig]
     source: str = "<built-in defaults>"
+    legal_exported_by: str | None = None  # who the evidence packs name as their exporter (`evidence --by`)
 
     def with_paths(
         self,
@@ -310,7 +311,7 @@ def build(data: dict[str, Any], source: str) -> Config:
         zone(tz)
     except LegalTimeError as exc:
         raise ConfigError(f"timezone: {exc}") from None
-    legal = top.section("legal", {"extend_to_working_day", "holidays_country"})
+    legal = top.section("legal", {"extend_to_working_day", "holidays_country", "exported_by"})
     country = legal.get("holidays_country", str, "FR")
     try:
         import holidays
@@ -368,6 +369,7 @@ def build(data: dict[str, Any], source: str) -> Config:
         zones_dir=Path(top.get("zones_dir", str)),
         timezone=tz,
         extend_to_working_day=legal.get("extend_to_working_day", bool, False),
+        legal_exported_by=legal.get("exported_by", str, None),
         holidays_country=country,
         rpz_ttl=int(rpz.number("ttl", 0)),
         soa=SoaConfig(

@@ -163,8 +163,11 @@ def test_report_json_matches_the_known_windows(scenario: Path) -> None:
     assert d["rule"].startswith("lifted: mainlevée, ordonnance du 2091-01-31 (scheduled cpc-641: 1 year")
     ops = {(r["id"], o["operator"]): o for r in data["orders"] for o in r["per_operator"]}
     ao = ops[("alpha", "orange")]
-    assert (ao["block"], ao["block_verified"], ao["time_to_block_seconds"]) == (
-        "verified", "2091-01-10T12:07:00+01:00", 43620.0)
+    # alpha started at 00:00, blocker's records begin with the first apply at 12:00: the legal figure
+    # would count twelve hours blocker never saw; the operational one (from receipt) is 7 minutes.
+    assert (ao["block"], ao["block_verified"], ao["time_to_block_seconds"], ao["time_to_block"]) == (
+        "verified", "2091-01-10T12:07:00+01:00", None, "before blocker's records")
+    assert ao["time_to_block_from_receipt_seconds"] == 420.0 and a["predates_records"] is True
     assert (ao["first_published"], ao["lift"]) == ("2091-01-10T12:00:00+01:00", "not-due")
     assert (ao["last_verified"], ao["last_failure"], ao["failures"]) == (
         "2091-03-24T11:00:00+01:00", "2091-02-24T11:00:00+01:00", 1)
@@ -183,8 +186,9 @@ def test_report_json_matches_the_known_windows(scenario: Path) -> None:
                 assert op[key] is None or OFFSET_ISO.match(op[key]), (key, op[key])
     timeline = [(e["kind"], e["operator"], e["text"]) for e in a["timeline"]]
     assert ("failure", "orange", "probe: alpha.example on r1: blocked -> not-blocked") in timeline
-    assert ("verify", "orange", "block verified on every resolver (12 h 7 min after the start)") in timeline
-    assert ("verify", "sfr", "block verified on every resolver (12 h 9 min after the start)") in timeline
+    assert ("verify", "orange", "block verified on every resolver (the start is before blocker's records)") in timeline
+    assert ("verify", "sfr", "block verified on every resolver (the start is before blocker's records)") in timeline
+    assert (b["ended"], d["ended"], a["ended"]) == ({"how": "lifted-on-schedule"}, {"how": "lifted-early"}, None)
 
 
 def test_report_as_at_an_earlier_instant_shows_what_was_known_then(scenario: Path) -> None:
@@ -206,7 +210,7 @@ def test_report_table_and_csv(scenario: Path) -> None:
     assert "lift      2091-04-11T00:00:00+02:00" in out
     assert "rule      cpc-641: 3 months; in force through 2091-04-10 24:00 Europe/Paris" in out
     assert "files.alpha.example (url-escalated: https://files.alpha.example/d/leak.csv)" in out
-    assert re.search(r"orange\s+verified\s+2091-01-10T12:00:00\+01:00 #\d+\s+2091-01-10T12:07:00\+01:00\s+12 h 7 min",
+    assert re.search(r"orange\s+verified\s+2091-01-10T12:00:00\+01:00 #\d+\s+2091-01-10T12:07:00\+01:00\s+before blocker.s records\s+7 min",
                      out)
     assert "audit trail intact" in proc.stderr
     proc = blocker("report", "--orders", "orders", "--state-dir", "state", "--at", T, "--format", "csv",
@@ -217,7 +221,8 @@ def test_report_table_and_csv(scenario: Path) -> None:
         ("alpha", "orange"), ("alpha", "sfr"), ("charlie", "sfr"), ("bravo", "orange"), ("delta", "orange"),
         ("delta", "sfr")]
     assert rows[0]["days_remaining"] == "18" and rows[0]["url_escalated"] == "files.alpha.example"
-    assert rows[0]["time_to_block_seconds"] == "43620.0"
+    assert (rows[0]["time_to_block_seconds"], rows[0]["time_to_block_note"]) == ("", "before blocker's records")
+    assert rows[0]["time_to_block_from_receipt_seconds"] == "420.0"
 
 
 def png_pixels(data: bytes) -> tuple[int, int, bytes]:
