@@ -574,7 +574,8 @@ def build_timeline(order: Order, records: Iterable[dict[str, Any]], op_rows: Ite
                                     "see `blocker audit show --order` or the evidence pack"))
     for r in op_rows:  # verifications known to the state but not (or not yet) in the audit trail
         if r.block_verified is not None and (r.operator, "blocked") not in seen_verified:
-            after = f"the start is {r.block_note}" if r.block_note else f"{fmt_duration(r.time_to_block)} after the start"
+            after = (f"the start is {r.block_note}" if r.block_note
+                     else f"{fmt_duration(r.time_to_block)} after the start")
             events.append(TimelineEvent(r.block_verified, "verify", f"block verified on every resolver ({after})",
                                         r.operator))
         if r.lift_verified is not None and (r.operator, "lifted") not in seen_verified:

@@ -62,6 +62,7 @@ class Snapshot:
     resolver_up: dict[tuple[str, str], bool] = field(default_factory=dict)
     time_to_block: dict[tuple[str, str], float] = field(default_factory=dict)  # (order, operator)
     time_to_lift: dict[tuple[str, str], float] = field(default_factory=dict)
+    time_to_block_from_receipt: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 def observe_reconcile(s: Snapshot, seconds: float, ok: bool) -> None:
@@ -112,7 +113,7 @@ def observe_zone(s: Snapshot, operator: str, names: int, records: int, serial: i
 
 def observe_probe(s: Snapshot, operator: str, results: Iterable[CheckResult], serials: Mapping[str, int | None],
                   orders: Mapping[str, Order], firsts: Mapping[tuple[str, str, str], datetime],
-                  now: datetime) -> None:
+                  now: datetime, received: Mapping[str, datetime] | None = None) -> None:
     """One operator's probe pass: verdicts per resolver, serials served, time to block and lift."""
     per_resolver: dict[tuple[str, str], int] = {}
     up: dict[str, bool] = {}
@@ -139,6 +140,10 @@ def observe_probe(s: Snapshot, operator: str, results: Iterable[CheckResult], se
                 continue
             target = s.time_to_block if kind == "blocked" else s.time_to_lift
             target[(order_id, op)] = (at - (order.start if kind == "blocked" else order.end)).total_seconds()
+            got = (received or {}).get(order_id)
+            if kind == "blocked" and got is not None:  # ops' figure: from receipt (or the start, if later)
+                since = max(got, order.start, key=lambda t: t.timestamp())
+                s.time_to_block_from_receipt[(order_id, op)] = (at - since).total_seconds()
 
 
 def _same(value: Any) -> Any:
@@ -220,6 +225,10 @@ class BlockerCollector(Collector):
             yield _gauge("blocker_order_time_to_block_seconds",
                          "From the order's start to the first probe that saw it blocked on every resolver.",
                          ["order", "operator"], s.time_to_block)
+            yield _gauge("blocker_order_time_to_block_from_receipt_seconds",
+                         "From receipt of the order file (or its start, if later) to the first probe that saw it "
+                         "blocked on every resolver: the part operations control.",
+                         ["order", "operator"], s.time_to_block_from_receipt)
             yield _gauge("blocker_order_time_to_lift_seconds",
                          "From the order's end to the first probe that saw its names resolve again.",
                          ["order", "operator"], s.time_to_lift)

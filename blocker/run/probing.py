@@ -126,7 +126,8 @@ class Prober:
         if failing or stale:
             log.warning("probe pass: not every check holds", extra={"operator": op.id, "failing": ",".join(failing),
                                                                     "stale": ",".join(stale), "verdicts": counts})
-        observe_probe(self.snapshot, op.id, results, serials, orders, state.firsts(), now)
+        observe_probe(self.snapshot, op.id, results, serials, orders, state.firsts(), now,
+                          {o: first for o, (_n, first) in state.version_summary().items()})
 
     def _verdict_changes(self, operator: str, results: list[CheckResult]) -> list[dict[str, object]]:
         """Each check whose verdict differs from the last pass's (remembered for the next)."""
