@@ -32,6 +32,7 @@ from blocker.cli.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE, CliError
 from blocker.cli.output import print_errors, table
 from blocker.config.model import Config
 from blocker.legal.report import (
+    BEFORE_RECORDS,
     Expiring,
     Facts,
     ReportRow,
@@ -42,6 +43,7 @@ from blocker.legal.report import (
     fmt_duration,
     gather,
     to_csv,
+    with_unicode,
 )
 from blocker.orders.legaltime import fmt_instant, zone
 from blocker.orders.load import read_order_file
@@ -86,6 +88,8 @@ def _orders_and_state(args: argparse.Namespace, config: Config, at: datetime
         return Effective(dict(result.orders)), None, state_dir, result.ok
     try:
         eff = effective_orders(result, config, state, None, at, record=False)
+        for order_id, order in _dropped_orders(state, eff, config).items():
+            eff.orders[order_id] = order  # dropped with apply --force: the report must still show it
     except sqlite3.Error as exc:
         raise CliError(f"{state_dir}: cannot read the state: {exc}") from None
     if not folder.is_dir():
@@ -94,6 +98,27 @@ def _orders_and_state(args: argparse.Namespace, config: Config, at: datetime
         print(f"blocker: showing the order versions kept in {state_dir}", file=sys.stderr)
         eff.flags.clear()
     return eff, state, state_dir, result.ok
+
+
+def _stored_version(order_id: str, state: State, config: Config) -> Order | None:
+    """The newest stored version of an order that still parses (orders.model.parse_order, the one
+    parser: a stored version means what the same file would mean today)."""
+    for _digest, path, content, _first in reversed(state.order_versions(order_id)):
+        parsed = parse_stored(content, path, config.order_rules)
+        if isinstance(parsed, Order):
+            return parsed
+    return None
+
+
+def _dropped_orders(state: State, eff: Effective, config: Config) -> dict[str, Order]:
+    """Orders blocker applied once that are neither in the folder nor kept in force: the ones
+    `apply --force` dropped after their file was lost. A lawyer must see them (issue 12)."""
+    out = {}
+    for order_id in sorted(set(state.version_summary()) - set(eff.orders)):
+        order = _stored_version(order_id, state, config)
+        if order is not None:
+            out[order_id] = order
+    return out
 
 
 def _facts(eff: Effective, state: State | None, state_dir: Path, at: datetime, *, with_audit: bool) -> Facts:
@@ -153,10 +178,18 @@ def _row_text(row: ReportRow) -> str:
              f"  start     {fmt_instant(o.start, tz)}",
              f"  lift      {fmt_instant(o.end, tz)}",
              f"  rule      {printable(o.rule)}"]
+    if row.removed and row.removal is not None:
+        d = row.removal
+        lines.append(f"  ended     REMOVED BY FORCE, without a court's lift: by {printable(d.actor)}, "
+                     f"{fmt_instant(d.at, tz)}, reviewed plan checksum {printable(d.checksum or 'not recorded')}")
+    elif o.lifted_early and o.lifted is not None:
+        lines.append(f"  ended     lifted early by the court: {printable(o.lifted.reason)}")
+    elif row.status == "expired":
+        lines.append("  ended     lifted on schedule")
     if row.received is not None:
         lines.append(f"  received  {fmt_instant(row.received, tz)} (first applied; {row.versions} version(s))")
-    targets = [printable(t.name) + (f" (url-escalated: {printable(t.source)})" if t.kind == "url-escalated" else "")
-               for t in o.targets]
+    targets = [printable(with_unicode(t.name))
+               + (f" (url-escalated: {printable(t.source)})" if t.kind == "url-escalated" else "") for t in o.targets]
     lines.append("  targets   " + ", ".join(targets))
 
     def at(value: datetime | None) -> str:
@@ -166,12 +199,18 @@ def _row_text(row: ReportRow) -> str:
     for r in row.operators:
         published = "-" if r.first_published is None else f"{at(r.first_published)} #{r.first_serial}"
         failures = str(r.failures) + (f" (last {at(r.last_failure)})" if r.last_failure else "")
-        cells.append([r.operator, r.block, published, at(r.block_verified), fmt_duration(r.time_to_block) or "-",
-                      at(r.last_verified), failures, r.lift, at(r.lift_verified)])
+        cells.append([r.operator, _word(r.block), published, at(r.block_verified),
+                      r.block_note or fmt_duration(r.time_to_block) or "-",
+                      fmt_duration(r.time_to_block_from_receipt) or "-", at(r.last_verified), failures,
+                      _word(r.lift), at(r.lift_verified)])
     text = table(cells, ["OPERATOR", "BLOCK", "FIRST PUBLISHED", "BLOCK VERIFIED", "TIME TO BLOCK",
-                         "LAST VERIFIED", "FAILURES", "LIFT", "LIFT VERIFIED"])
+                         "FROM RECEIPT", "LAST VERIFIED", "FAILURES", "LIFT", "LIFT VERIFIED"])
     lines += ["  " + line for line in text.splitlines()]
     return "\n".join(lines)
+
+
+def _word(state: str) -> str:
+    return BEFORE_RECORDS if state == "before-records" else state
 
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
@@ -198,7 +237,7 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
         text = to_csv(rows)
     elif args.format == "html":
         text = render_report(rows, at, config.timezone, audit=facts.audit, source=config.source,
-                             generated=datetime.now(UTC))
+                             generated=datetime.now(UTC), records_start=facts.records_start)
     else:
         text = "\n\n".join(_row_text(r) for r in rows) + "\n"
         audit = ("no audit trail" if facts.audit is None else
@@ -216,7 +255,9 @@ def cmd_expiring(args: argparse.Namespace, config: Config) -> int:
     at = parse_at(args.at, config)
     eff, state, state_dir, _ok = _orders_and_state(args, config, at)
     try:
-        facts = _facts(eff, state, state_dir, at, with_audit=False)  # zones and probes only: fast
+        # Zones and probes only (fast), unless an order was dropped: who dropped it is in the audit.
+        dropped = state is not None and any(o not in state.last_good() for o in eff.orders)
+        facts = _facts(eff, state, state_dir, at, with_audit=dropped)
     finally:
         if state is not None:
             state.close()
@@ -224,6 +265,7 @@ def cmd_expiring(args: argparse.Namespace, config: Config) -> int:
     items = expiring(rows, at, window)
     soon = [i for i in items if i.reason == "expires-within"]
     late = [i for i in items if i.reason == "lift-unverified"]
+    forced = [i for i in items if i.reason == "removed-by-force"]
     tz = zone(config.timezone)
 
     def stopped(item: Expiring) -> bool:
@@ -253,6 +295,14 @@ def cmd_expiring(args: argparse.Namespace, config: Config) -> int:
                              ["ORDER", "STATUS", "LIFTED AT", "UNVERIFIED (OPERATOR: STATE)", "NOTE"]))
             print("(unverified: removed from the zone, no probe has seen it resolve yet; "
                   "in-zone: still published after its end)")
+        if forced:
+            print("\nRemoved by force (apply --force), without a court's lift:")
+            print(table([[i.row.order.id, fmt_instant(i.row.order.end, i.row.order.tz),
+                          printable(i.row.removal.actor) if i.row.removal else "?",
+                          fmt_instant(i.row.removal.at, i.row.order.tz) if i.row.removal else "?",
+                          printable((i.row.removal.checksum if i.row.removal else None) or "not recorded"),
+                          printable(i.row.order.case_number)] for i in forced],
+                        ["ORDER", "WAS TO LIFT AT", "REMOVED BY", "REMOVED AT", "CHECKSUM REVIEWED", "CASE"]))
     return EXIT_INVALID if soon else EXIT_OK
 
 
@@ -264,11 +314,7 @@ def _find_order(order_id: str, eff: Effective, state: State, config: Config) -> 
     newest stored version that still parses (an orphan lifted with --force)."""
     if order_id in eff.orders:
         return eff.orders[order_id]
-    for _digest, path, content, _first in reversed(state.order_versions(order_id)):
-        parsed = parse_stored(content, path, config.order_rules)
-        if isinstance(parsed, Order):
-            return parsed
-    return None
+    return _stored_version(order_id, state, config)
 
 
 def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
@@ -293,9 +339,14 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
             current = None
         audit = AuditLog(state_dir)
         actor = current_actor()
+        exported_by = (args.by or config.legal_exported_by or "").strip()
+        if not exported_by:  # kept working (a contract), but said: an account name is no person
+            print(f"blocker: WARNING: no --by NAME (nor legal.exported_by): the pack names only the account "
+                  f"{printable(actor)}, which does not identify a person to a court", file=sys.stderr)
+            exported_by = actor
         try:
             pack = write_pack(Path(args.out), order, row, state=state, audit=audit, config=config, current=current,
-                              generated=datetime.now(UTC), actor=actor)
+                              generated=datetime.now(UTC), actor=actor, exported_by=exported_by)
         except OutputError as exc:
             raise CliError(f"--out {exc}", EXIT_USAGE if exc.usage else EXIT_INVALID) from None
         except (EvidenceError, OSError) as exc:
@@ -306,9 +357,13 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
         "order": order.id, "out": str(Path(args.out).resolve()), "files": len(pack.files),
         "manifest_sha256": pack.manifest_sha256, "records": pack.records,
         "head_seq": pack.head[0] if pack.head else 0, "head_hash": pack.head[1] if pack.head else None,
+        "exported_by": exported_by,
     }, actor=actor)
     print(f"{display_path(args.out)}: evidence pack for {order.id}: {len(pack.files)} files, "
-          f"{pack.records} audit record(s)")
+          f"{pack.records} audit record(s), exported by {printable(exported_by)}")
+    total = pack.audit.count if pack.audit is not None else 0
+    print(f"({pack.records} record(s) concern this order; verify.py checks all {total} of the trail: the chain "
+          "is proven from its first record)")
     print(f"MANIFEST.sha256 {pack.manifest_sha256} (recorded in the audit trail as evidence-exported)")
     if pack.audit is not None and not pack.audit.ok:
         print(f"blocker: WARNING: the audit trail is broken at line {pack.audit.bad_line}: {pack.audit.reason} "
@@ -347,5 +402,7 @@ def register(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--orders", metavar="DIR")
     p.add_argument("--state-dir", metavar="DIR", help="state folder (default: config state_dir)")
     p.add_argument("--at", metavar="ISO8601", help="instant of the summary's status and facts (default: now)")
+    p.add_argument("--by", metavar="NAME", help="the person exporting the pack, recorded in it and in the audit "
+                                               "trail (default: config legal.exported_by)")
     p.set_defaults(func=cmd_evidence)
 

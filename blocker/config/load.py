@@ -234,7 +234,7 @@ def _timezone(top: _Reader) -> dict[str, Any]:
 
 
 def _legal(top: _Reader) -> dict[str, Any]:
-    legal = top.section("legal", {"extend_to_working_day", "holidays_country"})
+    legal = top.section("legal", {"extend_to_working_day", "holidays_country", "exported_by"})
     country = legal.get("holidays_country", str, "FR")
     try:
         import holidays
@@ -242,7 +242,8 @@ def _legal(top: _Reader) -> dict[str, Any]:
         holidays.country_holidays(country)
     except (NotImplementedError, KeyError, AttributeError):
         raise ConfigError(f"legal.holidays_country: {country!r} is not a country python-holidays knows") from None
-    return {"extend_to_working_day": legal.get("extend_to_working_day", bool, False), "holidays_country": country}
+    return {"extend_to_working_day": legal.get("extend_to_working_day", bool, False), "holidays_country": country,
+            "legal_exported_by": legal.get("exported_by", str, None)}
 
 
 def _rpz(top: _Reader) -> dict[str, Any]:

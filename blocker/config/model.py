@@ -112,6 +112,7 @@ class Config:
     probe_agent_name: str
     operators: dict[str, OperatorConfig]
     source: str = "<built-in defaults>"
+    legal_exported_by: str | None = None  # who the evidence packs name as their exporter (`evidence --by`)
     distribution: Distribution | None = None  # blocker.fleet: the hidden primary, when one serves the zones
 
     def with_paths(

@@ -31,18 +31,7 @@ from typing import Any, BinaryIO
 
 from blocker.config.model import Config
 from blocker.errors import BlockerError
-from blocker.legal.html import (
-    audit_banner,
-    badge,
-    esc,
-    facts_table,
-    operators_table,
-    page,
-    table,
-    targets_table,
-    timeline_svg,
-    timeline_table,
-)
+from blocker.legal.html import render
 from blocker.legal.report import ReportRow, spreadsheet_safe
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import Order
@@ -186,52 +175,18 @@ def _probe_state(out: OutputDir, order: Order, state: State) -> None:
 
 
 def _index(order: Order, row: ReportRow, versions: list[dict[str, Any]], scan: _AuditScan,
-           zones: list[list[str]], files: list[tuple[str, str]], generated: datetime, actor: str) -> str:
-    tz = order.tz
-    head = (f"<h1>Evidence pack: {esc(order.id)}</h1>"
-            f'<p class="meta">{esc(order.court)}, {esc(order.case_number)}. Exported '
-            f"{esc(fmt_instant(generated, tz))} by {esc(actor)}. Every instant carries its UTC offset.</p>")
-    v_rows = [[esc(v["n"]), esc(v.get("first_applied") or ""), f'<span class="mono">{esc(v["file"])}</span>',
-               f'<span class="mono">{esc(v["sha256"])}</span>',
-               esc(v.get("note") or f"{v.get('start')} to {v.get('lift')} ({v.get('rule')})")] for v in versions]
-    z_rows = [[esc(c) for c in z] for z in zones]
-    z_note = ""
-    if len(z_rows) > MAX_HTML_ROWS:
-        z_note = f'<p class="small">First and last {MAX_HTML_ROWS // 2} of {len(z_rows)}: all in zones/serials.csv.</p>'
-        z_rows = z_rows[:MAX_HTML_ROWS // 2] + z_rows[-MAX_HTML_ROWS // 2:]
+           zones: list[list[str]], files: list[tuple[str, str]], generated: datetime, actor: str,
+           exported_by: str) -> str:
+    shown_zones = zones if len(zones) <= MAX_HTML_ROWS else zones[:MAX_HTML_ROWS // 2] + zones[-MAX_HTML_ROWS // 2:]
     shown = [r for r in scan.records if r["event"] != "probe-pass"]
-    a_note = (f'<p class="small">{len(scan.records)} record(s) concern this order: '
-              + ", ".join(f"{esc(k)} {n}" for k, n in sorted(scan.counts.items()))
-              + ". Probe passes are in audit/records.jsonl and probes/probe-records.jsonl.</p>")
-    if len(shown) > MAX_HTML_ROWS:
-        a_note += f'<p class="small">The first {MAX_HTML_ROWS} other records are listed; all are in the files.</p>'
-    a_rows = [[esc(r["seq"]), f'<span class="mono">{esc(r["ts"])}</span>', esc(r["event"]), esc(r["actor"]),
-               f'<span class="mono">{esc(str(r["hash"])[:16])}…</span>'] for r in shown[:MAX_HTML_ROWS]]
-    chain = (f"<p>Head of the trail at export: record {esc(scan.head[0])}, "
-             f'<span class="mono">{esc(scan.head[1])}</span>. audit/chain.txt lists {scan.chain_lines} hash(es) '
-             "from the first record concerning this order to the head. To check the pack: "
-             "<code>sha256sum -c MANIFEST.sha256</code> and <code>python3 verify.py</code> "
-             "(add <code>--log /path/to/audit.jsonl</code> to check it against the live trail).</p>"
-             if scan.head else "<p>The audit trail is empty.</p>")
-    f_rows = [[f'<span class="mono">{esc(name)}</span>', f'<span class="mono">{esc(digest)}</span>']
-              for name, digest in files]
-    body = (head + audit_banner(scan.verified) + facts_table(row)
-            + "<h3>Targets</h3>" + targets_table(row)
-            + "<h3>Per operator</h3>" + operators_table(row)
-            + "<h3>Timeline</h3>" + timeline_svg(row) + timeline_table(row)
-            + "<h3>Order file versions as applied</h3>"
-            + table(["#", "First applied", "File in this pack", "SHA-256", "Meaning"], v_rows)
-            + "<h3>Zone serials with the order's entries</h3>" + z_note
-            + table(["Operator", "Serial", "Zone checksum", "Published", "Orders in zone"], z_rows)
-            + "<h3>Audit records</h3>" + a_note + chain
-            + table(["#", "Recorded (UTC)", "Event", "Actor", "Hash"], a_rows)
-            + "<h3>Files</h3>" + table(["File", "SHA-256"], f_rows)
-            + f"<p class='small'>{badge('index.html', '#555')} is itself listed in MANIFEST.sha256.</p>")
-    return page(f"Evidence pack: {order.id}", body)
+    return render("evidence.html.j2", title=f"Evidence pack: {order.id}", row=row, versions=versions, scan=scan,
+                  zones=shown_zones, zones_total=len(zones), counts=sorted(scan.counts.items()),
+                  shown=shown[:MAX_HTML_ROWS], shown_total=len(shown), files=files, generated=generated,
+                  actor=actor, exported_by=exported_by)
 
 
 def write_pack(out: Path, order: Order, row: ReportRow, *, state: State, audit: AuditLog, config: Config,
-               current: bytes | None, generated: datetime, actor: str) -> Pack:
+               current: bytes | None, generated: datetime, actor: str, exported_by: str | None = None) -> Pack:
     """Write the whole pack into `out` (absent, or an empty folder); the manifest is written last.
 
     The pack is built in a new folder with a random name next to `out` and renamed onto it
@@ -241,22 +196,27 @@ def write_pack(out: Path, order: Order, row: ReportRow, *, state: State, audit: 
     pack = Pack(out)
     with output_dir(out) as folder:
         _fill(folder, pack, order, row, state=state, audit=audit, config=config, current=current,
-              generated=generated, actor=actor)
+              generated=generated, actor=actor, exported_by=exported_by or actor)
     return pack
 
 
 def _fill(out: OutputDir, pack: Pack, order: Order, row: ReportRow, *, state: State, audit: AuditLog,
-          config: Config, current: bytes | None, generated: datetime, actor: str) -> None:
+          config: Config, current: bytes | None, generated: datetime, actor: str, exported_by: str) -> None:
     versions = _versions(out, order, state, config, current)
     paths = {v["path"] for v in versions} | {order.path}
     scan = _scan_audit(out, audit, order.id, paths)
     zones = _zones(out, order, state)
     _probe_state(out, order, state)
     out.write("report.json", _json(row.to_json()))
+    out.write("export.json", _json({
+        "exported_by": exported_by, "account": actor, "generated": fmt_instant(generated, order.tz),
+        "records_in_pack": len(scan.records), "records_in_trail": scan.verified.count if scan.verified else 0,
+        "counts": "records_in_pack: the records that concern this order; records_in_trail: every record of the "
+                  "trail, which verify.py checks (the chain is proven from its first record)"}))
     out.write("verify.py", Path(verify.__file__).read_bytes(), SCRIPT_MODE)
     files = sorted(out.files)
     out.write("index.html", _index(order, row, versions, scan, zones,
-                                   [(f, out.sha256(f)) for f in files], generated, actor))
+                                   [(f, out.sha256(f)) for f in files], generated, actor, exported_by))
     files = sorted({*files, "index.html"})
     manifest = "".join(f"{out.sha256(f)}  {f}\n" for f in files)
     out.write("MANIFEST.sha256", manifest)

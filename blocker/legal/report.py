@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import idna
+
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import Order
+from blocker.orders.names import _uts46_u_label
 from blocker.record.audit import AuditLog
 from blocker.record.state import State
 from blocker.record.verify import Verdict, VerifyResult, checked_lines
@@ -37,6 +40,49 @@ from blocker.textsafe import printable
 # (probe-pass -> last verification and failures; zone-published -> zone_history).
 NOT_IN_TIMELINE = frozenset({"probe-pass", "zone-published", "apply", "reload", "publish-failed"})
 MAX_VERDICT_CHANGES = 50  # per order in a timeline; the evidence pack keeps them all
+BEFORE_RECORDS = "before blocker's records"  # shown instead of a figure computed from history it never saw
+
+
+def unicode_name(name: str) -> str | None:
+    """The name as the court wrote it (`bücher.example`) when it has A-labels, else None.
+
+    A lawyer matches the decision's text, not `xn--bcher-kva.example`: every page a person reads
+    shows this beside the A-label (which stays: it is what resolvers are asked).
+    """
+    if "xn--" not in name.lower():
+        return None
+    labels = []
+    for label in name.split("."):
+        if label.lower().startswith("xn--"):
+            try:
+                labels.append(idna.decode(label))
+            except (idna.IDNAError, UnicodeError):
+                u = _uts46_u_label(label.lower())
+                labels.append(label if u is None else u)
+        else:
+            labels.append(label)
+    text = ".".join(labels)
+    return None if text == name else text
+
+
+def with_unicode(name: str) -> str:
+    """`xn--bcher-kva.example (bücher.example)`, or the name alone when it is ASCII."""
+    u = unicode_name(name)
+    return name if u is None else f"{name} ({u})"
+
+
+@dataclass(frozen=True)
+class Removal:
+    """An order dropped with `apply --force` while it was in force: no court lifted it."""
+
+    actor: str
+    at: datetime
+    checksum: str | None  # the plan checksum the person reviewed (the `apply --force` that followed)
+    seq: int | None = None
+
+    def to_json(self, order: Order) -> dict[str, Any]:
+        return {"how": "removed-by-force", "by": self.actor, "at": fmt_instant(self.at, order.tz),
+                "checksum_reviewed": self.checksum, "audit_seq": self.seq}
 
 
 @dataclass
@@ -67,6 +113,8 @@ class Facts:
     flags: dict[str, str] = field(default_factory=dict)  # order id -> invalid-file | orphaned
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # order id -> audit records
     audit: VerifyResult | None = None  # the chain as read while gathering; None without a log
+    records_start: datetime | None = None  # blocker's first record (audit or state): what came before is unseen
+    removals: dict[str, Removal] = field(default_factory=dict)  # order id -> its removal by force
     _spans: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict, repr=False)
 
     def span(self, operator: str, order_id: str) -> tuple[int, int] | None:
@@ -90,19 +138,23 @@ class OperatorRow:
     """One operator's side of one order."""
 
     operator: str
-    block: str  # pending | not-published | published | verified | unknown (no state)
+    block: str  # pending | not-published | published | verified | unknown (no state) | before-records
     first_published: datetime | None
     first_serial: int | None
     block_verified: datetime | None  # first pass with every resolver answering blocked
-    time_to_block: float | None  # seconds from the order's start to block_verified
+    time_to_block: float | None  # seconds from the order's start to block_verified (None: before-records)
     last_verified: datetime | None  # last pass where every check of the order held
     last_failure: datetime | None
     failures: int
-    lift: str  # not-due | in-zone | unverified | verified | not-published | unknown
+    lift: str  # not-due | in-zone | unverified | verified | not-published | unknown | before-records
     removed_at: datetime | None  # first publish without the order's entries, after the last with them
     removed_serial: int | None
     lift_verified: datetime | None  # first pass with every resolver answering as lifted
     time_to_lift: float | None  # seconds from the lift instant to lift_verified
+    # Seconds from receipt of the file (or the start, if received before it) to block_verified:
+    # the operational figure, what ops controls; time_to_block is the legal one.
+    time_to_block_from_receipt: float | None = None
+    block_note: str | None = None  # BEFORE_RECORDS when the start predates blocker's records
 
     def to_json(self, order: Order) -> dict[str, Any]:
         tz = order.tz
@@ -113,7 +165,9 @@ class OperatorRow:
             "first_serial": self.first_serial,
             "block_verified": _iso(self.block_verified, order),
             "time_to_block_seconds": self.time_to_block,
-            "time_to_block": fmt_duration(self.time_to_block),
+            "time_to_block": self.block_note or fmt_duration(self.time_to_block),
+            "time_to_block_from_receipt_seconds": self.time_to_block_from_receipt,
+            "time_to_block_from_receipt": fmt_duration(self.time_to_block_from_receipt),
             "last_verified": _iso(self.last_verified, order),
             "last_failure": _iso(self.last_failure, order),
             "failures": self.failures,
@@ -149,6 +203,28 @@ class ReportRow:
     seconds_remaining: float | None
     operators: tuple[OperatorRow, ...]
     timeline: tuple[TimelineEvent, ...]
+    removal: Removal | None = None  # set when it was dropped with apply --force (as at T or later)
+    records_start: datetime | None = None
+
+    @property
+    def removed(self) -> bool:
+        """Dropped by force at or before T."""
+        return self.removal is not None and self.removal.at <= self.at
+
+    @property
+    def predates_records(self) -> bool:
+        return self.records_start is not None and self.order.start < self.records_start
+
+    @property
+    def ended(self) -> dict[str, Any] | None:
+        """How the order ended, as at T: lifted on schedule, lifted early, or removed by force."""
+        if self.removed and self.removal is not None:
+            return self.removal.to_json(self.order)
+        if self.status == "lifted":
+            return {"how": "lifted-early"}
+        if self.status == "expired":
+            return {"how": "lifted-on-schedule"}
+        return None
 
     @property
     def url_escalated(self) -> list[str]:
@@ -179,7 +255,9 @@ class ReportRow:
             "versions": self.versions,
             "file": o.path,
             "sha256": o.digest,
-            "targets": base["targets"],
+            "targets": [{**t, "unicode_name": unicode_name(str(t.get("name", "")))} for t in base["targets"]],
+            "ended": self.ended,
+            "predates_records": self.predates_records,
             "url_escalated": self.url_escalated,
             "per_operator": [r.to_json(o) for r in self.operators],
             "timeline": [
@@ -275,6 +353,7 @@ def gather(state: State | None, audit: AuditLog | None, at: datetime, *, paths: 
         for order_id, (count, first) in state.version_summary().items():
             facts.versions[order_id] = count
             facts.received[order_id] = first
+        facts.records_start = min(facts.received.values(), default=None)
     # probe_last holds each order's latest pass; the audit's probe-pass records are only tallied
     # when some of it is after T (a report as at a past instant): counting every order of every
     # pass of a year-old trail is most of a report's time otherwise.
@@ -282,14 +361,21 @@ def gather(state: State | None, audit: AuditLog | None, at: datetime, *, paths: 
                                         for ok, bad, _n in facts.probe_last.values() for t in (ok, bad))
     if audit is not None:
         verdict = Verdict(audit.head(), audit.dir)  # the head first: the daemon may append meanwhile
+        awaiting: list[tuple[str, Removal]] = []  # forced removals waiting for their `apply` record
+        first_record = True
         for line in checked_lines(audit.path):
             verdict.add(line)
             record = line.record
             if record is None:
                 continue
             ts = record_time(record)
+            if ts is not None and first_record:
+                first_record = False
+                if facts.records_start is None or ts < facts.records_start:
+                    facts.records_start = ts
             if ts is None or ts > at:
                 continue
+            _removals(facts, record, ts, awaiting)
             if record.get("event") == "probe-pass":
                 if tally:
                     _tally(facts, record, ts)
@@ -301,6 +387,25 @@ def gather(state: State | None, audit: AuditLog | None, at: datetime, *, paths: 
         if audit.path.exists():
             facts.audit = verdict.result()
     return facts
+
+
+def _removals(facts: Facts, record: dict[str, Any], ts: datetime, awaiting: list[tuple[str, Removal]]) -> None:
+    """`order-forgotten` says who dropped an order and when; the `apply --force` record that
+    follows it (same person) carries the plan checksum they reviewed."""
+    data = record.get("data") or {}
+    event, actor = record.get("event"), str(record.get("actor", "?"))
+    if event == "order-forgotten" and isinstance(data.get("order"), str):
+        seq = record.get("seq") if isinstance(record.get("seq"), int) else None
+        awaiting.append((data["order"], Removal(actor, ts, None, seq)))
+        facts.removals[data["order"]] = awaiting[-1][1]
+    elif event == "apply" and awaiting:
+        checksum = data.get("checksum") if isinstance(data.get("checksum"), str) else None
+        for order_id, removal in awaiting:
+            if removal.actor == actor:
+                facts.removals[order_id] = Removal(actor, removal.at, checksum, removal.seq)
+        awaiting[:] = [(o, r) for o, r in awaiting if r.actor != actor]
+    elif event in ("order-added", "order-changed") and isinstance(data.get("order"), str):
+        facts.removals.pop(data["order"], None)  # applied again after its removal: back in force
 
 
 def _tally(facts: Facts, record: dict[str, Any], ts: datetime) -> None:
@@ -351,33 +456,47 @@ def operator_row(order: Order, operator: str, facts: Facts, at: datetime) -> Ope
     lifted = facts.firsts.get((order.id, operator, "lifted"))
     last_ok, last_bad, failures = probe_outcome(facts, order.id, operator, at)
     started, ended = at >= order.start, at >= order.end
+    origin = facts.records_start
+    started_before = origin is not None and order.start < origin  # blocker never saw it start
+    ended_before = origin is not None and order.end <= origin  # nor end: nothing of it to measure
     if not facts.has_state:
         block = "unknown" if started else "pending"
     elif blocked is not None:
         block = "verified"
     elif first_published is not None:
         block = "published"
+    elif ended_before:
+        block = "before-records"
     else:
         block = "not-published" if started else "pending"
     if not ended:
         lift = "not-due"
     elif not facts.has_state:
         lift = "unknown"
+    elif first_published is None:
+        # Never in this operator's zone: there was nothing to lift, whatever a probe saw later
+        # (a name resolving after the end is no lift blocker did).
+        lift = "before-records" if ended_before else "not-published"
+        lifted = None
     elif lifted is not None:
         lift = "verified"
-    elif first_published is None:
-        lift = "not-published"  # never in this operator's zone: nothing to lift
     elif in_current:
         lift = "in-zone"  # expired, yet its entries are still published: over-blocking
     else:
         lift = "unverified"
+    received = facts.received.get(order.id)
+    from_receipt = None
+    if blocked is not None and received is not None:
+        from_receipt = seconds_between(blocked, max(received, order.start, key=lambda t: t.timestamp()))
     return OperatorRow(
         operator=operator, block=block, first_published=first_published, first_serial=first_serial,
         block_verified=blocked,
-        time_to_block=None if blocked is None else seconds_between(blocked, order.start),
+        time_to_block=None if blocked is None or started_before else seconds_between(blocked, order.start),
         last_verified=last_ok, last_failure=last_bad, failures=failures, lift=lift,
         removed_at=removed_at, removed_serial=removed_serial, lift_verified=lifted,
         time_to_lift=None if lifted is None else seconds_between(lifted, order.end),
+        time_to_block_from_receipt=from_receipt,
+        block_note=BEFORE_RECORDS if started_before and blocked is not None else None,
     )
 
 
@@ -395,11 +514,14 @@ def _describe(record: dict[str, Any]) -> tuple[str, str, str | None]:
     if event == "order-invalid":
         return "failure", "order file invalid: its last good version stays in force", None
     if event == "order-lifted-early":
-        return "lift", f"early lift recorded: {data.get('reason')} (at {data.get('at')})", None
+        return "lift", f"early lift recorded (lift instant {data.get('at')}; reason in the order's facts)", None
     if event == "order-orphaned":
         return "failure", "order file removed while in force: entries kept (orphaned)", None
     if event == "order-forgotten":
-        return "lift", f"orphaned order removed by a human (apply --force, by {actor})", None
+        return "lift", f"order removed by force, without a court's lift (apply --force, by {actor})", None
+    if event == "zone-adopted":
+        return ("note", f"zone version {data.get('serial')} already on disk was taken as published "
+                f"(recorded by {actor})", op)
     if event == "entries-activated":
         return "publish", f"{data.get('count')} name(s) activated in serial {data.get('serial')}", op
     if event == "entries-lifted":
@@ -422,13 +544,12 @@ def _describe(record: dict[str, Any]) -> tuple[str, str, str | None]:
 
 
 def build_timeline(order: Order, records: Iterable[dict[str, Any]], op_rows: Iterable[OperatorRow],
-                   at: datetime) -> list[TimelineEvent]:
+                   at: datetime, records_start: datetime | None = None) -> list[TimelineEvent]:
     """The order's life in order of time: its instants, what the tool did, what probes saw."""
     events: list[TimelineEvent] = [
         TimelineEvent(order.start, "order" if order.start <= at else "future", "order comes into force"),
     ]
-    end_text = (f"order lifted early ({order.lifted.reason})" if order.lifted_early and order.lifted
-                else "order ends (lift instant)")
+    end_text = "order lifted early by the court" if order.lifted_early and order.lifted else "order ends (lift instant)"
     events.append(TimelineEvent(order.end, "lift" if order.end <= at else "future", end_text + f" [{order.rule}]"))
     seen_verified: set[tuple[str, str]] = set()
     changes = 0
@@ -444,14 +565,19 @@ def build_timeline(order: Order, records: Iterable[dict[str, Any]], op_rows: Ite
             data = record.get("data") or {}
             seen_verified.add((str(data.get("operator")), str(data.get("kind"))))
         kind, text, op = _describe(record)
+        if (record.get("event") == "order-verified" and records_start is not None and order.start < records_start
+                and (record.get("data") or {}).get("kind") == "blocked"):
+            text = f"block verified on every resolver (the start is {BEFORE_RECORDS})"
         events.append(TimelineEvent(ts, kind, text, op, record.get("seq")))
     if changes > MAX_VERDICT_CHANGES:
         events.append(TimelineEvent(at, "note", f"{changes - MAX_VERDICT_CHANGES} more probe verdict change(s): "
                                     "see `blocker audit show --order` or the evidence pack"))
     for r in op_rows:  # verifications known to the state but not (or not yet) in the audit trail
         if r.block_verified is not None and (r.operator, "blocked") not in seen_verified:
-            events.append(TimelineEvent(r.block_verified, "verify", "block verified on every resolver "
-                                        f"({fmt_duration(r.time_to_block)} after the start)", r.operator))
+            after = (f"the start is {r.block_note}" if r.block_note
+                     else f"{fmt_duration(r.time_to_block)} after the start")
+            events.append(TimelineEvent(r.block_verified, "verify", f"block verified on every resolver ({after})",
+                                        r.operator))
         if r.lift_verified is not None and (r.operator, "lifted") not in seen_verified:
             events.append(TimelineEvent(r.lift_verified, "verify", "lift verified on every resolver "
                                         f"({fmt_duration(r.time_to_lift)} after the lift)", r.operator))
@@ -461,19 +587,22 @@ def build_timeline(order: Order, records: Iterable[dict[str, Any]], op_rows: Ite
 def build_row(order: Order, facts: Facts, at: datetime) -> ReportRow:
     at = at.astimezone(UTC)  # compared with instants in other zones: never by wall clock
     ops = tuple(operator_row(order, op, facts, at) for op in order.operators)
-    timeline = build_timeline(order, facts.events.get(order.id, ()), ops, at)
+    timeline = build_timeline(order, facts.events.get(order.id, ()), ops, at, facts.records_start)
     remaining = None if at >= order.end else seconds_between(order.end, at)
+    removal = facts.removals.get(order.id)
+    removed = removal is not None and removal.at <= at
     return ReportRow(
-        order=order, at=at, status=order.status_at(at), flag=facts.flags.get(order.id),
+        order=order, at=at, status="removed" if removed else order.status_at(at), flag=facts.flags.get(order.id),
         received=facts.received.get(order.id), versions=facts.versions.get(order.id, 0),
-        days_remaining=days_remaining(order, at), seconds_remaining=remaining, operators=ops,
-        timeline=tuple(timeline),
+        days_remaining=None if removed else days_remaining(order, at),
+        seconds_remaining=None if removed else remaining, operators=ops,
+        timeline=tuple(timeline), removal=removal, records_start=facts.records_start,
     )
 
 
 def build_report(orders: Iterable[Order], facts: Facts, at: datetime) -> list[ReportRow]:
     """Every order, soonest lift first among those in force, then pending, then ended ones."""
-    rank = {"active": 0, "pending": 1, "lifted": 2, "expired": 2}
+    rank = {"active": 0, "pending": 1, "lifted": 2, "expired": 2, "removed": 2}
 
     def key(row: ReportRow) -> tuple[int, float, str]:
         when = row.order.end.timestamp()
@@ -488,7 +617,7 @@ def build_report(orders: Iterable[Order], facts: Facts, at: datetime) -> list[Re
 @dataclass(frozen=True)
 class Expiring:
     row: ReportRow
-    reason: str  # expires-within | lift-unverified
+    reason: str  # expires-within | lift-unverified | removed-by-force
     unverified: tuple[str, ...]  # operators whose lift is not verified (lift-unverified)
 
     def to_json(self) -> dict[str, Any]:
@@ -499,6 +628,7 @@ class Expiring:
             "seconds_remaining": self.row.seconds_remaining, "court": o.court, "case_number": o.case_number,
             "operators": list(o.operators), "unverified_operators": list(self.unverified),
             "lift_by_operator": {r.operator: r.lift for r in self.row.operators},
+            "ended": self.row.ended,
         }
 
 
@@ -510,10 +640,12 @@ def expiring(rows: Iterable[ReportRow], at: datetime, within_seconds: float) -> 
     operator whose zone never carried the order has nothing to lift and is not listed.
     """
     at = at.astimezone(UTC)
-    soon, unverified = [], []
+    soon, unverified, removed = [], [], []
     for row in rows:
         order = row.order
-        if row.status in ("active", "pending") and seconds_between(order.end, at) <= within_seconds:
+        if row.status == "removed":
+            removed.append(Expiring(row, "removed-by-force", ()))
+        elif row.status in ("active", "pending") and seconds_between(order.end, at) <= within_seconds:
             soon.append(Expiring(row, "expires-within", ()))
         elif row.status in ("expired", "lifted"):
             ops = tuple(r.operator for r in row.operators if r.lift in ("unverified", "in-zone"))
@@ -521,7 +653,8 @@ def expiring(rows: Iterable[ReportRow], at: datetime, within_seconds: float) -> 
                 unverified.append(Expiring(row, "lift-unverified", ops))
     soon.sort(key=lambda e: (e.row.order.end, e.row.order.id))
     unverified.sort(key=lambda e: (e.row.order.end, e.row.order.id))
-    return soon + unverified
+    removed.sort(key=lambda e: (e.row.removal.at if e.row.removal else e.row.order.end, e.row.order.id))
+    return soon + unverified + removed
 
 
 # flat outputs ---------------------------------------------------------------------------------
@@ -531,6 +664,9 @@ CSV_FIELDS = [
     "targets", "url_escalated", "received", "operator", "block", "first_published", "first_serial",
     "block_verified", "time_to_block_seconds", "last_verified", "last_failure", "failures", "lift_state",
     "removed_from_zone", "lift_verified", "time_to_lift_seconds",
+    # added in issue 12 (at the end: the columns above are a contract)
+    "targets_unicode", "ended", "removed_by", "removed_at", "checksum_reviewed", "time_to_block_note",
+    "time_to_block_from_receipt_seconds",
 ]
 
 
@@ -583,5 +719,12 @@ def to_csv(rows: Iterable[ReportRow]) -> str:
                 "failures": op["failures"], "lift_state": op["lift"],
                 "removed_from_zone": op["removed_from_zone"] or "", "lift_verified": op["lift_verified"] or "",
                 "time_to_lift_seconds": "" if op["time_to_lift_seconds"] is None else op["time_to_lift_seconds"],
+                "targets_unicode": " ".join(t["unicode_name"] or t["name"] for t in j["targets"]),
+                "ended": (j["ended"] or {}).get("how", ""), "removed_by": (j["ended"] or {}).get("by") or "",
+                "removed_at": (j["ended"] or {}).get("at") or "",
+                "checksum_reviewed": (j["ended"] or {}).get("checksum_reviewed") or "",
+                "time_to_block_note": op["time_to_block"] if op["time_to_block_seconds"] is None else "",
+                "time_to_block_from_receipt_seconds": "" if op["time_to_block_from_receipt_seconds"] is None
+                else op["time_to_block_from_receipt_seconds"],
             }.items()})
     return out.getvalue()

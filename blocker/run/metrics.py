@@ -75,6 +75,7 @@ class Snapshot:
     probe_sweep_ts: dict[str, float] = field(default_factory=dict)  # operator -> when a sweep last completed
     # `blocker probe-agent`: the `agent` label every probe metric carries ("" in the daemon: none)
     agent: str = ""
+    time_to_block_from_receipt: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 def set_operators(s: Snapshot, operators: Iterable[str]) -> None:
@@ -173,6 +174,10 @@ def observe_probe(s: Snapshot, operator: str, results: Iterable[CheckResult], se
                 continue
             target = s.time_to_block if kind == "blocked" else s.time_to_lift
             target[(order_id, op)] = (at - (order.start if kind == "blocked" else order.end)).total_seconds()
+            got = (received or {}).get(order_id)
+            if kind == "blocked" and got is not None:  # ops' figure: from receipt (or the start, if later)
+                since = max(got, order.start, key=lambda t: t.timestamp())
+                s.time_to_block_from_receipt[(order_id, op)] = (at - since).total_seconds()
 
 
 def _same(value: Any) -> Any:
@@ -281,6 +286,10 @@ def probe_families(s: Snapshot) -> Iterator[Metric]:
     yield gauge("blocker_order_time_to_block_seconds",
                 "From the order's start to the first probe that saw it blocked on every resolver.",
                 ["order", "operator"], s.time_to_block)
+    yield gauge("blocker_order_time_to_block_from_receipt_seconds",
+                "From receipt of the order file (or its start, if later) to the first probe that saw it "
+                "blocked on every resolver: the part operations control.",
+                ["order", "operator"], s.time_to_block_from_receipt)
     yield gauge("blocker_order_time_to_lift_seconds",
                 "From the order's end to the first probe that saw its names resolve again.",
                 ["order", "operator"], s.time_to_lift)

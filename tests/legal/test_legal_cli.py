@@ -161,8 +161,11 @@ def test_report_json_matches_the_known_windows(scenario: Path) -> None:
     assert d["rule"].startswith("lifted: mainlevée, ordonnance du 2091-01-31 (scheduled cpc-641: 1 year")
     ops = {(r["id"], o["operator"]): o for r in data["orders"] for o in r["per_operator"]}
     ao = ops[("alpha", "orange")]
-    assert (ao["block"], ao["block_verified"], ao["time_to_block_seconds"]) == (
-        "verified", "2091-01-10T12:07:00+01:00", 43620.0)
+    # alpha started at 00:00, blocker's records begin with the first apply at 12:00: the legal figure
+    # would count twelve hours blocker never saw; the operational one (from receipt) is 7 minutes.
+    assert (ao["block"], ao["block_verified"], ao["time_to_block_seconds"], ao["time_to_block"]) == (
+        "verified", "2091-01-10T12:07:00+01:00", None, "before blocker's records")
+    assert ao["time_to_block_from_receipt_seconds"] == 420.0 and a["predates_records"] is True
     assert (ao["first_published"], ao["lift"]) == ("2091-01-10T12:00:00+01:00", "not-due")
     assert (ao["last_verified"], ao["last_failure"], ao["failures"]) == (
         "2091-03-24T11:00:00+01:00", "2091-02-24T11:00:00+01:00", 1)
@@ -181,8 +184,9 @@ def test_report_json_matches_the_known_windows(scenario: Path) -> None:
                 assert op[key] is None or OFFSET_ISO.match(op[key]), (key, op[key])
     timeline = [(e["kind"], e["operator"], e["text"]) for e in a["timeline"]]
     assert ("failure", "orange", "probe: alpha.example on r1: blocked -> not-blocked") in timeline
-    assert ("verify", "orange", "block verified on every resolver (12 h 7 min after the start)") in timeline
-    assert ("verify", "sfr", "block verified on every resolver (12 h 9 min after the start)") in timeline
+    assert ("verify", "orange", "block verified on every resolver (the start is before blocker's records)") in timeline
+    assert ("verify", "sfr", "block verified on every resolver (the start is before blocker's records)") in timeline
+    assert (b["ended"], d["ended"], a["ended"]) == ({"how": "lifted-on-schedule"}, {"how": "lifted-early"}, None)
 
 
 def test_report_as_at_an_earlier_instant_shows_what_was_known_then(scenario: Path) -> None:
@@ -204,7 +208,8 @@ def test_report_table_and_csv(scenario: Path) -> None:
     assert "lift      2091-04-11T00:00:00+02:00" in out
     assert "rule      cpc-641: 3 months; in force through 2091-04-10 24:00 Europe/Paris" in out
     assert "files.alpha.example (url-escalated: https://files.alpha.example/d/leak.csv)" in out
-    assert re.search(r"orange\s+verified\s+2091-01-10T12:00:00\+01:00 #\d+\s+2091-01-10T12:07:00\+01:00\s+12 h 7 min",
+    assert re.search(r"orange\s+verified\s+2091-01-10T12:00:00\+01:00 #\d+\s+2091-01-10T12:07:00\+01:00\s+"
+                     r"before blocker.s records\s+7 min",
                      out)
     assert "audit trail intact" in proc.stderr
     proc = blocker("report", "--orders", "orders", "--state-dir", "state", "--at", T, "--format", "csv",
@@ -215,7 +220,8 @@ def test_report_table_and_csv(scenario: Path) -> None:
         ("alpha", "orange"), ("alpha", "sfr"), ("charlie", "sfr"), ("bravo", "orange"), ("delta", "orange"),
         ("delta", "sfr")]
     assert rows[0]["days_remaining"] == "18" and rows[0]["url_escalated"] == "files.alpha.example"
-    assert rows[0]["time_to_block_seconds"] == "43620.0"
+    assert (rows[0]["time_to_block_seconds"], rows[0]["time_to_block_note"]) == ("", "before blocker's records")
+    assert rows[0]["time_to_block_from_receipt_seconds"] == "420.0"
 
 
 def png_pixels(data: bytes) -> tuple[int, int, bytes]:
@@ -407,3 +413,43 @@ def test_evidence_with_a_fifo_in_the_orders_place_does_not_hang(copy: Path) -> N
                    cwd=copy)
     assert proc.returncode in (0, 1), proc.stderr  # 1: the folder holds an invalid file, said on stderr
     assert (copy / "pack" / "MANIFEST.sha256").is_file()
+
+
+def _pgm_pages(folder: Path) -> list[tuple[int, int, bytes]]:
+    pages = []
+    for path in sorted(folder.glob("page-*.pgm")):
+        data = path.read_bytes()
+        magic, w, h, maxval, pixels = data.split(maxsplit=4)
+        assert magic == b"P5" and maxval == b"255"
+        pages.append((int(w), int(h), pixels[: int(w) * int(h)]))
+    return pages
+
+
+def test_html_report_prints_on_a4_without_ink_past_the_margin(scenario: Path, tmp_path: Path) -> None:
+    """Chromium prints the report to PDF (no header or footer: no file path in the print), and
+    pdftoppm renders each page: nothing is drawn in the right margin or past the page."""
+    assert shutil.which("chromium") and shutil.which("pdftoppm"), "`make test` installs chromium and poppler-utils"
+    out = tmp_path / "report.html"
+    proc = blocker("report", "--orders", "orders", "--state-dir", "state", "--at", T, "--format", "html",
+                   "--out", str(out), cwd=scenario)
+    assert proc.returncode == 0, proc.stderr
+    pdf = tmp_path / "report.pdf"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--no-pdf-header-footer",
+                    "--print-to-pdf-no-header", f"--print-to-pdf={pdf}", out.as_uri()],
+                   capture_output=True, timeout=90, stdin=subprocess.DEVNULL)
+    assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF"), "chromium wrote no PDF"
+    assert str(out).encode() not in pdf.read_bytes()  # no browser footer with the file's path
+    pages_dir = tmp_path / "pages"
+    pages_dir.mkdir()
+    subprocess.run(["pdftoppm", "-r", "50", "-gray", str(pdf), str(pages_dir / "page")], check=True, timeout=60)
+    pages = _pgm_pages(pages_dir)
+    assert len(pages) >= 4  # summary, then one page (at least) per order
+    for n, (w, h, px) in enumerate(pages, start=1):
+        assert abs(w / h - 210 / 297) < 0.01, "not A4"
+        margin = int(w * 12 / 210)  # @page margin is 14 mm: ink within 12 mm of the edge ran past it
+        for y in range(h):
+            row = px[y * w:(y + 1) * w]
+            assert min(row[w - margin:]) > 200, f"page {n}: ink in the right margin at row {y}"
+        assert min(px) < 100  # and the page has text on it
