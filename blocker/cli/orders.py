@@ -85,7 +85,7 @@ def register(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--at", metavar="ISO8601", help="instant (default: now; no offset = config time zone)")
     p.add_argument("--json", action="store_true", help="JSON array instead of a table")
     p.add_argument("--wide", action="store_true",
-                   help=f"every column (operators), every cell whole, full instants (default: fits {STATUS_WIDTH} columns)")
+                   help=f"every column, every cell whole (default: fits {STATUS_WIDTH} columns)")
     with_epilog(p, {0: "every order file is valid", 1: "some order file is invalid (the others are listed)",
                     2: "usage error (a bad --at, a missing folder)"}, "blocker status --at 2026-12-01T09:00")
     p.set_defaults(func=cmd_status)
