@@ -97,14 +97,15 @@ def cmd_why(args: argparse.Namespace, config: Config) -> int:
     if not covering:
         print("  no order names it, nor a parent with subdomains")
     for p in per_operator:
-        zone = p["published"]
-        agree = "no zone published yet" if not p["zone_published"] else "the published zone agrees" if p[
-            "zone_agrees"] else (
-            f"the published zone DISAGREES ({'has ' + zone['owner'] + ' ' + zone['action'] if zone else 'no entry'})")
+        entry = p["published"]
+        has = f"has {entry['owner']} {entry['action']}" if entry else "no entry"
+        agree = ("no zone published yet" if not p["zone_published"] else "the published zone agrees"
+                 if p["zone_agrees"] else f"the published zone DISAGREES ({has})")
         what = f"{p['action']} via {p['owner']} ({', '.join(p['orders'])})" if p["blocked"] else "not blocked"
-        probe = "; ".join(f"{oid}: last verified {v['last_ok'] or 'never'}"
-                          + (f", {plural(v['failures'], 'failure')} (last {v['last_failure']})" if v["failures"] else "")
-                          for oid, v in p["last_probe"].items())
+        probe = "; ".join(
+            f"{oid}: last verified {v['last_ok'] or 'never'}"
+            + (f", {plural(v['failures'], 'failure')} (last {v['last_failure']})" if v["failures"] else "")
+            for oid, v in p["last_probe"].items())
         print(f"  {p['operator']}: {what}; {agree}" + (f"; probes: {probe}" if probe else ""))
     print(f"{plural(len(covering), 'order')} {'covers' if len(covering) == 1 else 'cover'} it", file=sys.stderr)
     return EXIT_OK if blocked else EXIT_INVALID
