@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli.test_cli_orders import GOOD, run, work, write  # noqa: F401 - fixture
+import pytest
+
+from tests.cli.test_cli_orders import GOOD, run, write
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    (tmp_path / "orders").mkdir()
+    return tmp_path
 
 IDN = "bücher-propagande.example.gg"
 A_LABEL = "xn--bcher-propagande-jzb.example.gg"
@@ -14,7 +22,8 @@ AT = "2026-12-01T12:00:00+01:00"
 
 def _orders(work: Path) -> None:
     write(work / "orders", "a.yaml", GOOD.format(id="order-a").replace(
-        "  - order-a.example\n", f"  - {{domain: {IDN}, subdomains: true}}\n  - {{domain: plain.example, subdomains: false}}\n"))
+        "  - order-a.example\n",
+        f"  - {{domain: {IDN}, subdomains: true}}\n  - {{domain: plain.example, subdomains: false}}\n"))
     write(work / "orders", "b.yaml", GOOD.format(id="order-b").replace("operators: [orange, sfr]",
                                                                          "operators: [sfr]")
           .replace("start: 2026-11-20", "start: 2027-01-10"))
