@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -341,7 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config: Config | None = None
     try:
         refuse_undecodable(args)
-        config = load_config(Path(args.config) if args.config else None)
+        # --config, else $BLOCKER_CONFIG (a production host's legal team need not type it), else default.
+        chosen = args.config or os.environ.get("BLOCKER_CONFIG") or None
+        if chosen and not args.config:
+            args.config = chosen  # the daemon re-reads the same file on reload
+        config = load_config(Path(chosen) if chosen else None)
         return int(args.func(args, config))
     except (Exception, KeyboardInterrupt) as exc:  # never a traceback to a user: see blocker.cli.errors
         state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else (

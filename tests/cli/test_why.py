@@ -80,3 +80,19 @@ def test_why_bad_input_is_exit_2(work):
     assert run("why", "x.example", "--at", "yesterday-ish", cwd=work).returncode == 2
     write(work / "orders", "bad.yaml", "id: [\n")
     assert run("why", "x.example", cwd=work).returncode == 2
+
+
+def test_blocker_config_env_and_since_named(work, tmp_path):
+    import os
+    import subprocess
+
+    from tests.cli.test_cli_orders import BIN
+    env = {**os.environ, "BLOCKER_CONFIG": str(tmp_path / "missing.yaml")}
+    proc = subprocess.run([str(BIN), "status"], cwd=work, capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1 and "missing.yaml: no such file" in proc.stderr  # the env var is read
+    flag = subprocess.run([str(BIN), "--config", "/dev/null", "status"], cwd=work, capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert "missing.yaml" not in flag.stderr  # the flag beats the env
+    (work / "state").mkdir()
+    since = run("audit", "show", "--state-dir", "state", "--since", "bogus", cwd=work)
+    assert since.returncode == 2 and since.stderr.startswith("blocker: --since: ")
