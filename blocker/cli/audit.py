@@ -107,7 +107,7 @@ def cmd_audit_show(args: argparse.Namespace, config: Config) -> int:
     state_dir = state_dir_of(args, config)
     require_state_dir(state_dir, args)
     log = AuditLog(state_dir)
-    since = parse_at(args.since, config) if args.since else None
+    since = parse_at(args.since, config, "--since") if args.since else None
     tz = zone(config.timezone)
     paths = _order_paths(state_dir, args.order) if args.order else set()
     broken: tuple[int, str] | None = None

@@ -25,14 +25,14 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def parse_at(text: str | None, config: Config) -> datetime:
-    """`--at`: ISO 8601; without an offset it is read in the configured time zone."""
+def parse_at(text: str | None, config: Config, flag: str = "--at") -> datetime:
+    """`--at` (or `flag`): ISO 8601; without an offset it is read in the configured time zone."""
     if text is None:
         return wall_clock()
     try:
         instant, _ = parse_instant(text, zone(config.timezone))
     except LegalTimeError as exc:
-        raise CliError(f"--at: {exc}", EXIT_USAGE) from None
+        raise CliError(f"{flag}: {exc}", EXIT_USAGE) from None
     return instant.astimezone(UTC)
 
 

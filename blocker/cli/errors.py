@@ -12,6 +12,7 @@ Exit codes: 0 ok / nothing to do; 1 invalid input or a check failed; 2 usage err
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -70,3 +71,13 @@ def post_arg_parse_hook(exc: BaseException, command: str, state_dir: Path | None
     print(f"blocker: internal error: {printable(f'{type(exc).__name__}: {exc}', limit=500)} ({where})",
           file=sys.stderr)
     return EXIT_INTERNAL
+
+
+def with_epilog(parser: argparse.ArgumentParser, codes: dict[int, str], example: str) -> argparse.ArgumentParser:
+    """End `parser`'s help with its exit codes and one example, as `git` and `kubectl` do: what
+    a script may test, and a command line to start from. Used by every sub-command (a test over
+    the whole parser checks it)."""
+    lines = ["exit codes:"] + [f"  {code:<3} {meaning}" for code, meaning in sorted(codes.items())]
+    parser.epilog = "\n".join([*lines, "", "example:", f"  {example}"])
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser

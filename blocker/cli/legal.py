@@ -227,7 +227,7 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
     rows = build_report(eff.orders.values(), facts, at)
     broken = _warn_audit(facts)
     tz = zone(config.timezone)
-    if args.format == "json":
+    if args.format == "json" or args.json:
         text = json.dumps({"at": fmt_instant(at, tz), "timezone": config.timezone,
                            "audit": None if facts.audit is None else {
                                "ok": facts.audit.ok, "records": facts.audit.count,
@@ -383,7 +383,8 @@ def register(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--orders", metavar="DIR", help="orders folder (default: config orders_dir)")
     p.add_argument("--state-dir", metavar="DIR", help=state_help)
     p.add_argument("--at", metavar="ISO8601", help="report as at this instant (default: now)")
-    p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table")
+    p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table", help="output format")
+    p.add_argument("--json", action="store_true", help="same as --format json")
     p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
     p.set_defaults(func=cmd_report)
 

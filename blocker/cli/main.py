@@ -1,7 +1,7 @@
 """The `blocker` command line: the parser, `main`, and the publish verbs (render, plan, apply).
 
 One module per group of verbs: blocker.cli.orders (validate, status), this one (render, plan,
-apply; and probe until it moves to its own module), blocker.cli.run, blocker.cli.audit,
+apply), blocker.cli.probe, blocker.cli.run, blocker.cli.audit,
 blocker.cli.legal (report, expiring, evidence). Exit codes a script can rely on, and the one
 error hook every command ends through, are in blocker.cli.errors.
 """
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from blocker import __version__
 from blocker.cli import agent as cli_agent
@@ -22,10 +23,11 @@ from blocker.cli import audit as cli_audit
 from blocker.cli import fleet as cli_fleet
 from blocker.cli import legal as cli_legal
 from blocker.cli import orders as cli_orders
+from blocker.cli import probe as cli_probe
 from blocker.cli import run as cli_run
+from blocker.cli import why as cli_why
 from blocker.cli.common import (
     chosen_operators,
-    open_state,
     parse_at,
     refuse_undecodable,
     skew,
@@ -41,9 +43,8 @@ from blocker.cli.errors import (
     CliError,
     post_arg_parse_hook,
 )
-from blocker.cli.output import table
 from blocker.config.load import load_config
-from blocker.config.model import Config, ConfigError
+from blocker.config.model import Config
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult
 from blocker.policy import desired
@@ -61,15 +62,9 @@ from blocker.publish.reconcile import (
 from blocker.publish.writer import PublishError, write_zone
 from blocker.record.audit import AuditLog, AuditWriteError
 from blocker.record.state import State
-from blocker.textsafe import display_path, printable
+from blocker.textsafe import display_path
 from blocker.zone.read import read_meta
 from blocker.zone.render import render_body
-
-if TYPE_CHECKING:
-    from blocker.probe.model import Check, CheckResult
-
-# cmd_probe (below, the probe helper's) still uses these names; it moves to blocker.cli.probe.
-_valid_orders, _table = valid_orders, table
 
 
 def cmd_render(args: argparse.Namespace, config: Config) -> int:
@@ -334,136 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_run.register(add)
 
-    p = add("probe", "check on real resolvers that every block holds and every lift took")
-    p.add_argument("--operator", metavar="OP", required=True)
-    p.add_argument("--resolver", metavar="HOST:PORT", action="append",
-                   help="resolver to probe (repeatable; default: the operator's resolvers in the config)")
-    p.add_argument("--orders", metavar="DIR")
-    p.add_argument("--at", metavar="ISO8601", help="expected state at this instant (default: now)")
-    p.add_argument("--control", metavar="NAME", action="append",
-                   help="a name that must resolve (repeatable; replaces the config's control names)")
-    p.add_argument("--out", metavar="DIR", help="zones folder, for the published serial (default: zones_dir)")
-    p.add_argument("--state-dir", metavar="DIR",
-                   help="state folder, for the serials that first held each entry (default: state_dir, if any)")
-    p.add_argument("--tcp", action="store_true", help="probe over TCP as well as UDP")
-    p.add_argument("--json", action="store_true", help="JSON array, one object per check")
-    p.epilog = ("a block or lift counts only when the resolver serves (canary TXT) the serial of a zone "
-                "that holds the entry (a lift: that removed it) and every control name resolves on it; "
-                "otherwise the check is `unverified`. exit codes: 0 every check holds, 1 not-blocked, "
-                "overblocked or unverified, 2 only errors (or a usage error)")
-    p.set_defaults(func=cmd_probe)
+    cli_probe.register(add)
 
     cli_audit.register(add)
     cli_legal.register(add)
     cli_fleet.register(sub, [common])
     cli_agent.register(add)
+    cli_why.register(add)
     return parser
-
-
-def cmd_probe(args: argparse.Namespace, config: Config) -> int:
-    from blocker.orders.names import InvalidName, normalize_name
-    from blocker.probe.expectations import Published, expected_checks, published_from_state
-    from blocker.probe.model import exit_code
-    from blocker.probe.passes import run_pass, serial_notes, with_resolvers
-    from blocker.zone.read import read_entries
-
-    if args.operator not in config.operators:
-        raise CliError(f"unknown operator {args.operator!r} (known: {', '.join(sorted(config.operators))})",
-                       EXIT_USAGE)
-    addresses = [_resolver_address(text) for text in args.resolver or ()]
-    op = with_resolvers(config.operators[args.operator], addresses, args.tcp)
-    if not op.resolvers:
-        raise CliError(f"no resolver to probe: give --resolver or set operators.{op.id}.resolvers", EXIT_USAGE)
-    try:
-        controls = [normalize_name(n) for n in args.control] if args.control else list(config.control_names)
-    except InvalidName as exc:
-        raise CliError(f"--control: {exc}", EXIT_USAGE) from None
-    at = parse_at(args.at, config)
-    try:
-        result = valid_orders(args, config)
-    except CliError as exc:  # no verdict is possible without every order: not a "block missing" (1)
-        raise CliError(str(exc), EXIT_USAGE) from None
-    checks = expected_checks(result.orders.values(), op.id, at, recent_days=config.probe_recent_window_days,
-                             control_names=controls)
-    lanes = len(checks) * sum(len(r.transports) for r in op.resolvers)
-    bar = None
-    if sys.stderr.isatty() and not args.json and len(checks) * len(op.resolvers) > 200:
-        from tqdm import tqdm
-
-        bar = tqdm(total=lanes, unit="check", file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-    state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
-    if args.state_dir and not state_dir.is_dir():
-        raise CliError(f"--state-dir {state_dir}: no such directory", EXIT_USAGE)
-    zone_path = (Path(args.out) if args.out else config.zones_dir) / f"{op.id}.rpz"
-    published = None
-
-    def proof() -> Published | None:
-        nonlocal published
-        published = read_meta(zone_path)
-        try:
-            entries = read_entries(zone_path) if published is not None else None
-        except (OSError, UnicodeDecodeError, ValueError) as exc:  # a damaged zone proves nothing
-            print(f"{display_path(zone_path)}: unreadable zone ({printable(str(exc), limit=200)})", file=sys.stderr)
-            entries = None
-        if published is None or entries is None:
-            print(f"{display_path(zone_path)}: no published zone: no block or lift can be proven", file=sys.stderr)
-            return None
-        state = open_state(state_dir)
-        try:
-            return published_from_state(published.serial, entries, op.id, state)
-        finally:
-            if state is not None:
-                state.close()
-
-    outcome = run_pass(config, op, checks, result.orders.values(), proof, progress=progress,
-                       done=bar.close if bar is not None else None)
-    if args.json:
-        print(json.dumps([r.to_json() for r in outcome.results], indent=2))
-    else:
-        _print_probe(outcome.results, checks)
-    if published is not None:
-        for note in serial_notes(outcome, op.id, published.serial):
-            print(note, file=sys.stderr)
-    return exit_code(outcome.results)
-
-
-def _resolver_address(text: str) -> tuple[str, int]:
-    """HOST:PORT, [V6]:PORT, or a bare address (port 53)."""
-    from blocker.config.address import parse_resolver_address
-
-    try:
-        return parse_resolver_address(text, "--resolver")
-    except ConfigError:
-        raise CliError(f"--resolver: expected IP, IP:PORT or [IPv6]:PORT, got {text!r}", EXIT_USAGE) from None
-
-
-def _print_probe(results: Sequence[CheckResult], checks: Sequence[Check]) -> None:
-    from blocker.vocab import Verdict
-
-    rows: dict[tuple[str, str], dict[str, int]] = {}
-    for r in results:
-        counts = rows.setdefault((r.resolver, r.transport), {})
-        counts[r.verdict] = counts.get(r.verdict, 0) + 1
-    # The table's columns, in this order (what holds first): a contract scripts may read.
-    verdicts = [v.value for v in (Verdict.BLOCKED, Verdict.RESOLVES, Verdict.NOT_BLOCKED, Verdict.OVERBLOCKED,
-                                  Verdict.ERROR, Verdict.UNVERIFIED)]
-    table = [[res, tr, *[str(c.get(v, 0)) for v in verdicts]] for (res, tr), c in sorted(rows.items())]
-    print(_table(table, ["RESOLVER", "TRANSPORT", *[v.upper() for v in verdicts]]))
-    bad = [r for r in results if r.verdict not in (Verdict.BLOCKED.value, Verdict.RESOLVES.value)]
-    for r in bad[:50]:
-        ids = ",".join(r.order_ids) or "-"
-        print(f"  {r.verdict}: {r.name} on {r.resolver}/{r.transport} (expected {r.expected}; orders {ids}; "
-              f"rcode {r.rcode or 'none'}) {r.reason}")
-    if len(bad) > 50:
-        print(f"  ... and {len(bad) - 50} more (use --json)")
-    print(f"{len(checks)} checks x resolvers: {len(results)} results, {len(bad)} not holding")
-
 
 def _publish_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--orders", metavar="DIR")
@@ -479,7 +352,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config: Config | None = None
     try:
         refuse_undecodable(args)
-        config = load_config(Path(args.config) if args.config else None)
+        # --config, else $BLOCKER_CONFIG (a production host's legal team need not type it), else default.
+        chosen = args.config or os.environ.get("BLOCKER_CONFIG") or None
+        if chosen and not args.config:
+            args.config = chosen  # the daemon re-reads the same file on reload
+        config = load_config(Path(chosen) if chosen else None)
         return int(args.func(args, config))
     except (Exception, KeyboardInterrupt) as exc:  # never a traceback to a user: see blocker.cli.errors
         state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else (

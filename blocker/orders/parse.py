@@ -7,6 +7,7 @@ parse depends on beyond the file is all in the `OrderRules` it is given (never t
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import reprlib
@@ -52,6 +53,9 @@ class _FileErrors:
         self.items: list[OrderError] = []
         self.warnings: list[OrderError] = []
         self.dropped = 0
+        # Known field -> line of the unknown key that looks like its typo (`duraton:`): what the
+        # missing field causes is reported on that line, after the typo, not on line 1 before it.
+        self.typos: dict[str, int] = {}
 
     def add(self, fieldname: str, message: str, line: int | None = None) -> None:
         if len(self.items) >= MAX_ERRORS_PER_FILE:
@@ -61,6 +65,8 @@ class _FileErrors:
             self.dropped += 1
             return
         top = fieldname.split(".")[0].split("[")[0]
+        if line is None and top not in self.doc and top in self.typos:
+            line = self.typos[top]
         self.items.append(OrderError(self.path, fieldname, message, line or self.doc.line_of(top)))
 
     def text(self, key: str, required: bool = True) -> str | None:
@@ -198,7 +204,11 @@ def parse_order(data: bytes, path: str, rules: OrderRules) -> Order | list[Order
     err = _FileErrors(path, doc)
     for key in doc:
         if key not in FIELDS:
-            err.add(str(key), f"unknown field (allowed: {', '.join(sorted(FIELDS))})", doc.line_of(key))
+            close = difflib.get_close_matches(str(key), sorted(FIELDS - set(doc)), n=1, cutoff=0.7)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            if close:
+                err.typos.setdefault(close[0], doc.line_of(key))
+            err.add(str(key), f"unknown field: {hint}(allowed: {', '.join(sorted(FIELDS))})", doc.line_of(key))
     order_id = err.text("id")
     if order_id is not None and not ID_RE.match(order_id):
         err.add("id", f"{order_id!r} is not a valid id (lower-case letters, digits, . _ -; at most 64)")

@@ -18,6 +18,8 @@ from blocker.policy.model import (
     ZoneContent,
     ZoneEntries,
     blocked_names,
+    covers,
+    lookup,
     next_transition,
     orders_in_force,
     owners,
@@ -25,8 +27,8 @@ from blocker.policy.model import (
 )
 
 __all__ = [
-    "Entry", "PolicyCache", "ZoneContent", "ZoneEntries", "blocked_names", "canonical_order", "desired",
-    "next_transition", "orders_in_force", "owners", "sort_key",
+    "Entry", "PolicyCache", "ZoneContent", "ZoneEntries", "blocked_names", "canonical_order", "covers", "desired",
+    "lookup", "next_transition", "orders_in_force", "owners", "sort_key",
 ]
 
 

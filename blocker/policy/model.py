@@ -99,3 +99,22 @@ def next_transition(orders: Iterable[Order], after: datetime) -> datetime | None
     """The first start or lift instant strictly after `after`: when the zones must change next."""
     upcoming = [t for o in orders for t in o.transitions() if t > after]
     return min(upcoming) if upcoming else None
+
+
+def covers(owner: str, name: str) -> bool:
+    """Whether the RPZ owner `owner` matches `name`: itself, or, for `*.apex`, a name below apex
+    (an RPZ wildcard does not cover the apex)."""
+    return owner == name or (owner.startswith("*.") and name.endswith(owner[1:]))
+
+
+def lookup(entries: ZoneEntries, name: str) -> tuple[str, Entry] | None:
+    """The owner and entry a resolver applies to `name`, as RPZ chooses: the exact owner, else the
+    nearest `*.ancestor` (the longest wildcard). None: the zone does not touch `name`."""
+    if name in entries:
+        return name, entries[name]
+    labels = name.split(".")
+    for i in range(1, len(labels)):
+        owner = "*." + ".".join(labels[i:])
+        if owner in entries:
+            return owner, entries[owner]
+    return None

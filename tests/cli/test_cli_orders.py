@@ -83,8 +83,8 @@ def test_validate_one_bad_file_among_good_ones(work):
     proc = run("validate", "--orders", "orders", cwd=work)
     assert proc.returncode == 1
     lines = proc.stdout.splitlines()
-    assert "orders/a.yaml: ok (order-a, 1 targets)" in lines
-    assert "orders/b.yml: ok (order-b, 1 targets)" in lines
+    assert "orders/a.yaml: ok (order-a, 1 target)" in lines  # singular: issue 12
+    assert "orders/b.yml: ok (order-b, 1 target)" in lines
     problems = [line for line in lines if line.startswith("orders/c.yaml")]
     assert len(problems) == 3  # unknown field, no duration/end, unknown action: all in one run
     for line in problems:
@@ -93,6 +93,9 @@ def test_validate_one_bad_file_among_good_ones(work):
     assert fields == {"duraton", "duration", "action"}
     assert any("unknown field" in line and "(line 7)" in line for line in problems)
     assert not any(str(bad) in line and ": ok" in line for line in lines)
+    # The typo first, with its fix; what it causes after it, on its line (not on line 1 before it).
+    assert "did you mean `duration`?" in problems[0] and problems[0].endswith("(line 7)")
+    assert problems[1].startswith("orders/c.yaml: duration: ") and problems[1].endswith("(line 7)")
 
 
 def test_validate_an_empty_folder_is_fine(work):
@@ -137,7 +140,7 @@ def test_nasty_inputs_never_crash_and_good_files_still_pass(work):
     os.symlink(orders / "missing-target.yaml", orders / "dangling.yaml")
     proc = run("validate", "--orders", "orders", cwd=work)
     assert proc.returncode == 1
-    assert "orders/good.yaml: ok (good, 1 targets)" in proc.stdout
+    assert "orders/good.yaml: ok (good, 1 target)" in proc.stdout
     reported = {line.split(":")[0] for line in proc.stdout.splitlines() if ": ok" not in line}
     assert {f"orders/{name}" for name in [*NASTY, "huge.yaml"]} <= reported
     for line in proc.stdout.splitlines():
@@ -260,8 +263,19 @@ def test_status_with_an_invalid_file_shows_the_valid_orders_and_exits_1(work):
     assert "orders/zz-bad.yaml" in table.stderr
 
 
-def test_status_table(work):
+def test_status_table_fits_120_columns_and_wide_shows_everything(work):
     proc = run("status", "--orders", str(SAMPLES), "--at", "2026-12-15T12:00:00+01:00", cwd=work)
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 120 < max(len(r) for r in [", ".join(lines)])
+    assert lines[0].split() == ["ORDER", "STATUS", "START", "END", "TARGETS", "RULE"]
+    row = next(line for line in lines if line.startswith("lfp-2026-0088-streamfoot "))  # ids never cut
+    assert "2026-11-03 12:00+01:00" in row and row.endswith("…")  # offsets kept, the rule cut
+    assert proc.stderr.strip().endswith("; 5 orders")
+
+
+def test_status_table(work):
+    proc = run("status", "--orders", str(SAMPLES), "--at", "2026-12-15T12:00:00+01:00", "--wide", cwd=work)
     assert proc.returncode == 0
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:4] == ["ORDER", "STATUS", "START", "END"]

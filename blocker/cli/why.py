@@ -1,0 +1,125 @@
+"""`why NAME`: which orders block a name, on which operator, and whether the zone and probes agree.
+
+The question every support desk gets. What covers NAME is asked of the policy package
+(`desired`, `lookup`, `covers`): the computation the zones are rendered from, not a copy of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from blocker.cli.common import load_folder, open_state, parse_at, state_dir_of
+from blocker.cli.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE, CliError, with_epilog
+from blocker.cli.output import plural, print_errors, print_json
+from blocker.config.model import Config
+from blocker.orders.legaltime import fmt_instant, zone
+from blocker.orders.names import InvalidName, normalize_name
+from blocker.policy import covers, desired, lookup, owners
+from blocker.textsafe import printable
+from blocker.zone.read import read_entries
+
+
+def unicode_form(name: str) -> str:
+    """The name as a court wrote it (U-labels), beside the A-label the zone holds."""
+    try:
+        import idna
+
+        return str(idna.decode(name))
+    except Exception:
+        return name
+
+
+def cmd_why(args: argparse.Namespace, config: Config) -> int:
+    try:
+        name = normalize_name(args.name)
+    except InvalidName as exc:
+        raise CliError(f"NAME: {exc}", EXIT_USAGE) from None
+    at = parse_at(args.at, config)
+    tz = zone(config.timezone)
+    operators = sorted(set(args.operator)) if args.operator else sorted(config.operators)
+    for op in operators:
+        if op not in config.operators:
+            raise CliError(f"unknown operator {op!r} (known: {', '.join(sorted(config.operators))})", EXIT_USAGE)
+    result, folder = load_folder(args, config)
+    if not result.ok:  # an answer without every order could say "not blocked" wrongly: no answer
+        print_errors(result)
+        raise CliError(f"{len(result.errors)} problem(s) in {folder}: no answer without every order", EXIT_USAGE)
+    orders = sorted(result.orders.values(), key=lambda o: o.id)
+    state = open_state(state_dir_of(args, config))
+    try:
+        probes = state.probe_last() if state is not None else {}
+    finally:
+        if state is not None:
+            state.close()
+    covering = []
+    for o in orders:
+        hits = [owner for owner in owners(o) if covers(owner, name)]
+        if hits:
+            covering.append({
+                "id": o.id, "court": o.court, "case_number": o.case_number, "action": o.action,
+                "start": fmt_instant(o.start, o.tz), "end": fmt_instant(o.end, o.tz), "rule": o.rule,
+                "operators": list(o.operators), "status": o.status_at(at), "owners": hits,
+            })
+    per_operator: list[dict[str, Any]] = []
+    for op in operators:
+        want = lookup(desired(orders, op, at).entries, name)
+        path = config.zones_dir / f"{op}.rpz"
+        published = lookup(read_entries(path), name)
+        ids = list(want[1].order_ids) if want else []
+        last = {oid: probes[(oid, op)] for oid in ids if (oid, op) in probes}
+        per_operator.append({
+            "operator": op, "blocked": want is not None,
+            "owner": want[0] if want else None, "action": want[1].action if want else None, "orders": ids,
+            "zone_published": path.is_file(),
+            "published": None if published is None else {"owner": published[0], "action": published[1].action},
+            "zone_agrees": (published is None) == (want is None) and (
+                want is None or published is None or published[1].action == want[1].action),
+            "last_probe": {oid: {"last_ok": None if ok is None else fmt_instant(ok, tz),
+                                 "last_failure": None if bad is None else fmt_instant(bad, tz), "failures": n}
+                           for oid, (ok, bad, n) in last.items()},
+        })
+    blocked = any(p["blocked"] for p in per_operator)
+    if args.json:
+        print_json({"name": name, "unicode": unicode_form(name), "at": fmt_instant(at, tz), "blocked": blocked,
+                    "orders": covering, "operators": per_operator}, ensure_ascii=False)
+        return EXIT_OK if blocked else EXIT_INVALID
+    shown = unicode_form(name)
+    print(f"{printable(shown)}" + (f" ({name})" if shown != name else "") + f" at {fmt_instant(at, tz)}: "
+          + ("BLOCKED on " + ", ".join(p["operator"] for p in per_operator if p["blocked"]) if blocked
+             else "not blocked"))
+    for c in covering:
+        print(f"  order {printable(c['id'])} ({c['status']}): {printable(c['court'])}; {printable(c['case_number'])}")
+        print(f"    action {c['action']}, {c['start']} to {c['end']}; {printable(c['rule'])}")
+        print(f"    operators {', '.join(c['operators'])}; covers it as {', '.join(c['owners'])}")
+    if not covering:
+        print("  no order names it, nor a parent with subdomains")
+    for p in per_operator:
+        entry = p["published"]
+        has = f"has {entry['owner']} {entry['action']}" if entry else "no entry"
+        agree = ("no zone published yet" if not p["zone_published"] else "the published zone agrees"
+                 if p["zone_agrees"] else f"the published zone DISAGREES ({has})")
+        what = f"{p['action']} via {p['owner']} ({', '.join(p['orders'])})" if p["blocked"] else "not blocked"
+        probe = "; ".join(
+            f"{oid}: last verified {v['last_ok'] or 'never'}"
+            + (f", {plural(v['failures'], 'failure')} (last {v['last_failure']})" if v["failures"] else "")
+            for oid, v in p["last_probe"].items())
+        print(f"  {p['operator']}: {what}; {agree}" + (f"; probes: {probe}" if probe else ""))
+    print(f"{plural(len(covering), 'order')} {'covers' if len(covering) == 1 else 'cover'} it", file=sys.stderr)
+    return EXIT_OK if blocked else EXIT_INVALID
+
+
+def register(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    p = add("why", "why is NAME blocked (or not): the orders covering it, per operator, zone and probes")
+    p.add_argument("name", metavar="NAME", help="domain name, in Unicode or as its A-label (xn--)")
+    p.add_argument("--operator", metavar="OP", action="append", help="only this operator (repeatable)")
+    p.add_argument("--at", metavar="ISO8601", help="status at this instant (default: now)")
+    p.add_argument("--orders", metavar="DIR", help="orders folder (default: config orders_dir)")
+    p.add_argument("--state-dir", metavar="DIR", help="state folder, for the last probes (default: state_dir)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    with_epilog(p, {0: "NAME is blocked for some operator at --at", 1: "it is not",
+                    2: "bad input (a bad name, flag, or an invalid order file)"},
+                "blocker why bücher-propagande.example.gg --operator orange")
+    p.set_defaults(func=cmd_why)
