@@ -14,19 +14,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from tests.resolverlib import Unbound, base_rules, canary_name, free_port
-from tests.run.test_daemon import (
-    BLOCKER,
-    ORANGE,
-    PARIS_WINTER,
-    Env,
-    _unbound_publish_fresh,
-    audit_records,
-    events,
-    http_get,
-    metric,
-    wait_until,
-    write_order,
-)
+from tests.run.test_daemon import ORANGE, PARIS_WINTER, _unbound_publish_fresh, audit_records, events, write_order
+from tests.support.cli import BLOCKER
+from tests.support.daemon import Env, http_get, metric, wait_until
 
 AGENT = "vp-par-1"
 
