@@ -30,9 +30,11 @@ import blocker.record.audit as audit_mod
 from blocker.record.audit import AuditLog, AuditWriteError, verify_live
 from blocker.record.verify import REPAIRED, canonical, checked_lines, record_hash
 from tests.record.test_audit import blocker as blocker_cli
-from tests.run.test_daemon import events, whole_second, write_order, zone_owners
+from tests.support.audit import events
 from tests.support.cli import blocker as run_blocker
 from tests.support.daemon import Env, wait_until
+from tests.support.orders import whole_second, write_order
+from tests.support.zones import zone_owners
 
 pytestmark = pytest.mark.integration  # most tests here run blocker, a daemon or a child process
 
