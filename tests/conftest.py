@@ -24,6 +24,7 @@ import pytest
 from tests.conftest_resolvers import *  # noqa: F403
 from tests.conftest_resolvers import __all__ as RESOLVER_FIXTURE_NAMES
 from tests.support.daemon import Env
+from tests.support.legal import copy, scenario  # noqa: F401 - the legal scenario's fixtures, for tests/legal and tests/cli
 
 # Fixtures that start processes: a test using one (directly or through another fixture) is
 # integration without saying so.
