@@ -31,6 +31,7 @@ from blocker.orders.parse import parse_order
 from blocker.safeio import OutputError, output_dir, write_output
 from tests.legal_samples import ALPHA
 from tests.support.legal import T, blocker
+from tests.support.properties import examples
 
 pytestmark = pytest.mark.integration  # most tests here run the blocker console script
 
@@ -312,7 +313,7 @@ TRIGGER_TEXT = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(court=TRIGGER_TEXT, case=TRIGGER_TEXT, applicant=TRIGGER_TEXT, rule=TRIGGER_TEXT)
 def test_no_csv_cell_starts_a_formula_whatever_the_order_says(alpha: Order, court: str, case: str, applicant: str,
                                                               rule: str) -> None:

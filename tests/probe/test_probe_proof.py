@@ -51,6 +51,7 @@ from tests.resolverlib import (
     write_atomically,
 )
 from tests.support.daemon import Env as DaemonEnv
+from tests.support.properties import examples
 
 pytestmark = pytest.mark.integration  # real resolvers (some through request.getfixturevalue) and blocker
 
@@ -84,7 +85,7 @@ def passes(draw: st.DrawFn) -> tuple[list[Check], list[CheckResult], list[int | 
     return checks, results, need, served
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(passes())
 def test_blocked_or_resolves_only_with_canary_proof_and_resolving_controls(case: tuple) -> None:
     checks, results, need, served = case
