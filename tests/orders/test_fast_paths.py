@@ -271,6 +271,7 @@ def test_the_installed_console_script_is_inert():
     assert loader_mod._script_is_inert(str(script))
 
 
+@pytest.mark.integration  # starts a process
 def test_a_script_without_a_guard_loads_in_its_own_process(tmp_path):
     """The script below would print once more per worker process if workers imported it:
     `load_orders` parses in the script's process instead, with the same outcome."""
