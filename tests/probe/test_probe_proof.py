@@ -39,7 +39,6 @@ from blocker.probe.proof import prove, served_throughout
 from blocker.zone.read import read_meta
 from blocker.zone.serial import serial_gt
 from tests.conftest_resolvers import RESOLVER_FIXTURES
-from tests.probe.test_probe_cli import MODES, blocker, config_text, metric, metrics, restore_base_rules
 from tests.resolverlib import (
     LOOPBACK,
     TEST_ORIGINS,
@@ -50,7 +49,9 @@ from tests.resolverlib import (
     rpz_zone,
     write_atomically,
 )
+from tests.support.cli import blocker
 from tests.support.daemon import Env as DaemonEnv
+from tests.support.probe import MODES, config_text, metric, metrics, restore_base_rules
 from tests.support.properties import examples
 
 pytestmark = pytest.mark.integration  # real resolvers (some through request.getfixturevalue) and blocker
