@@ -31,7 +31,7 @@ test: debs lint
 	$(PY) -m pytest -q
 
 unit: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q -m "not integration" --hypothesis-profile=unit
 
 # ruff, then mypy (strict, configured in pyproject.toml) on the package.
 lint: $(VENV)/.installed

@@ -2,7 +2,8 @@
 tests/conftest_resolvers.py, the CLI runner in tests/support/cli.py, the daemon in tests/support/daemon.py.
 
 `make unit` runs `pytest -m "not integration"`: the pure tests, with no Debian package and no process
-started (about a minute of CPU, most of it the hypothesis property tests).
+started, in seconds: it loads the `unit` hypothesis profile (tests/support/properties.py), which
+runs each property test with a few examples; `make test` runs the `ci` profile, the full counts.
 A test is integration when it starts a process of any kind (the real `blocker` console script or
 daemon, a resolver, promtool, chromium, a Python child...). It is marked so either by using one of
 the fixtures below that start one (automatic) or by its module's `pytestmark` /
@@ -24,6 +25,10 @@ import pytest
 from tests.conftest_resolvers import *  # noqa: F403
 from tests.conftest_resolvers import __all__ as RESOLVER_FIXTURE_NAMES
 from tests.support.daemon import Env
+from tests.support.legal import copy, scenario  # noqa: F401 - the legal scenario's fixtures, for tests/legal and tests/cli
+from tests.support.properties import register_profiles
+
+register_profiles()  # before any test module is imported: their @settings read the profile
 
 # Fixtures that start processes: a test using one (directly or through another fixture) is
 # integration without saying so.

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import blocker as run
+from tests.support.orders import GOOD, write
 
 pytestmark = pytest.mark.integration  # every test here runs the blocker console script
 
@@ -23,33 +24,11 @@ SAMPLE_IDS = {
     "tj-nanterre-2026-1190-forum", "tj-paris-2021-51823-cnil",
 }
 
-GOOD = """\
-id: {id}
-court: Tribunal judiciaire de Paris
-case_number: RG 26/53123
-decision_date: 2026-11-18
-operators: [orange, sfr]
-start: 2026-11-20
-duration: 18 months
-targets:
-  - {id}.example
-"""
-
-
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     """An empty working directory (no configs/: built-in defaults) with an orders folder."""
     (tmp_path / "orders").mkdir()
     return tmp_path
-
-
-def write(folder: Path, name: str, text: str | bytes) -> Path:
-    path = folder / name
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
 
 
 # --- validate -----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A planted symlink at any temp name or at the target is never followed; a target that is not a
 regular file (a device, a FIFO, a folder, a link) is refused and left as it was; `--out -` is
 standard output; CSV cells never start a formula. The CLI cases run the real `blocker` on a
-real state (the scenario of tests/test_legal_cli.py).
+real state (the scenario of tests/support/legal.py).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from blocker.legal.report import FORMULA_TRIGGERS, Facts, build_row, spreadsheet
 from blocker.orders.model import Order
 from blocker.orders.parse import parse_order
 from blocker.safeio import OutputError, output_dir, write_output
-from tests.legal.test_legal_cli import T, blocker, copy, scenario  # noqa: F401 - fixtures
 from tests.legal_samples import ALPHA
+from tests.support.legal import T, blocker
+from tests.support.properties import examples
 
 pytestmark = pytest.mark.integration  # most tests here run the blocker console script
 
@@ -208,7 +209,7 @@ def in_process(cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     return code, out, err
 
 
-def test_report_refuses_every_target_that_is_not_a_regular_file(scenario: Path, specials: dict[str, Path],  # noqa: F811
+def test_report_refuses_every_target_that_is_not_a_regular_file(scenario: Path, specials: dict[str, Path],
                                                                 monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     for name, path in specials.items():
@@ -226,7 +227,7 @@ def test_report_refuses_every_target_that_is_not_a_regular_file(scenario: Path, 
             assert fingerprint(path) == before, (name, fmt)
 
 
-def test_report_to_standard_output_with_dash(scenario: Path) -> None:  # noqa: F811
+def test_report_to_standard_output_with_dash(scenario: Path) -> None:
     for fmt in ("table", "csv"):
         to_stdout = blocker(*report_args("--format", fmt), cwd=scenario)
         dash = blocker(*report_args("--format", fmt, "--out", "-"), cwd=scenario)
@@ -236,7 +237,7 @@ def test_report_to_standard_output_with_dash(scenario: Path) -> None:  # noqa: F
         assert not (scenario / "-").exists()
 
 
-def test_report_out_planted_links_at_old_and_new_temp_names(copy: Path) -> None:  # noqa: F811
+def test_report_out_planted_links_at_old_and_new_temp_names(copy: Path) -> None:
     victim = copy / "victim.txt"
     victim.write_text("precious")
     for name in (".r.html.tmp", ".r.html.0000000000000000.tmp", ".r.html..tmp"):
@@ -250,13 +251,13 @@ def test_report_out_planted_links_at_old_and_new_temp_names(copy: Path) -> None:
     assert proc.returncode == 0 and (copy / "r.html").read_text().startswith("order,court,")
 
 
-def test_report_out_in_a_missing_folder_is_a_usage_error(scenario: Path) -> None:  # noqa: F811
+def test_report_out_in_a_missing_folder_is_a_usage_error(scenario: Path) -> None:
     proc = blocker(*report_args("--out", "no/such/dir/r.txt"), cwd=scenario)
     assert proc.returncode == 2 and "cannot open its folder" in proc.stderr
     assert not (scenario / "no").exists()
 
 
-def test_evidence_refuses_special_targets_and_leaves_them_alone(copy: Path, specials: dict[str, Path],  # noqa: F811
+def test_evidence_refuses_special_targets_and_leaves_them_alone(copy: Path, specials: dict[str, Path],
                                                                 monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     (copy / "empty").mkdir()
@@ -312,7 +313,7 @@ TRIGGER_TEXT = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(court=TRIGGER_TEXT, case=TRIGGER_TEXT, applicant=TRIGGER_TEXT, rule=TRIGGER_TEXT)
 def test_no_csv_cell_starts_a_formula_whatever_the_order_says(alpha: Order, court: str, case: str, applicant: str,
                                                               rule: str) -> None:
@@ -340,7 +341,7 @@ def test_csv_examples() -> None:
     assert spreadsheet_safe(-43620.0) == -43620.0 and spreadsheet_safe(0) == 0  # numbers the tool computed
 
 
-def test_csv_report_of_a_hostile_court_from_the_cli(copy: Path) -> None:  # noqa: F811
+def test_csv_report_of_a_hostile_court_from_the_cli(copy: Path) -> None:
     path = copy / "orders" / "alpha.yaml"
     text = path.read_text()
     court = next(line for line in text.splitlines() if line.startswith("court:"))

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from tests.resolverlib import free_port
-from tests.run.test_daemon import Env, wait_until, whole_second, write_order
+from tests.support.daemon import Env, wait_until
+from tests.support.orders import whole_second, write_order
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,10 +22,10 @@ import pytest
 
 from tests.fleet.fleetlib import BindSecondary, KnotPrimary, PdnsSecondary, UnboundSecondary
 from tests.resolverlib import AUTH_ADDRESS, AuthServer, ask, free_port, wait_for
+from tests.support.cli import BLOCKER, blocker, child_env
 
-# Needs knot, bind9, unbound, pdns-recursor: an `integration` test (marker registered by the tests helper).
+pytestmark = pytest.mark.integration  # knot, bind9, unbound, pdns-recursor and the blocker console script
 
-BLOCKER = [sys.executable, "-m", "blocker"]
 ORIGIN = "orange.rpz.blocker."
 KEY = 'key "blocker-xfr" {\n\talgorithm hmac-sha256;\n\tsecret "%s";\n};\n'
 SECRET = "c2VjcmV0LWZvci10ZXN0cy1vbmx5LTAxMjM0NTY3ODk="  # 32 bytes, base64
@@ -54,8 +53,7 @@ class Fleet:
     outputs: list[str] = field(default_factory=list)
 
     def blocker(self, inst: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*BLOCKER, "--config", str(self.configs[inst]), *args], capture_output=True,
-                              text=True, timeout=120, cwd=self.root)
+        proc = blocker(*args, config=self.configs[inst], cwd=self.root, timeout=120)
         self.outputs += [proc.stdout, proc.stderr]
         if check:
             assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -239,8 +237,9 @@ def test_the_daemon_follows_propagation_and_stays_healthy_while_a_secondary_lags
 
     port = free_port()
     log = open(fleet.root / "daemon-b.log", "w")  # noqa: SIM115 - closed below
-    daemon = subprocess.Popen([*BLOCKER, "--config", str(fleet.configs["b"]), "run", "--listen",
-                               f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT, cwd=fleet.root)
+    daemon = subprocess.Popen([BLOCKER, "--config", str(fleet.configs["b"]), "run", "--listen",
+                               f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT, cwd=fleet.root,
+                              env=child_env())
 
     def get(path: str) -> tuple[int, str]:
         try:

@@ -53,6 +53,7 @@ def test_without_distribution_nothing_changes() -> None:
     assert config.distribution is None and all(not op.secondaries for op in config.operators.values())
 
 
+@pytest.mark.integration  # starts a process
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
 def test_a_key_others_can_read_is_refused_in_one_line_without_the_secret(tmp_path: Path, mode: int) -> None:
     cfg = _setup(tmp_path, mode)
@@ -154,6 +155,7 @@ def test_fleet_state_audits_a_secondary_behind(tmp_path: Path) -> None:
     assert "orange" not in state.propagation  # incomplete: no propagation time
 
 
+@pytest.mark.integration  # starts a process
 def test_both_printed_primary_configs_pass_their_servers_own_check(tmp_path: Path) -> None:
     cfg = _setup(tmp_path)
     knot = tmp_path / "knot.conf"

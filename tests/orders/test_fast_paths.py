@@ -24,6 +24,7 @@ from blocker.orders.load import load_orders
 from blocker.orders.model import OrderCache, Target, make_target
 from blocker.orders.names import is_public_suffix, normalize_name, psl_rules
 from blocker.orders.yamlio import LineDict, LineList, YamlError, loads_mapping
+from tests.support.properties import examples
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = load_config(REPO / "blocker" / "config" / "default.yaml")
@@ -56,7 +57,7 @@ def names_near_rules(draw):
     return draw(st.sampled_from([name, name.upper(), name + "."]))
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(3000), deadline=None)
 @given(names_near_rules())
 def test_public_suffix_lookup_agrees_with_publicsuffixlist_near_its_rules(name):
     assert is_public_suffix(name) == bool(REFERENCE_PSL.is_public(name))
@@ -72,7 +73,7 @@ def test_public_suffix_lookup_agrees_with_publicsuffixlist_on_examples(name):
     assert is_public_suffix(name) == bool(REFERENCE_PSL.is_public(name))
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.lists(st.sampled_from(["com", "uk", "co", "jp", "kobe", "city", "ck", "www", "io", "github", "a", "b"]),
                 min_size=1, max_size=5))
 def test_public_suffix_lookup_agrees_on_random_label_sequences(labels):
@@ -115,7 +116,7 @@ documents = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["id", "targets", "court", "x", "id", "lifted"]), documents),
                 min_size=1, max_size=4), st.booleans())
 def test_fast_yaml_construction_equals_the_careful_one(fields, block):
@@ -134,7 +135,7 @@ def test_yaml_deeper_than_the_fast_path_goes_is_built_by_the_careful_one():
     assert loads_mapping(text)["a"][0][0][0]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.one_of(st.sampled_from(SCALARS), st.text(max_size=12)), st.sampled_from(["{}", "'{}'", '"{}"', "[{}]"]))
 def test_resolving_scalars_equals_pyyaml_s_resolver(value, shape):
     """The `resolve` shortcut (plain scalars that no implicit resolver claims are strings) against
@@ -270,6 +271,7 @@ def test_the_installed_console_script_is_inert():
     assert loader_mod._script_is_inert(str(script))
 
 
+@pytest.mark.integration  # starts a process
 def test_a_script_without_a_guard_loads_in_its_own_process(tmp_path):
     """The script below would print once more per worker process if workers imported it:
     `load_orders` parses in the script's process instead, with the same outcome."""

@@ -31,6 +31,7 @@ from blocker.orders.legaltime import (
     start_of_day,
     zone,
 )
+from tests.support.properties import examples
 
 PARIS = zone("Europe/Paris")
 NEW_YORK = zone("America/New_York")
@@ -197,7 +198,7 @@ def test_dates_out_of_range_are_errors_not_crashes():
         parse_instant("0001-01-01T00:00+05:00", PARIS)  # year 0 in UTC
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.dates(), st.sampled_from(["1 day", "30 days", "1 month", "18 months", "5 years", "99999 days"]),
        st.sampled_from([PARIS, SYDNEY, SANTIAGO]))
 def test_any_start_date_gives_a_window_or_a_legal_time_error(start, duration, tz):
@@ -216,7 +217,7 @@ offsets = st.one_of(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.datetimes(), offsets)
 def test_any_well_formed_instant_parses_or_is_a_legal_time_error(naive, offset):
     text = naive.isoformat(timespec="seconds") + offset
@@ -489,7 +490,7 @@ def _paris_candidates(naive: datetime) -> list[timedelta]:
     return out
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.datetimes(min_value=datetime(1980, 1, 1), max_value=datetime(2099, 12, 31)))
 def test_naive_datetimes_are_read_in_the_zone_or_refused(naive):
     naive = naive.replace(microsecond=0)
@@ -674,7 +675,7 @@ def test_extend_with_an_unknown_holiday_country_is_an_error():
         window("2027-06-14", duration_text="1 month", extend_to_working_day=True, holidays_country="XX")
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(st.dates(min_value=date(2020, 1, 1), max_value=date(2040, 12, 31)),
        st.sampled_from(["1 day", "10 days", "1 month", "6 months", "18 months", "1 year"]))
 def test_extend_moves_to_the_first_working_day_on_or_after_day_d(start, duration):

@@ -22,6 +22,7 @@ from blocker.policy import Entry, ZoneContent, canonical_order
 from blocker.zone.admit import UnsafeOwnerError, check_owners, owner_problem
 from blocker.zone.render import render_body
 from tests.support.cli import blocker
+from tests.support.properties import examples
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = load_config(REPO / "blocker" / "config" / "default.yaml")
@@ -166,7 +167,7 @@ def test_render_of_plain_owners_is_unchanged():
 _owner_chars = st.text(st.sampled_from("abz09-.*_ A\nä"), min_size=0, max_size=20)
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(st.lists(st.one_of(_owner_chars, st.sampled_from(["a.example", "*.a.example", "rpz-ip", "x.canary.blocker",
                                                          "orange.rpz.blocker", "a" * 64])), min_size=1, max_size=6))
 def test_property_the_fast_owner_scan_agrees_with_the_careful_check(owners):
@@ -205,7 +206,7 @@ def test_ideographic_fullwidth_and_halfwidth_stops_separate_labels(dot):
 _idn_chars = st.sampled_from("abcdefghijklmnopqrstuvwxyzABCXYZ0123456789-ßüéçñжДΣσςΚΑΦΕΜΠΡİıǅẞ中文ラーメンÅ")
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(st.lists(st.text(_idn_chars, min_size=1, max_size=15), min_size=1, max_size=3),
        st.sampled_from(["gr", "example", "example.gg", "de", "jp", "Example", "GR"]))
 def test_property_normalize_is_what_uts46_gives_in_any_case(parts, suffix):

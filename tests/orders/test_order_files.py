@@ -28,6 +28,7 @@ from blocker.orders.model import Order, OrderCache
 from blocker.textsafe import display_path
 from tests.support.cli import BLOCKER
 from tests.support.cli import blocker as run_blocker
+from tests.support.properties import examples
 
 pytestmark = pytest.mark.integration  # most tests here run the blocker console script
 
@@ -202,7 +203,7 @@ def _all_text(value: object) -> list[str]:
     return []
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(min_size=1, max_size=12).filter(lambda b: b"/" not in b and b"\0" not in b))
 def test_no_text_from_a_load_cannot_be_encoded(tmp_path: Path, stem: bytes) -> None:
     """Whatever bytes a name holds, every string the loader hands on (to SQLite, the audit JSON,

@@ -18,6 +18,7 @@ from blocker.orders.legaltime import fmt_instant, zone
 from blocker.orders.load import load_orders
 from blocker.orders.model import Order, OrderCache, OrderError
 from blocker.orders.parse import parse_order
+from tests.support.properties import examples
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "orders"
@@ -702,7 +703,7 @@ keys = st.sampled_from(sorted({
 }))
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(keys, values, max_size=14), st.booleans())
 def test_any_mapping_gives_an_order_or_errors(doc, from_base):
     base = yaml.safe_load(BASE) if from_base else {}

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocker.orders.yamlio import LineDict, LineList, YamlError, load_mapping, loads_mapping, read_bytes
+from tests.support.properties import examples
 
 
 def error_of(data: bytes) -> YamlError:
@@ -231,7 +232,7 @@ def test_error_survives_a_with_block_and_pickling():
     assert (copy.message, copy.line, str(copy)) == (info.value.message, 2, str(info.value))
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.binary(max_size=200))
 def test_any_bytes_give_a_mapping_or_a_yaml_error(data):
     try:
@@ -252,7 +253,7 @@ yamlish = st.lists(
 ).map(lambda parts: "".join(parts).encode())
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(yamlish)
 def test_yaml_looking_text_gives_a_mapping_or_a_yaml_error(data):
     try:

@@ -12,6 +12,7 @@ from blocker.config.load import load_config
 from blocker.orders.model import Order
 from blocker.orders.parse import parse_order
 from blocker.policy import PolicyCache, desired, reference
+from tests.support.properties import examples
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = load_config(REPO / "blocker" / "config" / "default.yaml")
@@ -40,7 +41,7 @@ orders_st = st.dictionaries(
     max_size=5)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(orders_st, min_size=1, max_size=5))
 def test_desired_equals_the_reference_over_edits_operators_and_instants(states):
     cache = PolicyCache()

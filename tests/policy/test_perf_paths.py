@@ -37,12 +37,13 @@ from blocker.zone.read import (
     structural_check_text,
 )
 from blocker.zone.render import reference_body, render_body
+from tests.support.properties import examples
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = load_config(REPO / "blocker" / "config" / "default.yaml")
 AT = datetime(2027, 6, 1, 12, tzinfo=UTC)
 ACTIONS = list(STRENGTH)
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- references: the code the fast paths replaced ------------------------------------------------

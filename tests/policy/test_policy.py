@@ -25,6 +25,7 @@ from blocker.policy import (
     reference,
 )
 from blocker.vocab import STRENGTH
+from tests.support.properties import examples
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = load_config(REPO / "blocker" / "config" / "default.yaml")
@@ -234,7 +235,7 @@ def _covers(target: str, subdomains: bool, name: str) -> bool:
     return name == target or (subdomains and name.endswith("." + target))
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(specs)
 def test_every_blocked_name_gets_the_strongest_action_of_the_orders_covering_it(spec):
     orders = []
@@ -263,7 +264,7 @@ def test_every_blocked_name_gets_the_strongest_action_of_the_orders_covering_it(
         assert set(entry.order_ids) <= {o.id for o in orders}
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(st.datetimes(min_value=datetime(2026, 6, 1), max_value=datetime(2028, 6, 1), timezones=st.just(UTC)))
 def test_entries_come_only_from_orders_active_at_the_instant(instant):
     early = order("early", ["x.example"], start="2027-01-01", end="2027-03-31")

@@ -39,7 +39,6 @@ from blocker.probe.proof import prove, served_throughout
 from blocker.zone.read import read_meta
 from blocker.zone.serial import serial_gt
 from tests.conftest_resolvers import RESOLVER_FIXTURES
-from tests.probe.test_probe_cli import MODES, blocker, config_text, metric, metrics, restore_base_rules
 from tests.resolverlib import (
     LOOPBACK,
     TEST_ORIGINS,
@@ -50,7 +49,10 @@ from tests.resolverlib import (
     rpz_zone,
     write_atomically,
 )
+from tests.support.cli import blocker
 from tests.support.daemon import Env as DaemonEnv
+from tests.support.probe import MODES, config_text, metric, metrics, restore_base_rules
+from tests.support.properties import examples
 
 pytestmark = pytest.mark.integration  # real resolvers (some through request.getfixturevalue) and blocker
 
@@ -84,7 +86,7 @@ def passes(draw: st.DrawFn) -> tuple[list[Check], list[CheckResult], list[int | 
     return checks, results, need, served
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(passes())
 def test_blocked_or_resolves_only_with_canary_proof_and_resolving_controls(case: tuple) -> None:
     checks, results, need, served = case

@@ -16,6 +16,8 @@ from tests.conftest_resolvers import RESOLVER_FIXTURES
 from tests.probe.replies import CASES, MODES, capture, checks_for, load, path, reset_rules, signature
 from tests.resolverlib import Resolver
 
+pytestmark = pytest.mark.integration  # asks the real resolvers (started through request.getfixturevalue)
+
 
 def test_stored_replies_classify_as_the_live_resolvers_answer(request: pytest.FixtureRequest) -> None:
     recapture = os.environ.get("BLOCKER_RECAPTURE") == "1"

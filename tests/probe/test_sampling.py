@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from blocker.probe.model import Check, CheckResult
 from blocker.probe.sampling import Sampler, check_key, sample_size
+from tests.support.properties import examples
 
 
 def _checks(names: set[str]) -> list[Check]:
@@ -23,7 +24,7 @@ def _results(checks: list[Check], verdict: str = "blocked") -> list[CheckResult]
                         c.order_ids, "NXDOMAIN", (), 1.0) for c in checks]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.integers(1, 400), st.integers(0, 50), st.sampled_from([60.0, 300.0]), st.sampled_from([600.0, 3600.0]),
        st.lists(st.tuples(st.integers(0, 999), st.booleans()), max_size=40))
 def test_rotation_covers_every_name_within_one_sweep_period(n: int, floor: int, interval: float, sweep: float,

@@ -30,6 +30,7 @@ from blocker.probe.wire import (
     skip_name,
     soa_owners,
 )
+from tests.support.properties import examples
 
 LABEL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=63)
 SHORT_LABEL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
@@ -107,7 +108,7 @@ def _message(qname: str, qtype: str, rcode: int, answer: list[tuple[str, str, st
     return dns.message.from_wire(wire), wire
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(NAME, QTYPE, st.sampled_from([0, 2, 3, 5]), st.lists(RECORD, max_size=6), st.lists(SOA | RECORD, max_size=3),
        st.lists(SOA | RECORD, max_size=3), st.none() | st.lists(st.integers(0, 30), max_size=3))
 def test_reply_fields_read_from_the_wire_are_dnspython_s(qname: str, qtype: str, rcode: int,

@@ -25,14 +25,10 @@ from blocker.publish.plan import Change, compute_plan
 from blocker.publish.reconcile import _change_groups, effective_orders, publish_plan
 from blocker.record.audit import AuditLog
 from blocker.record.state import State
-from tests.run.test_daemon import (
-    events,
-    verify_audit,
-    whole_second,
-    write_order,
-    zone_owners,
-)
+from tests.support.audit import events, verify_audit
 from tests.support.daemon import Env, wait_until
+from tests.support.orders import whole_second, write_order
+from tests.support.zones import zone_owners
 
 CONFIG_YAML = """\
 timezone: Europe/Paris

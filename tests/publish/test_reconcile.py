@@ -157,6 +157,7 @@ def _published_awaiting(tmp_path: Path) -> tuple[Config, OperatorOutcome, State]
     return config, outcome, done.state
 
 
+@pytest.mark.integration  # starts a process
 def test_record_served_marks_the_zone_and_writes_the_reload_record(tmp_path: Path) -> None:
     config, outcome, state = _published_awaiting(tmp_path)
     audit = AuditLog(config.state_dir)
@@ -171,6 +172,7 @@ def test_record_served_marks_the_zone_and_writes_the_reload_record(tmp_path: Pat
     assert behind.reload is not None and not behind.reload.ok and "not served after 2 s: r1 serves 3" in behind.error
 
 
+@pytest.mark.integration  # starts a process
 def test_record_served_leaves_a_newer_publish_its_own_mark(tmp_path: Path) -> None:
     config, outcome, state = _published_awaiting(tmp_path)
     assert outcome.serial is not None

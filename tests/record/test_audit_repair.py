@@ -30,9 +30,12 @@ import blocker.record.audit as audit_mod
 from blocker.record.audit import AuditLog, AuditWriteError, verify_live
 from blocker.record.verify import REPAIRED, canonical, checked_lines, record_hash
 from tests.record.test_audit import blocker as blocker_cli
-from tests.run.test_daemon import events, whole_second, write_order, zone_owners
+from tests.support.audit import events
 from tests.support.cli import blocker as run_blocker
 from tests.support.daemon import Env, wait_until
+from tests.support.orders import whole_second, write_order
+from tests.support.properties import examples
+from tests.support.zones import zone_owners
 
 pytestmark = pytest.mark.integration  # most tests here run blocker, a daemon or a child process
 
@@ -97,7 +100,7 @@ def next_line(log: AuditLog) -> bytes:
 # the whole class of torn ends (property tests)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_any_cut_into_a_committed_trail_is_repaired_and_reported_as_a_removal(tmp_path_factory: Any,
                                                                               data: st.DataObject) -> None:
@@ -126,7 +129,7 @@ def test_any_cut_into_a_committed_trail_is_repaired_and_reported_as_a_removal(tm
     assert result.bad_line == repair["last_seq"] + 1 and len(result.repairs) == 1
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_any_prefix_of_an_append_in_flight_is_repaired_and_the_trail_stays_intact(tmp_path_factory: Any,
                                                                                  data: st.DataObject) -> None:

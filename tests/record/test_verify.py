@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from blocker.record import verify
 from blocker.record.audit import AuditLog, verify_live
 
@@ -34,6 +36,7 @@ def test_the_verdict_of_one_pass_is_verify_live(tmp_path: Path) -> None:
     assert verdict.result() == verify_live(log) and not verdict.result().ok
 
 
+@pytest.mark.integration  # starts a process
 def test_the_script_refuses_unknown_arguments(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, verify.__file__, "--nope"], capture_output=True, text=True, timeout=30)
     assert run.returncode == 2 and "usage: python3 verify.py" in run.stderr

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import itertools
 import json
-import math
 import os
 import re
 import shutil
@@ -24,22 +23,19 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.resolverlib import AUTH_ADDRESS, TEST_ORIGINS, Unbound, base_rules, canary_name
-from tests.support.cli import blocker
+from tests.resolverlib import AUTH_ADDRESS, Unbound, base_rules, canary_name
+from tests.support.audit import events, verify_audit
 from tests.support.daemon import Env, metric, wait_until
+from tests.support.orders import whole_second, write_order
+from tests.support.zones import ORANGE, serial_ge, unbound_publish_fresh, zone_owners, zone_serial
 
 REPO = Path(__file__).resolve().parents[2]
-ORANGE = TEST_ORIGINS[0]
-PARIS_WINTER = timezone(timedelta(hours=1))  # orders carry an explicit offset, not UTC
-GENESIS = "0" * 64
 TRANSITION_SLA = 2.0  # seconds after its instant by which a transition must be visible
 
 
@@ -53,89 +49,6 @@ def sleep_until(instant: float) -> None:
         time.sleep(delay)
 
 
-def whole_second(offset: float) -> datetime:
-    """An instant `offset` seconds from now, on a whole second, with a +01:00 offset."""
-    return datetime.fromtimestamp(math.ceil(time.time() + offset), PARIS_WINTER)
-
-
-def write_order(folder: Path, order_id: str, start: datetime, end: datetime, targets: Sequence[str],
-                operators: Sequence[str] = ("orange",), name: str | None = None) -> Path:
-    """An order file as a legal team writes it: datetimes with their UTC offset."""
-    decision = (start - timedelta(days=1)).date().isoformat()
-    text = (
-        f"id: {order_id}\n"
-        "court: Tribunal judiciaire de Paris\n"
-        "case_number: RG 26/00042\n"
-        f"decision_date: {decision}\n"
-        f"operators: [{', '.join(operators)}]\n"
-        f"start: {start.isoformat()}\n"
-        f"end: {end.isoformat()}\n"
-        f"targets: [{', '.join(targets)}]\n"
-    )
-    path = folder / (name or f"{order_id}.yaml")
-    tmp = path.with_name(f".{path.name}.tmp")  # dot files are not order files
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
-def zone_owners(path: Path) -> set[str]:
-    """Owner names of the policy records in a published zone (not the SOA, NS or serial canary)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return set()
-    return {line.split()[0] for line in text.splitlines()
-            if line and line[0] not in ";$@" and line.split()[1] != "TXT"}
-
-
-def zone_serial(path: Path) -> int | None:
-    try:
-        found = re.search(r"^@(?:\s+\d+)?\s+IN\s+SOA\s+\S+\s+\S+\s+(\d+)\s", path.read_text(), re.M)
-    except FileNotFoundError:
-        return None
-    return int(found.group(1)) if found else None
-
-
-def serial_ge(a: int, b: int) -> bool:
-    """RFC 1982: a is b or after it."""
-    return a == b or 0 < (a - b) % 2**32 < 2**31
-
-
-def audit_records(state_dir: Path) -> list[dict[str, Any]]:
-    """Every audit record, after checking the hash chain line by line (independent of blocker.record.audit)."""
-    prev, records = GENESIS, []
-    raw_lines = (state_dir / "audit.jsonl").read_bytes().splitlines(keepends=True)
-    for number, raw in enumerate(raw_lines, start=1):
-        assert raw.endswith(b"\n"), f"audit line {number} is truncated"
-        record = json.loads(raw)
-        assert record["seq"] == number, f"audit line {number}: seq {record['seq']}"
-        assert record["prev"] == prev, f"audit line {number} does not chain to line {number - 1}"
-        body = {k: v for k, v in record.items() if k != "hash"}
-        canon = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        assert hashlib.sha256(canon).hexdigest() == record["hash"], f"audit line {number}: bad hash"
-        prev = record["hash"]
-        records.append(record)
-    head = (state_dir / "audit.head").read_text().split()
-    assert int(head[0]) <= len(records), "audit head is ahead of the log: records were lost"
-    if int(head[0]) == len(records):
-        assert head[1] == prev
-    return records
-
-
-def verify_audit(state_dir: Path) -> list[dict[str, Any]]:
-    """The chain checked here, and by `blocker audit verify` once that command exists."""
-    records = audit_records(state_dir)
-    done = blocker("audit", "verify", "--state-dir", str(state_dir), timeout=30)
-    if not (done.returncode == 2 and "invalid choice" in done.stderr):  # the command is not there yet
-        assert done.returncode == 0, f"blocker audit verify: {done.stdout}{done.stderr}"
-    return records
-
-
-def events(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    return [r["data"] for r in records if r["event"] == name]
-
-
 def report(what: str, seconds: float) -> None:
     print(f"\n[latency] {what}: {seconds:+.3f} s")
 
@@ -144,19 +57,12 @@ def report(what: str, seconds: float) -> None:
 # 1. start and lift on time, in the zone and on a real resolver
 
 
-def _unbound_publish_fresh(unbound: Unbound, rules: dict[str, str]) -> None:
-    """Publish `rules` in the fixture's orange zone with a serial above the one it serves now."""
-    serial = (zone_serial(unbound.zone(ORANGE).path) or 0) + 1
-    unbound.publish(ORANGE, rules, serial)
-    unbound.wait_for(lambda r: r.canary_serial(canary_name(ORANGE)) == serial, what=f"serial {serial}")
-
-
 def test_order_window_applies_and_lifts_on_time_in_zone_and_unbound(env: Env, unbound: Unbound) -> None:
     name = "open.example.gg"
     zone_path = unbound.zone(ORANGE).path
     # The fixture zone holds the base rules, written by another tool: blocker would keep them as
     # unexplained removals. Start from an empty zone; the base rules are put back at the end.
-    _unbound_publish_fresh(unbound, {})
+    unbound_publish_fresh(unbound, {})
     try:
         config = env.config({"orange": {
             "reload": {"kind": "unbound", "key_file": str(unbound.conf_path)},

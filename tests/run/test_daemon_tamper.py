@@ -22,16 +22,10 @@ from pathlib import Path
 import pytest
 
 from tests.resolverlib import Unbound, base_rules, canary_name
-from tests.run.test_daemon import (
-    ORANGE,
-    _unbound_publish_fresh,
-    events,
-    verify_audit,
-    whole_second,
-    write_order,
-    zone_owners,
-)
+from tests.support.audit import events, verify_audit
 from tests.support.daemon import Env, wait_until, write_config
+from tests.support.orders import whole_second, write_order
+from tests.support.zones import ORANGE, unbound_publish_fresh, zone_owners
 
 TICK = 1.0  # daemon.watch_interval
 RESTORE_WITHIN = TICK + 2.0  # a tick, then a reconcile and a write, on a loaded machine
@@ -153,7 +147,7 @@ def test_healthz_is_503_while_the_zone_cannot_be_restored_and_200_once_it_is(ten
 def test_a_tampered_zone_loaded_by_unbound_is_restored_and_reloaded(tenv: Env, unbound: Unbound) -> None:
     name = "open.example.gg"
     zone_path = unbound.zone(ORANGE).path
-    _unbound_publish_fresh(unbound, {})
+    unbound_publish_fresh(unbound, {})
     try:
         tenv.zones = zone_path.parent
         config = write_config(tenv.root / "blocker.yaml", {"orange": {

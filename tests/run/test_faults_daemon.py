@@ -20,14 +20,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.run.test_daemon import (
-    audit_records,
-    whole_second,
-    write_order,
-    zone_owners,
-)
+from tests.support.audit import audit_records
 from tests.support.cli import BLOCKER
 from tests.support.daemon import Env, wait_until
+from tests.support.orders import whole_second, write_order
+from tests.support.zones import zone_owners
 
 ZONE_TEMP = re.compile(r"\.orange\.rpz\.[a-z0-9_]{8}\.tmp\Z")
 

@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 from blocker.run.logs import AUDIT_LINES
-from tests.run.test_daemon import Env, audit_records, wait_until, whole_second, write_order, zone_owners
+from tests.support.audit import audit_records
+from tests.support.daemon import Env, wait_until
+from tests.support.orders import whole_second, write_order
+from tests.support.zones import zone_owners
 
 ROOT = Path(__file__).resolve().parents[2]
 # The daemon's own records of these kinds are logged where they happen, by these lines.

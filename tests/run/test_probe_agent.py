@@ -14,9 +14,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from tests.resolverlib import Unbound, base_rules, canary_name, free_port
-from tests.run.test_daemon import ORANGE, PARIS_WINTER, _unbound_publish_fresh, audit_records, events, write_order
+from tests.support.audit import audit_records, events
 from tests.support.cli import BLOCKER
 from tests.support.daemon import Env, http_get, metric, wait_until
+from tests.support.orders import PARIS_WINTER, write_order
+from tests.support.zones import ORANGE, unbound_publish_fresh
 
 AGENT = "vp-par-1"
 
@@ -30,7 +32,7 @@ def _start_agent(env: Env, config: Path, state: Path, zones: Path, port: int) ->
 
 def test_probe_agent_probes_a_real_resolver_and_serves_labelled_metrics(env: Env, unbound: Unbound) -> None:
     zone_path = unbound.zone(ORANGE).path
-    _unbound_publish_fresh(unbound, {})
+    unbound_publish_fresh(unbound, {})
     agent: subprocess.Popen[bytes] | None = None
     try:
         operator = {"orange": {

@@ -40,6 +40,7 @@ from blocker.zone.render import canary_owner, render_body
 from blocker.zone.serial import SERIAL_MOD, next_serial, serial_gt
 from tests.clock import run_at
 from tests.support.cli import blocker as run_bin
+from tests.support.properties import examples
 
 pytestmark = pytest.mark.integration  # about half the tests here run blocker or named-checkzone
 
@@ -322,7 +323,7 @@ def _owners_in_file(text: str) -> list[str]:
     return seen
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(_NAME, st.booleans(), st.sampled_from(STRONGEST_FIRST)), min_size=1, max_size=25))
 def test_rendered_owner_order_is_dnspython_canonical_order(config, targets):
     orders = []
@@ -336,7 +337,7 @@ def test_rendered_owner_order_is_dnspython_canonical_order(config, targets):
     assert all(a < b for a, b in itertools.pairwise(as_names))   # strictly: each name once
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(_NAME, min_size=1, max_size=20, unique=True), st.lists(_NAME, min_size=1, max_size=20, unique=True))
 def test_a_warm_re_render_equals_a_cold_one(config, first, second):
     """The daemon patches the previous canonical order when few names change: same bytes as a full sort."""
