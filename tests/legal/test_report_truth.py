@@ -25,6 +25,7 @@ import json
 import re
 import shutil
 from datetime import datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -280,3 +281,79 @@ def test_an_internationalised_name_shows_its_unicode_form_beside_the_a_label(his
     assert proc.returncode == 0, proc.stderr
     assert beside in (tmp_path / "w" / "pack" / "index.html").read_text(encoding="utf-8")
     assert json.loads((tmp_path / "w" / "pack" / "report.json").read_text())["targets"][0]["unicode_name"] == U_LABEL
+
+
+# readable by a lawyer: the legend ----------------------------------------------------------------
+
+
+class _Cells(HTMLParser):
+    """The text of every cell, per table class: {class: [[cell, ...] per row]}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._table.append(dict(attrs).get("class") or "")
+        elif tag == "tr" and self._table:
+            self.tables.setdefault(self._table[-1], []).append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table" and self._table:
+            self._table.pop()
+        elif tag in ("td", "th") and self._cell is not None:
+            self.tables[self._table[-1]][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _explained(legend: list[list[str]]) -> tuple[set[str], str]:
+    """The words the legend's left column explains, and the text of its "Timeline kinds" row."""
+    words: set[str] = set()
+    kinds = ""
+    for word, meaning in legend:
+        if word == "Timeline kinds":
+            kinds = meaning
+            continue
+        for prefix in ("Block / lift: ", "Block: ", "Lift: "):
+            word = word.removeprefix(prefix)
+        words |= {w.strip() for w in word.split(" / ")}
+    return words, kinds
+
+
+def test_every_internal_word_the_report_shows_is_in_its_legend(history: dict[str, str]) -> None:
+    from blocker.legal.html import WORDS
+    from blocker.legal.report import BLOCK_STATES, FLAGS, LIFT_STATES, STATUSES, TIMELINE_KINDS
+
+    parser = _Cells()
+    parser.feed(report(history, "html"))
+    legend = [r for r in parser.tables["legend"] if r]
+    assert len(legend) > 10 and all(len(r) == 2 and r[1] for r in legend)  # each word has its meaning
+    words, kinds = _explained(legend)
+    ops = [r for r in parser.tables["ops"] if r and r[0] != "Operator"]
+    shown_block = {r[1] for r in ops}
+    shown_lift = {r[8].split("removed from zone")[0].strip() for r in ops}
+    shown_status = {word for r in parser.tables["summary"][1:] for word in r[2].split()}  # status, flag
+    shown_kinds = {r[1] for r in parser.tables[""] if len(r) == 5 and r[1] != "Kind"}
+    # This history shows a good share of the words; all of them must be explained ...
+    assert {"verified", BEFORE} <= shown_block and {"not-due", BEFORE} <= shown_lift
+    assert {"removed", "expired", "active"} <= shown_status and {"order", "publish", "verify", "lift"} <= shown_kinds
+    for word in shown_block | shown_lift | shown_status:
+        assert word in words, f"{word!r} is shown in the report but not explained in its legend"
+    for kind in shown_kinds:
+        assert f"{kind}:" in kinds, f"timeline kind {kind!r} is not explained in the legend"
+    # ... and so must every word the report can show at all (the class, not only this history).
+    for word in (*STATUSES, *FLAGS, *(WORDS.get(w, w) for w in (*BLOCK_STATES, *LIFT_STATES))):
+        assert word in words, f"{word!r} can be shown but is not in the legend"
+    for kind in TIMELINE_KINDS:
+        assert f"{kind}:" in kinds
+    # "zone-adopted by daemon", a bare internal event name, is said in words and explained.
+    assert "zone already on disk taken as published" in words
