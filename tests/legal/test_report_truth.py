@@ -24,6 +24,8 @@ import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -357,3 +359,51 @@ def test_every_internal_word_the_report_shows_is_in_its_legend(history: dict[str
         assert f"{kind}:" in kinds
     # "zone-adopted by daemon", a bare internal event name, is said in words and explained.
     assert "zone already on disk taken as published" in words
+
+
+# evidence: who exported it, and why two counts ----------------------------------------------------
+
+
+def test_evidence_names_the_person_from_by_or_the_config(history: dict[str, str], tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    shutil.copytree(root_of(history), work)
+    account = current_actor()
+
+    def export(out: str, *extra: str) -> tuple[str, str, dict, dict]:
+        proc = blocker("evidence", "forced", "--out", out, "--orders", "orders", "--at", T, *extra, cwd=work)
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads((work / "state" / "audit.jsonl").read_text().splitlines()[-1])
+        assert record["event"] == "evidence-exported" and record["actor"] == account
+        return proc.stdout, proc.stderr, json.loads((work / out / "export.json").read_text()), record
+
+    out, err, export_json, record = export("by-flag", "--by", "Maître Dupont")
+    assert "WARNING" not in err
+    assert export_json["exported_by"] == "Maître Dupont" and export_json["account"] == account
+    assert record["data"]["exported_by"] == "Maître Dupont"
+    assert "exported by Maître Dupont" in out.splitlines()[0]
+    index = (work / "by-flag" / "index.html").read_text(encoding="utf-8")
+    assert f"by Maître Dupont (account {account})" in index
+    # The one line explaining why the counts differ, with the counts verify.py itself prints.
+    records, chain, trail = (export_json[k] for k in ("records_in_pack", "chain_hashes", "records_in_trail"))
+    check = subprocess.run([sys.executable, "verify.py"], cwd=work / "by-flag", capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    assert f"OK: manifest, {records} audit record(s) and a chain of {chain} hash(es) to the head hold" in check.stdout
+    assert records < chain <= trail  # the chain runs from the order's first record to the head
+    line = (f"{records} record(s) concern this order; verify.py also checks the chain of {chain} hash(es) from the "
+            "first of them to the head of the trail, so none between them was removed or altered (with --log "
+            f"STATE_DIR/audit.jsonl it also checks all {trail} record(s) of the live trail)")
+    assert f"({line})" in out.splitlines() and export_json["counts"] == line
+    assert f"Why the counts differ: {line}." in index.replace("&#39;", "'")
+    live = subprocess.run([sys.executable, "verify.py", "--log", str(work / "state" / "audit.jsonl")],
+                          cwd=work / "by-flag", capture_output=True, text=True)
+    assert live.returncode == 0, live.stdout
+    # No flag: the config's legal.exported_by.
+    (work / "config.yaml").write_text(CONFIG + "legal: {exported_by: Service juridique}\n")
+    out, err, export_json, record = export("by-config")
+    assert "WARNING" not in err
+    assert export_json["exported_by"] == record["data"]["exported_by"] == "Service juridique"
+    # Neither: still exported (a contract), but said: an account is no person.
+    (work / "config.yaml").write_text(CONFIG)
+    out, err, export_json, record = export("by-nobody")
+    assert "no --by NAME (nor legal.exported_by)" in err
+    assert export_json["exported_by"] == record["data"]["exported_by"] == account
