@@ -318,7 +318,7 @@ def _find_order(order_id: str, eff: Effective, state: State, config: Config) -> 
 
 
 def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
-    from blocker.legal.evidence import EvidenceError, write_pack
+    from blocker.legal.evidence import EvidenceError, count_line, write_pack
 
     _check_out(args.out, folder=True)
     at = parse_at(args.at, config)
@@ -361,9 +361,7 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
     }, actor=actor)
     print(f"{display_path(args.out)}: evidence pack for {order.id}: {len(pack.files)} files, "
           f"{pack.records} audit record(s), exported by {printable(exported_by)}")
-    total = pack.audit.count if pack.audit is not None else 0
-    print(f"({pack.records} record(s) concern this order; verify.py checks all {total} of the trail: the chain "
-          "is proven from its first record)")
+    print(f"({count_line(pack.records, pack.chain, pack.audit.count if pack.audit is not None else 0)})")
     print(f"MANIFEST.sha256 {pack.manifest_sha256} (recorded in the audit trail as evidence-exported)")
     if pack.audit is not None and not pack.audit.ok:
         print(f"blocker: WARNING: the audit trail is broken at line {pack.audit.bad_line}: {pack.audit.reason} "

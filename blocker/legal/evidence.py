@@ -60,6 +60,14 @@ class Pack:
     audit: VerifyResult | None = None
     records: int = 0
     head: tuple[int, str] | None = None
+    chain: int = 0  # hashes in audit/chain.txt: what verify.py counts beside the records
+
+
+def count_line(records: int, chain: int, trail: int) -> str:
+    """Why the pack's record count and verify.py's counts differ, in one line (issue 12)."""
+    return (f"{records} record(s) concern this order; verify.py also checks the chain of {chain} hash(es) from the "
+            f"first of them to the head of the trail, so none between them was removed or altered "
+            f"(with --log STATE_DIR/audit.jsonl it also checks all {trail} record(s) of the live trail)")
 
 
 def _json(obj: Any) -> str:
@@ -179,7 +187,10 @@ def _index(order: Order, row: ReportRow, versions: list[dict[str, Any]], scan: _
            exported_by: str) -> str:
     shown_zones = zones if len(zones) <= MAX_HTML_ROWS else zones[:MAX_HTML_ROWS // 2] + zones[-MAX_HTML_ROWS // 2:]
     shown = [r for r in scan.records if r["event"] != "probe-pass"]
-    return render("evidence.html.j2", title=f"Evidence pack: {order.id}", row=row, versions=versions, scan=scan,
+    return render("evidence.html.j2", title=f"Evidence pack: {order.id}",
+                  count_line=count_line(len(scan.records), scan.chain_lines,
+                                        scan.verified.count if scan.verified else 0),
+                  row=row, versions=versions, scan=scan,
                   zones=shown_zones, zones_total=len(zones), counts=sorted(scan.counts.items()),
                   shown=shown[:MAX_HTML_ROWS], shown_total=len(shown), files=files, generated=generated,
                   actor=actor, exported_by=exported_by)
@@ -211,8 +222,9 @@ def _fill(out: OutputDir, pack: Pack, order: Order, row: ReportRow, *, state: St
     out.write("export.json", _json({
         "exported_by": exported_by, "account": actor, "generated": fmt_instant(generated, order.tz),
         "records_in_pack": len(scan.records), "records_in_trail": scan.verified.count if scan.verified else 0,
-        "counts": "records_in_pack: the records that concern this order; records_in_trail: every record of the "
-                  "trail, which verify.py checks (the chain is proven from its first record)"}))
+        "chain_hashes": scan.chain_lines,
+        "counts": count_line(len(scan.records), scan.chain_lines,
+                             scan.verified.count if scan.verified else 0)}))
     out.write("verify.py", Path(verify.__file__).read_bytes(), SCRIPT_MODE)
     files = sorted(out.files)
     out.write("index.html", _index(order, row, versions, scan, zones,
@@ -223,4 +235,5 @@ def _fill(out: OutputDir, pack: Pack, order: Order, row: ReportRow, *, state: St
     pack.files = [*files, "MANIFEST.sha256"]
     pack.manifest_sha256 = hashlib.sha256(manifest.encode()).hexdigest()
     pack.audit, pack.records, pack.head = scan.verified, len(scan.records), scan.head
+    pack.chain = scan.chain_lines
 

@@ -48,11 +48,13 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
     ("lifted", "ended early: the court lifted it before its scheduled end (reason under \"Early lift\")"),
     ("removed", "taken out of the zones by a person with `apply --force` after its file was lost, "
                 "without a court's lift: who, when and the plan checksum they reviewed are shown"),
+    ("Block: pending", "the order has not come into force at the report instant"),
     ("Block: verified", "a probe pass saw every resolver of the operator answer the names as blocked"),
     ("Block: published", "the names are in the operator's zone, not yet seen blocked on every resolver"),
     ("Block: not-published", "in force, yet never in this operator's zone"),
     ("Block / lift: " + BEFORE_RECORDS, "it happened before blocker was deployed: blocker cannot "
                                          "measure it, and shows no figure rather than a wrong one"),
+    ("Block / lift: unknown", "no state directory was found: blocker cannot say what it published"),
     ("Lift: not-due", "the lift instant has not come yet"),
     ("Lift: verified", "a probe pass saw every resolver answer the names as no longer blocked"),
     ("Lift: unverified", "removed from the zone; no probe pass has yet seen every resolver answer it lifted"),
@@ -65,6 +67,10 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
     ("orphaned", "the order's file disappeared while in force; its last good version stays in force"),
     ("invalid-file", "the order's file no longer reads as a valid order; its last good version stays in force"),
     ("url-escalated", "the court named a web address; DNS cannot block a path, so the whole host is blocked"),
+    ("Timeline kinds", "order: the order's own instants; publish: names added to a zone; verify: a probe pass "
+                       "confirmed the block or the lift; failure: a probe or a file showed a problem; lift: names "
+                       "taken out of a zone, or the order's end; note: anything else on record; future: an instant "
+                       "after the report instant"),
     ("zone already on disk taken as published", "blocker found the zone it would write already in place "
                                                  "and recorded it as published (zone-adopted)"),
 )

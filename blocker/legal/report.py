@@ -41,6 +41,12 @@ from blocker.textsafe import printable
 NOT_IN_TIMELINE = frozenset({"probe-pass", "zone-published", "apply", "reload", "publish-failed"})
 MAX_VERDICT_CHANGES = 50  # per order in a timeline; the evidence pack keeps them all
 BEFORE_RECORDS = "before blocker's records"  # shown instead of a figure computed from history it never saw
+# Every value the report can show in its state columns: the legend (legal.html.GLOSSARY) explains each.
+STATUSES = ("active", "pending", "expired", "lifted", "removed")
+BLOCK_STATES = ("pending", "not-published", "published", "verified", "unknown", "before-records")
+LIFT_STATES = ("not-due", "in-zone", "unverified", "verified", "not-published", "unknown", "before-records")
+FLAGS = ("invalid-file", "orphaned")
+TIMELINE_KINDS = ("order", "publish", "verify", "failure", "lift", "note", "future")
 
 
 def unicode_name(name: str) -> str | None:
@@ -484,6 +490,8 @@ def operator_row(order: Order, operator: str, facts: Facts, at: datetime) -> Ope
         lift = "in-zone"  # expired, yet its entries are still published: over-blocking
     else:
         lift = "unverified"
+    if lift != "verified":  # a lift instant is shown only beside a lift verified (never with not-due, unknown)
+        lifted = None
     received = facts.received.get(order.id)
     from_receipt = None
     if blocked is not None and received is not None:

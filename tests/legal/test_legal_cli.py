@@ -310,6 +310,21 @@ def test_evidence_with_a_fifo_in_the_orders_place_does_not_hang(copy: Path) -> N
     assert (copy / "pack" / "MANIFEST.sha256").is_file()
 
 
+PAGE_MARGIN_MM = 14  # report.css: @page { size: A4; margin: 14mm }
+H1_PX = 22  # report.css h1 font size, kept in print: the yardstick of Chromium's shrink-to-fit
+
+
+def print_to_pdf(html: Path, pdf: Path, profile: Path, *, header_footer: bool = False) -> None:
+    """Chromium's print to PDF, as a person would print the report (without the browser's
+    header and footer unless asked: the negative case of the check below)."""
+    flags = [] if header_footer else ["--no-pdf-header-footer", "--print-to-pdf-no-header"]
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={profile}", *flags, f"--print-to-pdf={pdf}", html.as_uri()],
+                   capture_output=True, timeout=90, stdin=subprocess.DEVNULL)
+    assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF"), "chromium wrote no PDF"
+
+
 def _pgm_pages(folder: Path) -> list[tuple[int, int, bytes]]:
     pages = []
     for path in sorted(folder.glob("page-*.pgm")):
@@ -320,31 +335,78 @@ def _pgm_pages(folder: Path) -> list[tuple[int, int, bytes]]:
     return pages
 
 
+def print_problems(pdf: Path, work: Path) -> list[str]:
+    """Everything that makes a printed page wrong, found on the PDF itself; [] when it is right.
+
+    - ink in any margin band (12 mm from each edge, inside the 14 mm margin), pages rendered with
+      pdftoppm: a browser header or footer, or anything drawn past the margin;
+    - a page that is not A4, or blank;
+    - text shrunk: Chromium does not draw past the page area, it scales a page that is too wide
+      down (the whole page: the title's height shows it) and, past its limit, cuts off what still
+      does not fit (that text is then absent from the PDF).
+    """
+    problems = []
+    pages_dir = work / "pages"
+    pages_dir.mkdir()
+    subprocess.run(["pdftoppm", "-r", "50", "-gray", str(pdf), str(pages_dir / "page")], check=True, timeout=60)
+    for n, (w, h, px) in enumerate(_pgm_pages(pages_dir), start=1):
+        if abs(w / h - 210 / 297) > 0.01:
+            problems.append(f"page {n}: not A4 ({w}x{h})")
+        band = int(w * 12 / 210)
+        rows = [px[y * w:(y + 1) * w] for y in range(h)]
+        for side, strip in (("top", rows[:band]), ("bottom", rows[h - band:]),
+                            ("left", [r[:band] for r in rows]), ("right", [r[w - band:] for r in rows])):
+            if min(min(r) for r in strip) <= 200:
+                problems.append(f"page {n}: ink in the {side} margin")
+        if min(px) >= 100:
+            problems.append(f"page {n}: blank")
+    words = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    first = re.search(r'<word xMin="[\d.]+" yMin="([\d.]+)" xMax="[\d.]+" yMax="([\d.]+)">', words)
+    if first is None:
+        return [*problems, "no text in the PDF"]
+    # DejaVu Sans: a word's box is 1.164 em high; 1 CSS px is 0.75 pt.
+    scale = (float(first.group(2)) - float(first.group(1))) / (H1_PX * 0.75 * 1.164)
+    if scale < 0.98:
+        problems.append(f"text shrunk to {scale:.0%} to fit the page width")
+    return problems
+
+
 def test_html_report_prints_on_a4_without_ink_past_the_margin(scenario: Path, tmp_path: Path) -> None:
-    """Chromium prints the report to PDF (no header or footer: no file path in the print), and
-    pdftoppm renders each page: nothing is drawn in the right margin or past the page."""
+    """Chromium prints the report to PDF; nothing in any margin, no browser header or footer (no
+    file path in the print's text), nothing shrunk or cut off. The same checker fails a print with
+    the browser's header and footer, and one with an element wider than the page."""
     assert shutil.which("chromium") and shutil.which("pdftoppm"), "`make test` installs chromium and poppler-utils"
     out = tmp_path / "report.html"
     proc = blocker("report", "--orders", "orders", "--state-dir", "state", "--at", T, "--format", "html",
                    "--out", str(out), cwd=scenario)
     assert proc.returncode == 0, proc.stderr
     pdf = tmp_path / "report.pdf"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", "--no-pdf-header-footer",
-                    "--print-to-pdf-no-header", f"--print-to-pdf={pdf}", out.as_uri()],
-                   capture_output=True, timeout=90, stdin=subprocess.DEVNULL)
-    assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF"), "chromium wrote no PDF"
-    assert str(out).encode() not in pdf.read_bytes()  # no browser footer with the file's path
-    pages_dir = tmp_path / "pages"
-    pages_dir.mkdir()
-    subprocess.run(["pdftoppm", "-r", "50", "-gray", str(pdf), str(pages_dir / "page")], check=True, timeout=60)
-    pages = _pgm_pages(pages_dir)
-    assert len(pages) >= 4  # summary, then one page (at least) per order
-    for n, (w, h, px) in enumerate(pages, start=1):
-        assert abs(w / h - 210 / 297) < 0.01, "not A4"
-        margin = int(w * 12 / 210)  # @page margin is 14 mm: ink within 12 mm of the edge ran past it
-        for y in range(h):
-            row = px[y * w:(y + 1) * w]
-            assert min(row[w - margin:]) > 200, f"page {n}: ink in the right margin at row {y}"
-        assert min(px) < 100  # and the page has text on it
+    print_to_pdf(out, pdf, tmp_path / "profile")
+    (tmp_path / "ok").mkdir()
+    assert print_problems(pdf, tmp_path / "ok") == []
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "file://" not in text and out.name not in text  # no browser footer with the file's path
+    assert "2091-04-11T00:00:00+02:00" in text and "What the words mean" in text
+    pages = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    assert int(re.search(r"Pages:\s+(\d+)", pages).group(1)) >= 4  # type: ignore[union-attr]  # summary + orders
+
+    # The checker can fail: the browser's own header (date, title) and footer (the file's path) ...
+    with_footer = tmp_path / "footer.pdf"
+    print_to_pdf(out, with_footer, tmp_path / "profile", header_footer=True)
+    (tmp_path / "footer").mkdir()
+    found = print_problems(with_footer, tmp_path / "footer")
+    assert "page 1: ink in the top margin" in found and "page 1: ink in the bottom margin" in found
+    footer_text = subprocess.run(["pdftotext", str(with_footer), "-"], capture_output=True, text=True).stdout
+    assert out.as_uri() in footer_text
+    # ... and an element wider than the page: shrunk to fit, or (wider still) cut off at the margin.
+    html = out.read_text(encoding="utf-8")
+    for width, expected in ((195, "shrunk"), (600, "shrunk")):
+        wide = tmp_path / f"wide{width}.html"
+        wide.write_text(html.replace("</h1>", f'</h1><table style="width:{width}mm"><tr><td>START</td>'
+                                     '<td style="text-align:right">ENDMARK</td></tr></table>', 1), encoding="utf-8")
+        printed = tmp_path / f"wide{width}.pdf"
+        print_to_pdf(wide, printed, tmp_path / "profile")
+        (tmp_path / f"w{width}").mkdir()
+        assert any(expected in p for p in print_problems(printed, tmp_path / f"w{width}")), width
+    cut = subprocess.run(["pdftotext", str(tmp_path / "wide600.pdf"), "-"], capture_output=True, text=True).stdout
+    assert "START" in cut and "ENDMARK" not in cut  # what Chromium cuts off is lost: why shrinking is checked

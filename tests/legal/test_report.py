@@ -13,11 +13,16 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from blocker.config.load import load_config
 from blocker.config.model import Config
 from blocker.legal.html import render_report
 from blocker.legal.report import (
+    BLOCK_STATES,
+    LIFT_STATES,
+    STATUSES,
     Facts,
     ProbeTally,
     build_report,
@@ -232,3 +237,40 @@ def test_html_is_self_contained_and_escaped(config: Config) -> None:
         assert external not in lowered
     assert "2091-04-11T00:00:00+02:00" in html and "url-escalated" in html and "<svg" in html
     assert json.dumps(rows[0].to_json())  # every value serialisable
+
+
+HOURS = st.integers(min_value=-24 * 40, max_value=24 * 80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(published=st.lists(st.tuples(HOURS, st.booleans()), max_size=4), blocked=st.none() | HOURS,
+       lifted=st.none() | HOURS, records=st.none() | HOURS, at=HOURS, has_state=st.booleans())
+def test_block_and_lift_states_are_consistent_whatever_the_history(
+        published: list[tuple[int, bool]], blocked: int | None, lifted: int | None, records: int | None, at: int,
+        has_state: bool) -> None:
+    """For any publishes, probe firsts, start of blocker's records and report instant (hours from
+    bravo's start): the states are ones the legend explains, a lift is "verified" only where the
+    order was published, and no figure is computed from before blocker's records (issue 12)."""
+    b = order(load_config(None), BRAVO)
+    t0 = b.start
+
+    def h(n: int) -> datetime:
+        return t0 + timedelta(hours=n)
+
+    history = sorted((h(n), carries) for n, carries in published)
+    facts = facts_for({"orange": [(i + 1, t, {"bravo"} if c else set()) for i, (t, c) in enumerate(history)]})
+    facts.has_state = has_state
+    facts.records_start = None if records is None else h(records)
+    if blocked is not None:
+        facts.firsts[("bravo", "orange", "blocked")] = h(blocked)
+    if lifted is not None:
+        facts.firsts[("bravo", "orange", "lifted")] = h(lifted)
+    row = build_row(b, facts, h(at))
+    op = row.operators[0]
+    assert row.status in STATUSES and op.block in BLOCK_STATES and op.lift in LIFT_STATES
+    if op.lift == "verified":
+        assert op.block in ("published", "verified") and op.first_published is not None
+    if op.block in ("not-published", "before-records", "pending", "unknown"):
+        assert op.lift_verified is None and op.lift != "verified"
+    if facts.records_start is not None and b.start < facts.records_start:
+        assert op.time_to_block is None
