@@ -88,7 +88,7 @@ def test_evidence_json_is_the_summary_of_the_pack(copy: Path) -> None:  # noqa: 
     assert (data["order"], data["exported_by"], data["audit_ok"]) == ("alpha", "J. Martin", True)
     assert data["out"] == str(copy / "pack")
     files = [p for p in (copy / "pack").rglob("*") if p.is_file()]
-    assert data["files"] == len(files) - 1  # every file but MANIFEST.sha256, which lists them
+    assert data["files"] == len(files)  # as the text summary counts them (MANIFEST.sha256 included)
     assert 0 < data["records"] <= data["trail_records"]
     manifest = (copy / "pack" / "MANIFEST.sha256").read_bytes()
     assert hashlib.sha256(manifest).hexdigest() == data["manifest_sha256"]

@@ -83,15 +83,10 @@ def test_why_bad_input_is_exit_2(work):
 
 
 def test_blocker_config_env_and_since_named(work, tmp_path):
-    import os
-    import subprocess
-
-    from tests.cli.test_cli_orders import BIN
-    env = {**os.environ, "BLOCKER_CONFIG": str(tmp_path / "missing.yaml")}
-    proc = subprocess.run([str(BIN), "status"], cwd=work, capture_output=True, text=True, env=env, timeout=60)
+    env = {"BLOCKER_CONFIG": str(tmp_path / "missing.yaml")}
+    proc = run("status", cwd=work, env=env)
     assert proc.returncode == 1 and "missing.yaml: no such file" in proc.stderr  # the env var is read
-    flag = subprocess.run([str(BIN), "--config", "/dev/null", "status"], cwd=work, capture_output=True, text=True,
-                          env=env, timeout=60)
+    flag = run("status", cwd=work, env=env, config="/dev/null")
     assert "missing.yaml" not in flag.stderr  # the flag beats the env
     (work / "state").mkdir()
     since = run("audit", "show", "--state-dir", "state", "--since", "bogus", cwd=work)
