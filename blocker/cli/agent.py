@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from blocker.cli.errors import with_epilog
 from blocker.config.model import Config
 
 
@@ -37,5 +38,9 @@ def register(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--zones", metavar="DIR", help="overrides config zones_dir (a copy, read for the proof)")
     p.add_argument("--state-dir", metavar="DIR", help="overrides config state_dir (the agent's own)")
     p.add_argument("--listen", metavar="HOST:PORT", help="overrides config http.listen (/metrics, /healthz)")
-    p.add_argument("--log-format", choices=("plain", "json"), help="overrides config log_format")
+    p.add_argument("--log-format", choices=("plain", "json"),
+                   help="overrides config log_format (every log time in UTC, with its +00:00 offset)")
+    with_epilog(p, {0: "stopped by SIGTERM or SIGINT after a clean shutdown",
+                    1: "cannot start (config, folders, the listen address)", 2: "usage error"},
+                "blocker probe-agent --zones /srv/blocker-copy/zones --listen 127.0.0.1:9181")
     p.set_defaults(func=cmd_probe_agent)

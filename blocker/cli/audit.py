@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from blocker.cli.common import open_state, parse_at, require_state_dir, state_dir_of
-from blocker.cli.errors import EXIT_INVALID, EXIT_OK, CliError
+from blocker.cli.common import UTC_HELP, open_state, parse_at, require_state_dir, shown_zone, state_dir_of
+from blocker.cli.errors import EXIT_INVALID, EXIT_OK, CliError, with_epilog
+from blocker.cli.output import print_json
 from blocker.config.model import Config
 from blocker.legal.report import record_time
-from blocker.orders.legaltime import fmt_instant, zone
+from blocker.orders.legaltime import fmt_instant
 from blocker.record.audit import AuditLog, concerns, verify_live
 from blocker.record.verify import checked_lines, data_of
 from blocker.textsafe import printable
@@ -33,6 +34,12 @@ def cmd_audit_verify(args: argparse.Namespace, config: Config) -> int:
     if not log.path.exists() and log.head() is None:
         raise CliError(f"{log.path}: no audit trail (nothing was ever applied with this --state-dir)")
     result = verify_live(log)
+    if args.json:  # the verdict for a script: the same facts as the lines below, and the same exit code
+        print_json({"ok": result.ok, "records": result.count, "head": result.head,
+                    "bad_line": None if result.ok else result.bad_line,
+                    "reason": None if result.ok else result.reason,
+                    "repairs": list(result.repairs)}, ensure_ascii=False)
+        return EXIT_OK if result.ok else EXIT_INVALID
     for repair in result.repairs:  # every repair, also those that keep the trail intact
         print(_repair_line(repair))
     if result.ok:
@@ -108,7 +115,7 @@ def cmd_audit_show(args: argparse.Namespace, config: Config) -> int:
     require_state_dir(state_dir, args)
     log = AuditLog(state_dir)
     since = parse_at(args.since, config, "--since") if args.since else None
-    tz = zone(config.timezone)
+    tz = shown_zone(args, config)
     paths = _order_paths(state_dir, args.order) if args.order else set()
     broken: tuple[int, str] | None = None
 
@@ -164,19 +171,32 @@ def register(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
 
     p = add("audit", "the hash-chained audit trail: verify it, or show it")
     sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    codes = {0: "the chain holds", 1: "the trail is broken (the first bad record is named), or there is none",
+             2: "usage error (a missing --state-dir, a bad flag)",
+             70: "internal error (a bug: see the crash log named)"}
+    with_epilog(p, codes, "blocker audit verify --state-dir /var/lib/blocker")
     v = sub.add_parser("verify", help="check the whole chain; exit 1 naming the first bad record",
                        description="check the whole chain; exit 1 naming the first bad record")
     _common(v, state_help)
+    v.add_argument("--json", action="store_true",
+                   help="one JSON object: ok, records, head, bad_line, reason, repairs")
+    with_epilog(v, codes, "blocker audit verify --state-dir /var/lib/blocker --json")
     v.set_defaults(func=cmd_audit_verify)
     s = sub.add_parser("show", help="readable history, oldest first", description="readable history, oldest first")
     _common(s, state_help)
     s.add_argument("--order", metavar="ID", help="only records that concern this order")
     s.add_argument("--since", metavar="ISO8601", help="only records at or after this instant")
     s.add_argument("--json", action="store_true", help="JSON array of the records as stored")
+    s.add_argument("--utc", action="store_true", help=UTC_HELP + "; default: the config's timezone")
+    with_epilog(s, {0: "the records were shown", 1: "the trail is broken (records from there on are suspect)",
+                    2: "usage error (a bad --since, a missing --state-dir)",
+                    70: "internal error (a bug: see the crash log named)"},
+                "blocker audit show --order tj-paris-2026-001 --since 2026-11-01")
     s.set_defaults(func=cmd_audit_show)
 
 
 def _common(p: argparse.ArgumentParser, state_help: str) -> None:
     # `--config` after the action too, like every other command (SUPPRESS keeps an earlier one).
-    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="daemon config")
+    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                   help="daemon config (default: $BLOCKER_CONFIG, else ./configs/blocker.yaml, else built-in defaults)")
     p.add_argument("--state-dir", metavar="DIR", help=state_help)

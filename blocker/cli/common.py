@@ -7,6 +7,7 @@ import argparse
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from blocker.cli.errors import EXIT_INVALID, EXIT_USAGE, CliError
 from blocker.cli.output import print_errors
@@ -36,6 +37,19 @@ def parse_at(text: str | None, config: Config, flag: str = "--at") -> datetime:
     return instant.astimezone(UTC)
 
 
+UTC_HELP = "show the instants of the text output in UTC (+00:00), as the daemon's log does (JSON keeps its offsets)"
+
+
+def shown_zone(args: argparse.Namespace, config: Config) -> ZoneInfo:
+    """The zone instants are shown in: the config's `timezone`, or UTC with `--utc` (the zone of
+    the daemon's log lines, to match them by eye)."""
+    return ZoneInfo("UTC") if getattr(args, "utc", False) else zone(config.timezone)
+
+
+def shown_zone_name(args: argparse.Namespace, config: Config) -> str:
+    return "UTC" if getattr(args, "utc", False) else config.timezone
+
+
 def skew(at: datetime, now: datetime) -> str:
     """`--at` away from the clock, in words ("" within AT_SKEW): a mistyped year lifts an order
     in force, or blocks again one that ended, and back-dates what the records say."""
@@ -47,14 +61,23 @@ def skew(at: datetime, now: datetime) -> str:
     return f"--at {fmt_instant(at)} is {size} {'ahead of' if gap > timedelta(0) else 'behind'} the clock"
 
 
+FOLDER_WORDS = {"orders_dir": "orders folder", "state_dir": "state folder", "zones_dir": "zones folder"}
+
+
+def shown_path(path: Path) -> str:
+    """A path as an error shows it: absolute. The config's paths are relative to the folder the
+    command runs in, not to the config file; `orders` alone does not say which folder was read."""
+    return display_path(path.absolute())
+
+
 def require_dir(path: Path, what: str, flag: str | None) -> None:
     """A folder a command reads must exist: a mistyped path is a usage error (exit 2) naming
-    it, not an empty answer ("unknown" everywhere). An existing folder with nothing in it yet
-    is not a typo: it is a fresh install, and commands say what is missing in it."""
+    it, absolute, not an empty answer ("unknown" everywhere). An existing folder with nothing in
+    it yet is not a typo: it is a fresh install, and commands say what is missing in it."""
     if not path.is_dir():
         origin = flag if flag else f"the config's {what}"
         state = "is not a folder" if path.exists() else "does not exist"
-        raise CliError(f"{display_path(path)} ({origin}) {state}", EXIT_USAGE)
+        raise CliError(f"{FOLDER_WORDS.get(what, what)} {shown_path(path)} ({origin}) {state}", EXIT_USAGE)
 
 
 def load_folder(args: argparse.Namespace, config: Config, *, state_only: bool = False) -> tuple[LoadResult, Path]:
@@ -111,7 +134,7 @@ def require_state_dir(state_dir: Path, args: argparse.Namespace | None = None) -
     holds no state yet is a fresh install: the commands run, and say nothing was applied."""
     if not state_dir.is_dir():
         flag = "--state-dir" if args is not None and getattr(args, "state_dir", None) else "the config's state_dir"
-        raise CliError(f"{display_path(state_dir)}: no such state directory ({flag})", EXIT_USAGE)
+        raise CliError(f"{shown_path(state_dir)}: no such state directory ({flag})", EXIT_USAGE)
 
 
 def refuse_undecodable(args: argparse.Namespace) -> None:

@@ -77,6 +77,8 @@ def with_epilog(parser: argparse.ArgumentParser, codes: dict[int, str], example:
     """End `parser`'s help with its exit codes and one example, as `git` and `kubectl` do: what
     a script may test, and a command line to start from. Used by every sub-command (a test over
     the whole parser checks it)."""
+    codes = {**codes}
+    codes.setdefault(EXIT_INTERNAL, "internal error: a bug (one line names the crash log with the traceback)")
     lines = ["exit codes:"] + [f"  {code:<3} {meaning}" for code, meaning in sorted(codes.items())]
     parser.epilog = "\n".join([*lines, "", "example:", f"  {example}"])
     parser.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from blocker.cli.errors import with_epilog
 from blocker.config.model import Config, ConfigError
 from blocker.fleet.model import SECONDARY_KINDS
 from blocker.textsafe import printable
@@ -55,22 +56,30 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     desc = "distribution by zone transfer: the hidden primary, its secondaries, their serials"
     group = sub.add_parser("fleet", parents=parents, help=desc, description=desc)
     fsub = group.add_subparsers(dest="fleet_command", required=True, metavar="SUBCOMMAND")
+    config_codes = {0: "the config was printed", 1: "the config does not allow it (no distribution:, an unknown "
+                    "operator, a missing key file)", 2: "usage error"}
+    with_epilog(group, {0: "ok", 1: "the config does not allow it, or a secondary lags (see each sub-command)",
+                        2: "usage error"}, "blocker fleet status --json")
 
     text = "print the hidden primary's complete config (knotd -c FILE / named -c FILE)"
     p = fsub.add_parser("primary-config", parents=parents, help=text, description=text)
     p.add_argument("--kind", choices=("knot", "bind"), default=None, help="default: distribution.primary.kind")
+    with_epilog(p, config_codes, "blocker fleet primary-config --kind knot > /etc/knot/knot.conf")
     p.set_defaults(func=cmd_primary_config)
 
     text = "print the snippet a resolver needs to follow the primary for one operator"
     p = fsub.add_parser("secondary-config", parents=parents, help=text, description=text)
-    p.add_argument("--operator", metavar="OP", required=True)
-    p.add_argument("--kind", choices=SECONDARY_KINDS, required=True)
+    p.add_argument("--operator", metavar="OP", required=True, help="the operator whose zone the resolver follows")
+    p.add_argument("--kind", choices=SECONDARY_KINDS, required=True, help="the resolver software of that host")
     p.add_argument("--key-file", metavar="PATH", default=None,
                    help="where the key file is on the resolver host (default: distribution.tsig_key)")
+    with_epilog(p, config_codes, f"blocker fleet secondary-config --operator orange --kind {SECONDARY_KINDS[0]}")
     p.set_defaults(func=cmd_secondary_config)
 
     text = "the serial each secondary serves against the published one (exit 1: any lags or cannot be asked)"
     p = fsub.add_parser("status", parents=parents, help=text, description=text)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON array, one object per secondary")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per query (default 2)")
+    with_epilog(p, {0: "every secondary serves the published serial", 1: "one lags or cannot be asked, or no "
+                    "distribution: is configured", 2: "usage error"}, "blocker fleet status --json")
     p.set_defaults(func=cmd_status)

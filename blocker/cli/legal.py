@@ -20,16 +20,20 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from blocker.cli.common import (
+    UTC_HELP,
     load_folder,
     open_state,
     parse_at,
     require_state_dir,
+    shown_zone,
+    shown_zone_name,
     state_dir_of,
 )
-from blocker.cli.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE, CliError
-from blocker.cli.output import print_errors, table
+from blocker.cli.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE, CliError, with_epilog
+from blocker.cli.output import print_errors, print_json, table
 from blocker.config.model import Config
 from blocker.legal.report import (
     BEFORE_RECORDS,
@@ -165,9 +169,9 @@ def _emit(text: str, out: str | None) -> None:
 # report ---------------------------------------------------------------------------------------
 
 
-def _row_text(row: ReportRow) -> str:
+def _row_text(row: ReportRow, utc: ZoneInfo | None = None) -> str:
     o = row.order
-    tz = o.tz
+    tz = utc or o.tz
     left = "" if row.days_remaining is None else f"  {row.days_remaining} day(s) left"
     flag = f"  [{row.flag}]" if row.flag else ""
     # Every field from the order file is escaped (textsafe): a newline or an ESC sequence in it
@@ -239,10 +243,11 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
         text = render_report(rows, at, config.timezone, audit=facts.audit, source=config.source,
                              generated=datetime.now(UTC), records_start=facts.records_start)
     else:
-        text = "\n\n".join(_row_text(r) for r in rows) + "\n"
+        text = "\n\n".join(_row_text(r, ZoneInfo("UTC") if args.utc else None) for r in rows) + "\n"
+        tz, tz_name = shown_zone(args, config), shown_zone_name(args, config)
         audit = ("no audit trail" if facts.audit is None else
                  f"audit trail intact ({facts.audit.count} records)" if facts.audit.ok else "audit trail BROKEN")
-        print(f"\nat {fmt_instant(at, tz)} ({config.timezone}); {len(rows)} orders; {audit}", file=sys.stderr)
+        print(f"\nat {fmt_instant(at, tz)} ({tz_name}); {len(rows)} orders; {audit}", file=sys.stderr)
     _emit(text, args.out)
     return EXIT_OK if orders_ok and not broken else EXIT_INVALID
 
@@ -266,7 +271,11 @@ def cmd_expiring(args: argparse.Namespace, config: Config) -> int:
     soon = [i for i in items if i.reason == "expires-within"]
     late = [i for i in items if i.reason == "lift-unverified"]
     forced = [i for i in items if i.reason == "removed-by-force"]
-    tz = zone(config.timezone)
+    tz = shown_zone(args, config)
+    utc = tz if args.utc else None
+
+    def tz_of(order: Order) -> ZoneInfo:
+        return utc or order.tz
 
     def stopped(item: Expiring) -> bool:
         """Probes check a lifted name for probe.recent_window_days only: after that no pass will
@@ -280,7 +289,7 @@ def cmd_expiring(args: argparse.Namespace, config: Config) -> int:
         until = fmt_instant(datetime.fromtimestamp(at.timestamp() + window, UTC), tz)
         if soon:
             print(f"Lifting within {args.within.strip()} (before {until}):")
-            print(table([[i.row.order.id, i.row.status, fmt_instant(i.row.order.end, i.row.order.tz),
+            print(table([[i.row.order.id, i.row.status, fmt_instant(i.row.order.end, tz_of(i.row.order)),
                                str(days_remaining(i.row.order, at)), fmt_duration(i.row.seconds_remaining),
                                i.row.order.case_number, i.row.order.rule] for i in soon],
                              ["ORDER", "STATUS", "LIFT", "DAYS", "IN", "CASE", "RULE"]))
@@ -288,7 +297,7 @@ def cmd_expiring(args: argparse.Namespace, config: Config) -> int:
             print(f"No order lifts within {args.within.strip()} (before {until}).")
         if late:
             print("\nEnded, lift not verified by a probe on every operator:")
-            print(table([[i.row.order.id, i.row.status, fmt_instant(i.row.order.end, i.row.order.tz),
+            print(table([[i.row.order.id, i.row.status, fmt_instant(i.row.order.end, tz_of(i.row.order)),
                                ", ".join(f"{r.operator}: {r.lift}" for r in i.row.operators
                                          if r.operator in i.unverified),
                                "probes no longer check it: verify by hand" if stopped(i) else ""] for i in late],
@@ -297,9 +306,9 @@ def cmd_expiring(args: argparse.Namespace, config: Config) -> int:
                   "in-zone: still published after its end)")
         if forced:
             print("\nRemoved by force (apply --force), without a court's lift:")
-            print(table([[i.row.order.id, fmt_instant(i.row.order.end, i.row.order.tz),
+            print(table([[i.row.order.id, fmt_instant(i.row.order.end, tz_of(i.row.order)),
                           printable(i.row.removal.actor) if i.row.removal else "?",
-                          fmt_instant(i.row.removal.at, i.row.order.tz) if i.row.removal else "?",
+                          fmt_instant(i.row.removal.at, tz_of(i.row.order)) if i.row.removal else "?",
                           printable((i.row.removal.checksum if i.row.removal else None) or "not recorded"),
                           printable(i.row.order.case_number)] for i in forced],
                         ["ORDER", "WAS TO LIFT AT", "REMOVED BY", "REMOVED AT", "CHECKSUM REVIEWED", "CASE"]))
@@ -359,9 +368,16 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
         "head_seq": pack.head[0] if pack.head else 0, "head_hash": pack.head[1] if pack.head else None,
         "exported_by": exported_by,
     }, actor=actor)
+    total = pack.audit.count if pack.audit is not None else 0
+    broken = pack.audit is not None and not pack.audit.ok
+    if args.json:  # the summary below, as one object (the pack itself is in --out)
+        print_json({"out": str(Path(args.out).resolve()), "order": order.id, "files": len(pack.files),
+                    "records": pack.records, "trail_records": total, "manifest_sha256": pack.manifest_sha256,
+                    "exported_by": exported_by, "audit_ok": not broken}, ensure_ascii=False)
+        return EXIT_INVALID if broken else EXIT_OK
     print(f"{display_path(args.out)}: evidence pack for {order.id}: {len(pack.files)} files, "
           f"{pack.records} audit record(s), exported by {printable(exported_by)}")
-    print(f"({count_line(pack.records, pack.chain, pack.audit.count if pack.audit is not None else 0)})")
+    print(f"({count_line(pack.records, pack.chain, total)})")
     print(f"MANIFEST.sha256 {pack.manifest_sha256} (recorded in the audit trail as evidence-exported)")
     if pack.audit is not None and not pack.audit.ok:
         print(f"blocker: WARNING: the audit trail is broken at line {pack.audit.bad_line}: {pack.audit.reason} "
@@ -376,32 +392,47 @@ def cmd_evidence(args: argparse.Namespace, config: Config) -> int:
 def register(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     """Add report, expiring and evidence to the `blocker` parser (`add` is cli's factory)."""
     state_help = "state folder (default: config state_dir); read-only, safe while the daemon runs"
+    orders_help = "orders folder (default: config orders_dir; may be missing: the state's versions are used)"
+    bug = "internal error (a bug: see the crash log named)"
 
     p = add("report", "every order: dates, rule, status, and per operator what probes verified")
-    p.add_argument("--orders", metavar="DIR", help="orders folder (default: config orders_dir)")
+    p.add_argument("--orders", metavar="DIR", help=orders_help)
     p.add_argument("--state-dir", metavar="DIR", help=state_help)
     p.add_argument("--at", metavar="ISO8601", help="report as at this instant (default: now)")
     p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table", help="output format")
     p.add_argument("--json", action="store_true", help="same as --format json")
     p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+    p.add_argument("--utc", action="store_true", help=UTC_HELP + "; default: each order's own timezone")
+    with_epilog(p, {0: "the report was written", 1: "an order file is invalid, or the audit trail is broken",
+                    2: "usage error (a bad --at, a missing --state-dir, a bad --out)", 70: bug},
+                "blocker report --format html --out report.html")
     p.set_defaults(func=cmd_report)
 
     p = add("expiring", "orders lifting soon, and ended orders whose lift no probe verified; exit 1 if any lift soon")
     p.add_argument("--within", metavar="WINDOW", default="30d", help="look-ahead: 30d, 2w, 12h (default 30d)")
-    p.add_argument("--orders", metavar="DIR")
+    p.add_argument("--orders", metavar="DIR", help=orders_help)
     p.add_argument("--state-dir", metavar="DIR", help=state_help)
     p.add_argument("--at", metavar="ISO8601", help="from this instant (default: now)")
     p.add_argument("--json", action="store_true", help="JSON array")
+    p.add_argument("--utc", action="store_true", help=UTC_HELP + "; default: each order's own timezone")
+    with_epilog(p, {0: "no order lifts within the window", 1: "some order lifts within the window",
+                    2: "usage error (a bad --within or --at, a missing --state-dir)", 70: bug},
+                "blocker expiring --within 2w")
     p.set_defaults(func=cmd_expiring)
 
     p = add("evidence", "write an evidence pack for one order (versions, audit records with chain proof, "
                         "zone serials, probes, index.html, MANIFEST.sha256)")
-    p.add_argument("order_id", metavar="ORDER_ID")
+    p.add_argument("order_id", metavar="ORDER_ID", help="the order's id (in the folder or only in the state)")
     p.add_argument("--out", metavar="DIR", required=True, help="new or empty folder for the pack")
-    p.add_argument("--orders", metavar="DIR")
+    p.add_argument("--orders", metavar="DIR", help=orders_help)
     p.add_argument("--state-dir", metavar="DIR", help="state folder (default: config state_dir)")
     p.add_argument("--at", metavar="ISO8601", help="instant of the summary's status and facts (default: now)")
     p.add_argument("--by", metavar="NAME", help="the person exporting the pack, recorded in it and in the audit "
                                                "trail (default: config legal.exported_by)")
+    p.add_argument("--json", action="store_true",
+                   help="the summary as one JSON object: out, order, files, records, manifest_sha256, ...")
+    with_epilog(p, {0: "the pack was written", 1: "unknown order, no state, or the audit trail is broken "
+                    "(the pack then records it)", 2: "usage error (a bad --out or --at)",
+                    5: "the audit trail cannot be written (the export is not recorded)", 70: bug},
+                "blocker evidence tj-paris-2026-001 --out pack/ --by 'J. Martin'")
     p.set_defaults(func=cmd_evidence)
-

@@ -42,6 +42,7 @@ from blocker.cli.errors import (
     EXIT_USAGE,
     CliError,
     post_arg_parse_hook,
+    with_epilog,
 )
 from blocker.config.load import load_config
 from blocker.config.model import Config
@@ -285,16 +286,19 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    config_help = "daemon config (default: ./configs/blocker.yaml, else built-in defaults)"
+    config_help = "daemon config (default: $BLOCKER_CONFIG, else ./configs/blocker.yaml, else built-in defaults)"
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a --config after the sub-command must not erase one given before it.
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
     parser = argparse.ArgumentParser(
         prog="blocker",
-        description="Apply court-ordered DNS blocks as RPZ zones, prove they hold, lift them on time.",
-        epilog="exit codes: 0 ok, 1 invalid input or failed check, 2 usage, 3 plan has changes, "
-               "4 refused by a safety guard, 5 publish/reload failed",
+        description="Apply court-ordered DNS blocks as RPZ zones, prove they hold, lift them on time. "
+                    "`blocker COMMAND --help` gives each command's flags, exit codes and an example.",
     )
+    with_epilog(parser, {EXIT_OK: "ok", 1: "invalid input or a failed check", EXIT_USAGE: "usage error",
+                         EXIT_CHANGES: "plan has changes", EXIT_REFUSED: "refused by a safety guard",
+                         EXIT_FAILED: "publish or reload failed"},
+                "blocker --config /etc/blocker/blocker.yaml status")
     parser.add_argument("--config", metavar="FILE", default=None, help=config_help)
     parser.add_argument("--version", action="version", version=f"blocker {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -305,16 +309,25 @@ def build_parser() -> argparse.ArgumentParser:
     cli_orders.register(add)
 
     p = add("render", "preview: write the RPZ zones of the orders in force to a folder or stdout (never published)")
-    p.add_argument("--orders", metavar="DIR")
-    p.add_argument("--at", metavar="ISO8601")
+    p.add_argument("--orders", metavar="DIR", help=ORDERS_HELP)
+    p.add_argument("--at", metavar="ISO8601", help=AT_HELP)
     p.add_argument("--out", metavar="DIR", help="required: a folder other than zones_dir, or - (stdout, one operator)")
     p.add_argument("--operator", metavar="OP", action="append", help="only this operator (repeatable)")
+    with_epilog(p, {EXIT_OK: "the zones were written (or are unchanged)",
+                    1: "an order file is invalid (nothing written)",
+                    EXIT_USAGE: "usage error (no --out, --out is the zones folder, an unknown operator)",
+                    EXIT_FAILED: "a zone failed its check (nothing replaced)"},
+                "blocker render --out /tmp/preview --at 2026-12-01T09:00")
     p.set_defaults(func=cmd_render)
 
     p = add("plan", "show what apply would change, per operator, and why (exit 3: apply would do something)")
     _publish_args(p)
     p.add_argument("--force", action="store_true", help="preview what `apply --force` would do, with its checksum")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the plan as one JSON object (with flags and refusals)")
+    with_epilog(p, {EXIT_OK: "apply would change nothing", 1: "an order file is invalid",
+                    EXIT_USAGE: "usage error (a bad --at, a missing folder, an unknown operator)",
+                    EXIT_CHANGES: "apply would change, hold or refuse something"},
+                "blocker plan --operator orange")
     p.set_defaults(func=cmd_plan)
 
     p = add("apply", "publish the plan: atomic write, check, reload; refuses unexplained removals")
@@ -324,7 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also apply removals no order's end explains, and an --at far from the clock "
                         "(needs --checksum from `blocker plan --force`)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing (same as plan)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="the plan reviewed as one JSON object (the publish lines follow it)")
+    with_epilog(p, {EXIT_OK: "published, or nothing to apply", 1: "an order file is invalid (nothing written)",
+                    EXIT_USAGE: "usage error (a bad --at, a missing folder, an unknown operator)",
+                    EXIT_CHANGES: "with --dry-run: the plan has changes",
+                    EXIT_REFUSED: "refused by a guard (removals to review, --at far from the clock, a checksum "
+                                  "that is not the plan's)",
+                    EXIT_FAILED: "publish or reload failed, or the audit trail or state cannot be written"},
+                "blocker apply --checksum SUM   (SUM from `blocker plan`)")
     p.set_defaults(func=cmd_apply)
 
     cli_run.register(add)
@@ -338,9 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     cli_why.register(add)
     return parser
 
+ORDERS_HELP = "orders folder (default: config orders_dir)"
+AT_HELP = "instant the zones are computed for (default: now; no offset = config timezone)"
+
+
 def _publish_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--orders", metavar="DIR")
-    p.add_argument("--at", metavar="ISO8601")
+    p.add_argument("--orders", metavar="DIR", help=ORDERS_HELP)
+    p.add_argument("--at", metavar="ISO8601", help=AT_HELP)
     p.add_argument("--out", metavar="DIR", help="zones folder (default: config zones_dir)")
     p.add_argument("--state-dir", metavar="DIR", help="state folder (default: config state_dir)")
     p.add_argument("--operator", metavar="OP", action="append", help="only this operator (repeatable)")

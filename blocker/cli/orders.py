@@ -9,11 +9,11 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from blocker.cli.common import load_folder, parse_at
+from blocker.cli.common import UTC_HELP, load_folder, parse_at, shown_zone, shown_zone_name
 from blocker.cli.errors import EXIT_INVALID, EXIT_OK, with_epilog
 from blocker.cli.output import plural, print_errors, print_json, table
 from blocker.config.model import Config
-from blocker.orders.legaltime import zone
+from blocker.orders.legaltime import fmt_instant
 from blocker.textsafe import display_path, printable
 
 STATUS_WIDTH = 120
@@ -44,6 +44,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     result, _ = load_folder(args, config)
     print_errors(result)
     orders = sorted(result.orders.values(), key=lambda o: (o.start, o.id))
+    utc = ZoneInfo("UTC") if args.utc else None  # else each order's own zone, as its file gives it
     if args.json:
         print(json.dumps([o.to_json(at) for o in orders], indent=2, ensure_ascii=False))
     else:
@@ -53,17 +54,20 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
             escalated = sum(1 for t in o.targets if t.kind == "url-escalated")
             if args.wide:
                 targets = f"{len(o.targets)}" + (f" ({escalated} url-escalated)" if escalated else "")
-                rows.append([o.id, j["status"], j["start"], j["end"], ",".join(o.operators), targets, o.rule])
+                start, end = (fmt_instant(o.start, utc), fmt_instant(o.end, utc)) if utc else (
+                    j["start"], j["end"])
+                rows.append([o.id, j["status"], start, end, ",".join(o.operators), targets, o.rule])
             else:  # instants to the minute, with their offset; operators only with --wide
                 targets = f"{len(o.targets)}" + (f" ({escalated} url)" if escalated else "")
-                rows.append([o.id, j["status"], _minute(o.start, o.tz), _minute(o.end, o.tz), targets, o.rule])
+                tz = utc or o.tz
+                rows.append([o.id, j["status"], _minute(o.start, tz), _minute(o.end, tz), targets, o.rule])
         if args.wide:
             print(table(rows, ["ORDER", "STATUS", "START", "END", "OPERATORS", "TARGETS", "RULE"]))
         else:  # 120 columns: the rule, then the id, cut with `…`
             print(table(rows, ["ORDER", "STATUS", "START", "END", "TARGETS", "RULE"], width=STATUS_WIDTH,
                         shrink=(5, 0)))
-        print(f"\nat {at.astimezone(zone(config.timezone)).isoformat(timespec='seconds')} "
-              f"({config.timezone}); {plural(len(orders), 'order')}", file=sys.stderr)
+        print(f"\nat {at.astimezone(shown_zone(args, config)).isoformat(timespec='seconds')} "
+              f"({shown_zone_name(args, config)}); {plural(len(orders), 'order')}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_INVALID
 
 
@@ -84,6 +88,8 @@ def register(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--orders", metavar="DIR", help="orders folder (default: config orders_dir)")
     p.add_argument("--at", metavar="ISO8601", help="instant (default: now; no offset = config time zone)")
     p.add_argument("--json", action="store_true", help="JSON array instead of a table")
+    p.add_argument("--utc", action="store_true", help=UTC_HELP + "; default: each order's own timezone "
+                   "(its `timezone:`, else the config's)")
     p.add_argument("--wide", action="store_true",
                    help=f"every column, every cell whole (default: fits {STATUS_WIDTH} columns)")
     with_epilog(p, {0: "every order file is valid", 1: "some order file is invalid (the others are listed)",

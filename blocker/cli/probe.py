@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from blocker.cli.common import open_state, parse_at, valid_orders
+from blocker.cli.common import open_state, parse_at, shown_path, valid_orders
 from blocker.cli.errors import EXIT_USAGE, CliError, with_epilog
 from blocker.cli.output import plural, table
 from blocker.config.model import Config
@@ -58,7 +58,7 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
     if args.state_dir and not state_dir.is_dir():
-        raise CliError(f"--state-dir {state_dir}: no such directory", EXIT_USAGE)
+        raise CliError(f"--state-dir {shown_path(state_dir)}: no such directory", EXIT_USAGE)
     every: list[CheckResult] = []
     json_rows: list[dict[str, object]] = []
     for op in ops:

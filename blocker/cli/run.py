@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from blocker.cli.errors import EXIT_INVALID, CliError
+from blocker.cli.errors import EXIT_INVALID, CliError, with_epilog
 from blocker.config.model import Config
 
 
@@ -35,5 +35,10 @@ def register(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--state-dir", metavar="DIR", help="overrides config state_dir")
     p.add_argument("--out", metavar="DIR", help="overrides config zones_dir")
     p.add_argument("--listen", metavar="HOST:PORT", help="overrides config http.listen (/metrics, /healthz)")
-    p.add_argument("--log-format", choices=("plain", "json"), help="overrides config log_format")
+    p.add_argument("--log-format", choices=("plain", "json"),
+                   help="overrides config log_format (every log time in UTC, with its +00:00 offset)")
+    with_epilog(p, {0: "stopped by SIGTERM or SIGINT after a clean shutdown",
+                    1: "cannot start (config, folders, the listen address, another daemon holds the lock)",
+                    2: "usage error"},
+                "blocker run --config /etc/blocker/blocker.yaml --log-format json")
     p.set_defaults(func=cmd_run)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
-from blocker.cli.common import load_folder, open_state, parse_at, state_dir_of
+from blocker.cli.common import UTC_HELP, load_folder, open_state, parse_at, shown_zone, state_dir_of
 from blocker.cli.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE, CliError, with_epilog
 from blocker.cli.output import plural, print_errors, print_json
 from blocker.config.model import Config
@@ -87,12 +88,20 @@ def cmd_why(args: argparse.Namespace, config: Config) -> int:
                     "orders": covering, "operators": per_operator}, ensure_ascii=False)
         return EXIT_OK if blocked else EXIT_INVALID
     shown = unicode_form(name)
-    print(f"{printable(shown)}" + (f" ({name})" if shown != name else "") + f" at {fmt_instant(at, tz)}: "
+    by_id = {o.id: o for o in orders}
+    show_tz = shown_zone(args, config)  # text only: the JSON keeps each instant's own offset
+
+    def text(instant: datetime | None, json_form: str | None) -> str | None:
+        return json_form if not args.utc or instant is None else fmt_instant(instant, show_tz)
+
+    print(f"{printable(shown)}" + (f" ({name})" if shown != name else "") + f" at {fmt_instant(at, show_tz)}: "
           + ("BLOCKED on " + ", ".join(p["operator"] for p in per_operator if p["blocked"]) if blocked
              else "not blocked"))
     for c in covering:
         print(f"  order {printable(c['id'])} ({c['status']}): {printable(c['court'])}; {printable(c['case_number'])}")
-        print(f"    action {c['action']}, {c['start']} to {c['end']}; {printable(c['rule'])}")
+        o = by_id[str(c["id"])]
+        print(f"    action {c['action']}, {text(o.start, str(c['start']))} to {text(o.end, str(c['end']))}; "
+              f"{printable(c['rule'])}")
         print(f"    operators {', '.join(c['operators'])}; covers it as {', '.join(c['owners'])}")
     if not covering:
         print("  no order names it, nor a parent with subdomains")
@@ -103,8 +112,9 @@ def cmd_why(args: argparse.Namespace, config: Config) -> int:
                  if p["zone_agrees"] else f"the published zone DISAGREES ({has})")
         what = f"{p['action']} via {p['owner']} ({', '.join(p['orders'])})" if p["blocked"] else "not blocked"
         probe = "; ".join(
-            f"{oid}: last verified {v['last_ok'] or 'never'}"
-            + (f", {plural(v['failures'], 'failure')} (last {v['last_failure']})" if v["failures"] else "")
+            f"{oid}: last verified {text(probes[oid, p['operator']][0], v['last_ok']) or 'never'}"
+            + (f", {plural(v['failures'], 'failure')} (last {text(probes[oid, p['operator']][1], v['last_failure'])})"
+               if v["failures"] else "")
             for oid, v in p["last_probe"].items())
         print(f"  {p['operator']}: {what}; {agree}" + (f"; probes: {probe}" if probe else ""))
     print(f"{plural(len(covering), 'order')} {'covers' if len(covering) == 1 else 'cover'} it", file=sys.stderr)
@@ -119,6 +129,8 @@ def register(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("--orders", metavar="DIR", help="orders folder (default: config orders_dir)")
     p.add_argument("--state-dir", metavar="DIR", help="state folder, for the last probes (default: state_dir)")
     p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--utc", action="store_true", help=UTC_HELP + "; default: the config's timezone, and each "
+                   "order's window in its own")
     with_epilog(p, {0: "NAME is blocked for some operator at --at", 1: "it is not",
                     2: "bad input (a bad name, flag, or an invalid order file)"},
                 "blocker why bücher-propagande.example.gg --operator orange")
