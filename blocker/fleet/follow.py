@@ -83,6 +83,8 @@ class FleetState(Collector):
         try:
             self.audit_append("propagation", {"operator": result.operator, "serial": result.serial,
                                               "complete": result.complete, "seconds": result.seconds})
+            log.info("propagation followed", extra={"operator": result.operator, "serial": result.serial,
+                                                    "complete": result.complete})
             for name, seconds in sorted(result.seconds.items()):
                 if seconds is None:
                     with self.lock:

@@ -115,6 +115,10 @@ _I, _W = logging.INFO, logging.WARNING
 AUDIT_LINES: dict[str, tuple[int, str] | None] = {
     "daemon-start": None,  # "daemon started"
     "daemon-stop": None,  # "daemon stopped"
+    "probe-agent-start": None,  # "probe agent started"
+    "probe-agent-stop": None,  # "probe agent stopped"
+    "propagation": None,  # "propagation followed" (blocker.fleet.follow)
+    "secondary-behind": None,  # "secondary behind" (blocker.fleet.follow)
     "zone-published": None,  # "zone published"
     "reload": None,  # "zone published" / "zone published but reload failed" / "reload retried..."
     "publish-failed": None,  # "publish failed; the previous zone stays"

@@ -22,6 +22,8 @@ DEDICATED = {
     "reload": "zone published", "publish-failed": "publish failed", "order-invalid": "invalid order file",
     "zone-restored": "zone file changed behind blocker's back", "catch-up": "catch-up: transition applied late",
     "order-verified": "first probe pass that proves the order", "audit-writable": "audit trail writable again",
+    "probe-agent-start": "probe agent started", "probe-agent-stop": "probe agent stopped",
+    "propagation": "propagation followed", "secondary-behind": "secondary behind",
 }
 LINE_START = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d (INFO|WARNING|ERROR|DEBUG) ")
 
@@ -30,7 +32,7 @@ def _kinds_in_source() -> set[str]:
     kinds = set()
     for path in (ROOT / "blocker").rglob("*.py"):
         text = path.read_text()
-        kinds |= set(re.findall(r"audit\.append\(\s*\"([a-z-]+)\"", text))
+        kinds |= set(re.findall(r"audit(?:\.append|_append)\(\s*\"([a-z-]+)\"", text))
         kinds |= set(re.findall(r"(?:records|items)\.append\(\(\"([a-z-]+)\"", text))
         kinds |= set(re.findall(r"\(\"(entries-[a-z]+)\", ", text))
         kinds |= set(re.findall(r"^REPAIRED = \"([a-z-]+)\"", text, re.M))
