@@ -12,7 +12,8 @@ replaces something that was not a report. So every such file is:
   `O_CREAT | O_EXCL | O_NOFOLLOW` (a planted name or link fails the open, it is never
   followed), relative to a descriptor of that folder (the folder cannot be swapped midway);
 - fsynced, renamed into place, and the folder fsynced: a reader sees the old file or the whole
-  new one, never half of it, even after a crash.
+  new one, never half of it, even after a crash (blocker.files.replace_file, the writer zones
+  and the audit head file use too; this module adds the checks on a target a person typed).
 
 An evidence pack (a folder) is built the same way: a new folder with a random name next to the
 target, every file in it created `O_EXCL | O_NOFOLLOW` relative to its folder's descriptor,
