@@ -7,16 +7,17 @@ explains (a deleted file, a bad checkout) are held back until a human says `--fo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import compress, filterfalse
 from operator import ne
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from blocker.config.model import Config
 from blocker.gcpause import no_cyclic_gc
@@ -43,6 +44,22 @@ class Change(NamedTuple):
             "name": self.owner, "change": self.kind, "action": self.action, "order_ids": list(self.order_ids),
             "old_action": self.old_action, "old_order_ids": list(self.old_order_ids), "reasons": list(self.reasons),
         }
+
+
+ChangeFields = tuple[str, str, str | None, tuple[str, ...], str | None, tuple[str, ...], tuple[str, ...]]
+
+
+def change_reference(fields: ChangeFields) -> Change:
+    """What `change_from_fields` stands for: the NamedTuple's own constructor."""
+    return Change(*fields)
+
+
+# `change_reference` at C speed: NamedTuple's keyword-capable `__new__` is a Python call per change,
+# and a first publish of 1M names builds 1M of them (34% of its diff). A partial of
+# `tuple.__new__` fills the same fields in the same order, with no Python frame;
+# tests/publish/test_plan_fast.py checks both give equal Changes.
+change_from_fields: Callable[[ChangeFields], Change] = cast(
+    "Callable[[ChangeFields], Change]", functools.partial(tuple.__new__, Change))
 
 
 @dataclass
@@ -221,14 +238,14 @@ def _first_publish(walk: list[str], desired: ZoneEntries, why: _Reasons) -> list
     changes, and NamedTuple's keyword-capable `__new__` costs a Python call per change."""
     changes: list[Change] = []
     append = changes.append
-    make = tuple.__new__  # Change's own fields, in order: what Change(...) builds, at C speed
+    make = change_from_fields
     adds: dict[int, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}  # id(entry) -> its fields
     for owner in walk:
         new = desired[owner]
         fields = adds.get(id(new))
         if fields is None or fields[1] is not new.order_ids:
             fields = adds[id(new)] = (new.action, new.order_ids, why.added(new.order_ids))
-        append(make(Change, (owner, "add", fields[0], fields[1], None, (), fields[2])))
+        append(make((owner, "add", fields[0], fields[1], None, (), fields[2])))
     return changes
 
 

@@ -1,8 +1,9 @@
 """Publishing a zone: never a partial or invalid file where a resolver can read it.
 
 Write to a temporary file in the same folder, fsync, check, rename over the old zone, fsync
-the folder (blocker.files.replace_file, the one atomic writer). Recording the serial and asking the resolver to reload (publish/hooks.py) come
-after, in publish/reconcile.py: a failed reload leaves the publish recorded as "not yet in effect".
+the folder (blocker.files.replace_file, the one atomic writer). Recording the serial and asking
+the resolver to reload (publish/hooks.py) come after, in publish/reconcile.py: a failed reload
+leaves the publish recorded as "not yet in effect".
 """
 
 from __future__ import annotations
