@@ -22,7 +22,7 @@ from blocker.publish.plan import (
     _changes,
     _first_publish,
     _Reasons,
-        change_new,
+    change_new,
     change_reference,
 )
 
