@@ -12,7 +12,8 @@ replaces something that was not a report. So every such file is:
   `O_CREAT | O_EXCL | O_NOFOLLOW` (a planted name or link fails the open, it is never
   followed), relative to a descriptor of that folder (the folder cannot be swapped midway);
 - fsynced, renamed into place, and the folder fsynced: a reader sees the old file or the whole
-  new one, never half of it, even after a crash.
+  new one, never half of it, even after a crash (blocker.files.replace_file, the writer zones
+  and the audit head file use too; this module adds the checks on a target a person typed).
 
 An evidence pack (a folder) is built the same way: a new folder with a random name next to the
 target, every file in it created `O_EXCL | O_NOFOLLOW` relative to its folder's descriptor,
@@ -26,7 +27,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import secrets
 import shutil
 import stat
 import sys
@@ -36,15 +36,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from blocker.errors import BlockerError
+from blocker.files import ATTEMPTS, CREATE_FLAGS, open_dir, replace_file, temp_name
 from blocker.textsafe import display_path
 
 FILE_MODE = 0o640  # the facts of the audit trail (itself 0o640): the owner's group may read them
 DIR_MODE = 0o750
 SCRIPT_MODE = 0o750
 STDOUT = "-"
-_NAME_BYTES = 160  # of the target's name kept in a temp name: the whole name stays under NAME_MAX
-_ATTEMPTS = 16
-_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class OutputError(BlockerError):
@@ -55,22 +53,12 @@ class OutputError(BlockerError):
         self.usage = usage
 
 
-def _token() -> str:
-    """The random part of a temp name (a function of its own, so tests can force collisions)."""
-    return secrets.token_hex(8)
-
-
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISLNK, "symbolic link"), (stat.S_ISDIR, "folder"), (stat.S_ISCHR, "character device"),
                        (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket")):
         if test(mode):
             return name
     return "special file"
-
-
-def _temp_name(name: str, suffix: str) -> str:
-    head = os.fsdecode(os.fsencode(name)[:_NAME_BYTES])
-    return f".{head}.{_token()}{suffix}"
 
 
 def _existing(name: str, dir_fd: int) -> os.stat_result | None:
@@ -88,31 +76,6 @@ def _refuse_special(target: Path, name: str, dir_fd: int) -> os.stat_result | No
     return st
 
 
-def _open_dir(path: Path) -> int:
-    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-
-def _create(name: str, suffix: str, dir_fd: int, mode: int) -> tuple[int, str]:
-    """A new file with a random name in `dir_fd`: never an existing file, never through a link."""
-    for _ in range(_ATTEMPTS):
-        tmp = _temp_name(name, suffix)
-        try:
-            return os.open(tmp, _FLAGS, mode, dir_fd=dir_fd), tmp
-        except (FileExistsError, IsADirectoryError):
-            continue  # taken (or planted): another random name
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-    raise OSError(errno.EEXIST, f"no free temporary name after {_ATTEMPTS} attempts")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)  # a short write (disk nearly full, a signal) is continued
-        view = view[written:]
-
-
 def check_output(target: str | Path) -> None:
     """Refuse a wrong `--out` before the work (a report of a large trail takes a while); the
     writer checks again, since the folder may change meanwhile."""
@@ -122,7 +85,7 @@ def check_output(target: str | Path) -> None:
     if not path.name or path.name in (".", ".."):
         raise OutputError(f"{display_path(target)}: not a file name; give the file to write", usage=True)
     try:
-        dir_fd = _open_dir(path.parent)
+        dir_fd = open_dir(path.parent)
     except OSError as exc:
         raise OutputError(f"{display_path(target)}: cannot open its folder: {exc.strerror or exc}",
                           usage=exc.errno in (errno.ENOENT, errno.ENOTDIR)) from None
@@ -138,7 +101,7 @@ def check_output_dir(target: str | Path) -> None:
     if str(target) == STDOUT or not path.name or path.name in (".", ".."):
         raise OutputError(f"{display_path(target)}: an evidence pack is a folder: give its path", usage=True)
     try:
-        parent_fd = _open_dir(path.parent)
+        parent_fd = open_dir(path.parent)
     except FileNotFoundError:
         return  # created with its parents
     except OSError as exc:
@@ -163,28 +126,19 @@ def write_output(target: str | Path, data: bytes | str, *, mode: int = FILE_MODE
         return
     path = Path(target)
     check_output(path)
-    dir_fd = _open_dir(path.parent)
-    tmp: str | None = None
+    dir_fd = open_dir(path.parent)
     try:
         before = _refuse_special(path, path.name, dir_fd)
         if before is not None:  # the new file keeps the old one's permissions, never more than 0o644
             mode = stat.S_IMODE(before.st_mode) & 0o644
-        fd, tmp = _create(path.name, ".tmp", dir_fd, mode)
-        try:
-            _write_all(fd, raw)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _refuse_special(path, path.name, dir_fd)  # again: it may have been swapped meanwhile
-        os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        tmp = None
-        os.fsync(dir_fd)
+
+        def still_regular(_tmp: Path) -> None:  # again right before the rename: it may have been swapped
+            _refuse_special(path, path.name, dir_fd)
+
+        replace_file(path, raw, mode=mode, dir_fd=dir_fd, before_replace=still_regular)
     except OSError as exc:
         raise OutputError(f"{display_path(target)}: cannot write: {exc.strerror or exc}") from None
     finally:
-        if tmp is not None:
-            with suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
         os.close(dir_fd)
 
 
@@ -220,7 +174,7 @@ class OutputDir:
     def open(self, rel: str, mode: int = FILE_MODE) -> Iterator[BinaryIO]:
         """A new file `rel`, for writing in pieces; fsynced when the block ends."""
         dir_fd, name = self._split(rel)
-        fd = os.open(name, _FLAGS, mode, dir_fd=dir_fd)
+        fd = os.open(name, CREATE_FLAGS, mode, dir_fd=dir_fd)
         self.files.append(rel)
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -278,7 +232,7 @@ def output_dir(target: str | Path) -> Iterator[OutputDir]:
         raise OutputError(f"{display_path(target)}: an evidence pack is a folder: give its path", usage=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        parent_fd = _open_dir(path.parent)
+        parent_fd = open_dir(path.parent)
     except OSError as exc:
         raise OutputError(f"{display_path(path.parent)}: cannot create or open: {exc.strerror or exc}") from None
     tmp: str | None = None
@@ -286,15 +240,15 @@ def output_dir(target: str | Path) -> Iterator[OutputDir]:
     try:
         try:
             _check_pack_target(path, parent_fd)
-            for _ in range(_ATTEMPTS):
-                tmp = _temp_name(path.name, ".tmp")
+            for _ in range(ATTEMPTS):
+                tmp = temp_name(path.name, ".tmp")
                 try:
                     os.mkdir(tmp, DIR_MODE, dir_fd=parent_fd)
                     break
                 except FileExistsError:
                     tmp = None
             if tmp is None:
-                raise OSError(errno.EEXIST, f"no free temporary name after {_ATTEMPTS} attempts")
+                raise OSError(errno.EEXIST, f"no free temporary name after {ATTEMPTS} attempts")
             fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
             out = OutputDir(fd)
         except OSError as exc:

@@ -9,12 +9,11 @@ never backwards) and the serial `fleet status` compares.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 from blocker.config.model import Config, OperatorConfig
+from blocker.files import replace_file
 from blocker.fleet.model import Distribution, Secondary, TsigKey
 from blocker.publish.hooks import ReloadResult
 
@@ -47,15 +46,7 @@ def write_knot_key(config: Config, key: TsigKey) -> Path:
     path = knot_key_file(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = f"key:\n  - id: {key.name}\n    algorithm: {key.algorithm}\n    secret: {key.secret}\n"
-    fd, tmp = tempfile.mkstemp(prefix=".knot-key.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    replace_file(path, text.encode(), mode=0o600, exact_mode=True)
     return path
 
 

@@ -1,24 +1,22 @@
 """Publishing a zone: never a partial or invalid file where a resolver can read it.
 
 Write to a temporary file in the same folder, fsync, check, rename over the old zone, fsync
-the folder. Recording the serial and asking the resolver to reload (publish/hooks.py) come
-after, in publish/reconcile.py: a failed reload leaves the publish recorded as "not yet in effect".
+the folder (blocker.files.replace_file, the one atomic writer). Recording the serial and asking
+the resolver to reload (publish/hooks.py) come after, in publish/reconcile.py: a failed reload
+leaves the publish recorded as "not yet in effect".
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
 import shutil
-import stat
 import subprocess
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from blocker import files
 from blocker.errors import BlockerError
-from blocker.record.audit import fsync_dir
+from blocker.files import replace_file
 from blocker.zone.read import structural_check
 
 
@@ -60,21 +58,8 @@ def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: 
     `before_replace` runs once the new zone passed its check, just before the rename: the audit
     records of the change are written there, so no zone is served whose change is not on record
     (an exception it raises leaves the old file in place and propagates)."""
-    tmp: Path | None = None
-    lock_fd = -1
-    try:
-        # Inside the try: an unwritable or missing folder is a publish error like any other.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        tmp = Path(tmp_name)
-        # Held until the file is renamed or removed: `remove_stale_temps` leaves a locked one alone.
-        lock_fd = os.dup(fd)
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+
+    def checked(tmp: Path) -> None:
         if body_checksum is not None and _CHECKED.get(body_checksum, -1) >= len(origin):
             problems = structural_check(data, origin)
         else:
@@ -90,52 +75,22 @@ def write_zone(path: Path, data: bytes, origin: str, check: str, body_checksum: 
             path.rmdir()  # an empty folder in its place (a non-empty one is refused: not ours to delete)
         if before_replace is not None:
             before_replace()
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+
+    try:
+        # Inside the try: an unwritable or missing folder is a publish error like any other.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # 0o644 whatever the umask: the resolver reads the zone as a user of its own.
+        replace_file(path, data, mode=0o644, exact_mode=True, before_replace=checked)
     except OSError as exc:
         raise PublishError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None and tmp.exists():
-            tmp.unlink()
-        if lock_fd >= 0:
-            os.close(lock_fd)
 
 
-# `tempfile.mkstemp(prefix=".<zone file>.", suffix=".tmp")` of write_zone: nothing else matches.
-_ZONE_TEMP = re.compile(r"\.[^/]+\.rpz\.[a-z0-9_]{8}\.tmp\Z")
+# The temp names `replace_file` gives zone files, and those older versions left
+# (`tempfile.mkstemp(prefix=".<zone file>.", suffix=".tmp")`): nothing else matches.
+_ZONE_TEMP = re.compile(rf"\.[^/]+\.rpz\.(?:{files.TOKEN_PATTERN}|[a-z0-9_]{{8}})\.tmp\Z")
 
 
 def remove_stale_temps(zones_dir: Path) -> list[Path]:
     """Remove the temp files a killed `write_zone` left in `zones_dir` (run at daemon start and
-    by `apply`, under the publish lock). Only our own pattern, only regular files, and only one
-    no live writer holds locked (a writer keeps an flock on its temp file; a killed one's lock
-    died with it). A file that cannot be checked is left alone."""
-    removed: list[Path] = []
-    try:
-        names = os.listdir(zones_dir)
-    except OSError:
-        return removed
-    for name in sorted(names):
-        if not _ZONE_TEMP.match(name):
-            continue
-        path = zones_dir / name
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # a live writer holds it
-            # Still the file we locked (not replaced since the open)? Then it is stale.
-            if os.path.samestat(os.fstat(fd), os.lstat(path)):
-                path.unlink()
-                removed.append(path)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-    return removed
+    by `apply`, under the publish lock): blocker.files.remove_stale_temps over the zone temps."""
+    return files.remove_stale_temps(zones_dir, _ZONE_TEMP)

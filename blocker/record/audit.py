@@ -13,6 +13,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from blocker.errors import BlockerError
+from blocker.files import fsync_dir, remove_stale_temps, replace_file, temp_pattern, write_all
 from blocker.record.verify import (
     GENESIS,
     HEAD_NAME,
@@ -35,6 +37,7 @@ from blocker.record.verify import (
 from blocker.record.verify import verify_live as verify_trail
 
 QUARANTINE_DIR = "audit.quarantine"
+_HEAD_TEMP = temp_pattern(re.escape(HEAD_NAME))  # the temp names replace_file gives the head file
 
 __all__ = ["GENESIS", "HEAD_NAME", "LOG_NAME", "QUARANTINE_DIR", "REPAIRED", "AuditLog", "AuditWriteError",
            "VerifyResult", "canonical", "concerns", "current_actor", "record_hash", "verify_live"]
@@ -57,14 +60,6 @@ def current_actor() -> str:
         return f"uid:{os.getuid()}"
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @dataclass(frozen=True)
 class _Tail:
     """The end of the log as found under the lock: the last whole record, and what follows it."""
@@ -73,16 +68,6 @@ class _Tail:
     hash: str
     good_end: int  # byte offset just after the last whole record
     size: int  # file size: bytes in [good_end, size) are damaged (a torn or unreadable tail)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """os.write until every byte is written: a write may be short (signal, full disk, RLIMIT_FSIZE)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(28, "no byte written (no space left on device?)")
-        view = view[written:]
 
 
 def _as_record(raw: bytes) -> dict[str, Any] | None:
@@ -126,6 +111,7 @@ class AuditLog:
         if not self.path.exists() and self.head() is None:
             return None
         with self._locked():
+            remove_stale_temps(self.dir, _HEAD_TEMP)  # a head update cut short by a crash
             return self._repair_locked()[2]
 
     @contextmanager
@@ -177,7 +163,7 @@ class AuditLog:
         try:
             end = os.fstat(fd).st_size  # stable: every appender holds the lock
             try:
-                _write_all(fd, b"".join(lines))
+                write_all(fd, b"".join(lines))
                 os.fsync(fd)
             except OSError as exc:
                 try:  # never leave our own torn record behind
@@ -243,7 +229,7 @@ class AuditLog:
             folder.mkdir(mode=0o750, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
             try:
-                _write_all(fd, torn)
+                write_all(fd, torn)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -311,17 +297,7 @@ class AuditLog:
                 chunk *= 4
 
     def _write_head(self, seq: int, digest: str) -> None:
-        tmp = self.head_path.with_suffix(".tmp")
-        try:
-            with tmp.open("w") as fh:
-                fh.write(f"{seq} {digest}\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.head_path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(self.dir)
+        replace_file(self.head_path, f"{seq} {digest}\n".encode(), mode=0o644)
 
     def head(self) -> tuple[int, str] | None:
         return read_head(self.head_path)

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocker import safeio
+from blocker import files, safeio
 from blocker.config.load import load_config
 from blocker.legal.report import FORMULA_TRIGGERS, Facts, build_row, spreadsheet_safe, to_csv
 from blocker.orders.model import Order
@@ -49,12 +49,12 @@ def report_args(*extra: str) -> tuple[str, ...]:
 def forced_tokens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The random part of the next temp names, chosen by the test (then random again)."""
     tokens: list[str] = []
-    real = safeio._token
+    real = files.token
 
     def token() -> str:
         return tokens.pop(0) if tokens else real()
 
-    monkeypatch.setattr(safeio, "_token", token)
+    monkeypatch.setattr(files, "token", token)
     return tokens
 
 

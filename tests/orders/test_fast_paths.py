@@ -8,6 +8,7 @@ the check that a main script is safe for worker processes against scripts that a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -146,11 +147,18 @@ def test_resolving_scalars_equals_pyyaml_s_resolver(value, shape):
 
 # --- orders: parsed in worker processes == parsed here -------------------------------------------------
 
-def test_fast_target_equals_the_dataclass():
-    made = make_target("a.example", True, "domain", "A.example")
-    assert made == Target("a.example", True, "domain", "A.example")
-    assert hash(made) == hash(Target("a.example", True, "domain", "A.example"))
-    with pytest.raises(AttributeError):
+@settings(max_examples=500, deadline=None)
+@given(name=st.text(max_size=30), subdomains=st.booleans(), kind=st.sampled_from(["domain", "url-escalated"]),
+       source=st.text(max_size=30))
+def test_fast_target_equals_the_dataclass(name: str, subdomains: bool, kind: str, source: str) -> None:
+    """Every field of the dataclass is set (a field added to Target and not to make_target fails
+    here), and the result is the dataclass's in every way a caller can see."""
+    made, ref = make_target(name, subdomains, kind, source), Target(name, subdomains, kind, source)
+    assert type(made) is Target
+    assert made == ref and hash(made) == hash(ref) and repr(made) == repr(ref)
+    assert made.to_json() == ref.to_json()
+    assert [getattr(made, f.name) for f in dataclasses.fields(Target)] == [name, subdomains, kind, source]
+    with pytest.raises(dataclasses.FrozenInstanceError):
         made.name = "b"  # type: ignore[misc]
 
 

@@ -26,7 +26,7 @@ from tests.support.daemon import Env, wait_until
 from tests.support.orders import whole_second, write_order
 from tests.support.zones import zone_owners
 
-ZONE_TEMP = re.compile(r"\.orange\.rpz\.[a-z0-9_]{8}\.tmp\Z")
+ZONE_TEMP = re.compile(r"\.orange\.rpz\.[0-9a-f]{16}\.tmp\Z")  # blocker.files.replace_file's temp names
 
 
 def _alive(pid: int) -> bool:
@@ -279,6 +279,8 @@ def test_stale_zone_temp_files_are_removed_at_the_next_start(env: Env) -> None:
     foreign = [env.zones / ".orange.rpz.tmp", env.zones / "orange.rpz.abcdefgh.tmp", env.zones / "notes.tmp"]
     for path in foreign:
         path.write_text("not ours\n")
+    older = env.zones / ".orange.rpz.k1ll3d_x.tmp"  # the name an older version's killed publish left
+    older.write_text("half a zone\n")
     live = env.zones / ".orange.rpz.live0001.tmp"
     live.write_text("being written\n")
     holder = subprocess.Popen(["python3", "-c", "import fcntl,sys,time; f=open(sys.argv[1]); "
@@ -290,6 +292,7 @@ def test_stale_zone_temp_files_are_removed_at_the_next_start(env: Env) -> None:
         done = env.run_cli("apply", config=fast)
         assert done.returncode == 0, done.stdout + done.stderr
         assert not stale.exists() and f"removed {stale}" in done.stderr
+        assert not older.exists() and f"removed {older}" in done.stderr
         assert live.exists() and all(p.exists() for p in foreign)
         # The daemon's start cleans up too.
         write_order(env.orders, "more", whole_second(-3600), whole_second(3600), ["more.example.gg"])

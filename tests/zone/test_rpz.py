@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from blocker import files
 from blocker.config.load import load_config
 from blocker.config.model import Config
 from blocker.orders.legaltime import parse_instant, zone
@@ -463,10 +464,10 @@ def test_write_zone_is_atomic_when_the_rename_fails(config, tmp_path, monkeypatc
     good = render(config, _rich_orders(config), serial=10).encode()
     write_zone(path, good, "orange.rpz.blocker.", "structural")
 
-    def refuse(*_: object) -> None:
+    def refuse(*_: object, **__: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(publish.os, "replace", refuse)
+    monkeypatch.setattr(files.os, "rename", refuse)
     with pytest.raises(PublishError, match="No space left"):
         write_zone(path, render(config, [], serial=11).encode(), "orange.rpz.blocker.", "structural")
     assert path.read_bytes() == good
@@ -478,7 +479,7 @@ def test_write_zone_reports_an_unwritable_folder_as_a_publish_error(tmp_path, mo
     def refuse(*_: object, **__: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(publish.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files, "create_temp", refuse)
     with pytest.raises(PublishError, match="Permission denied"):
         write_zone(tmp_path / "orange.rpz", b"x\n", "orange.rpz.blocker.", "none")
 
