@@ -13,7 +13,8 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,14 +126,18 @@ def _orphaned(eff: Effective) -> list[str]:
     return sorted(i for i, flag in eff.flags.items() if flag == FLAG_ORPHANED)
 
 
+def _plan_json(plan: Plan, eff: Effective, notes: Sequence[str] = ()) -> dict[str, Any]:
+    data = plan.to_json()
+    data["flags"] = eff.flags
+    data["refusals"] = list(notes)
+    return data
+
+
 def _print_plan(plan: Plan, eff: Effective, as_json: bool, notes: Sequence[str] = ()) -> None:
     for warning in plan.warnings:
         print(f"blocker: warning: {warning}", file=sys.stderr)
     if as_json:
-        data = plan.to_json()
-        data["flags"] = eff.flags
-        data["refusals"] = list(notes)
-        print(json.dumps(data, indent=2))
+        print(json.dumps(_plan_json(plan, eff, notes), indent=2))
         return
     for order_id, flag in sorted(eff.flags.items()):
         print(f"! order {order_id}: {flag} (its last good version stays in force)")
@@ -218,13 +223,23 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
     def stale(path: Path) -> None:
         print(f"removed {display_path(path)}: a temp file left by a killed publisher", file=sys.stderr)
 
+    # With --json, stdout is ONE document: the plan's fields, then what was published ("outcomes"),
+    # printed whatever the ending (a refusal too); the human lines go to stderr.
+    document: dict[str, Any] = {}
+    say = (lambda text: print(text, file=sys.stderr)) if args.json else print
+
     def review(plan: Plan, eff: Effective, state: State | None) -> bool:
         # First read only: a refused apply changes nothing, not even the state's orders.
-        _print_plan(plan, eff, args.json)
+        if args.json:
+            for warning in plan.warnings:
+                print(f"blocker: warning: {warning}", file=sys.stderr)
+            document.update(_plan_json(plan, eff), outcomes=[])
+        else:
+            _print_plan(plan, eff, False)
         done = state.applied_result(args.checksum) if state is not None and args.checksum else None
         if args.checksum and args.checksum != plan.checksum:
             if done == plan.result and not plan.has_changes and not plan.held and not _orphaned(eff):
-                print(f"nothing to do: plan {args.checksum} is already applied")
+                say(f"nothing to do: plan {args.checksum} is already applied")
                 return False
             raise CliError(f"plan checksum is {plan.checksum}, not the reviewed {args.checksum}: "
                            "the orders or zones changed; review the plan again", EXIT_REFUSED)
@@ -247,13 +262,25 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
                                "restored": [p.operator for p in plan.operators if p.restore]})
 
     try:
+        return _apply(args, config, review, stale, record_apply, audit, state_dir, zones_dir, at, now, say, document)
+    finally:
+        if args.json and document:
+            print(json.dumps(document, indent=2))
+
+
+def _apply(args: argparse.Namespace, config: Config, review: Callable[[Plan, Effective, State | None], bool],
+           stale: Callable[[Path], None], record_apply: Callable[[Plan, AuditLog], None], audit: AuditLog,
+           state_dir: Path, zones_dir: Path, at: datetime, now: datetime, say: Callable[[str], None],
+           document: dict[str, Any]) -> int:
+    """Reconcile, then wait for the resolvers outside the publish lock, then say what happened."""
+    try:
         done = reconcile(lambda: valid_orders(args, config), config, state_dir, zones_dir, at, now=now,
                          operators=chosen_operators(args, config), force=args.force, audit=audit, review=review,
                          on_stale=stale, before_publish=record_apply)
         if done.stopped:
             return EXIT_OK
         if not done.published:
-            print("nothing to apply")
+            say("nothing to apply")
             return EXIT_OK
         # The resolvers are asked outside the publish lock: a slow one holds back no other publisher.
         outcomes = []
@@ -273,6 +300,10 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
                        "record", EXIT_FAILED) from None
     failed = False
     for o in outcomes:
+        document.setdefault("outcomes", []).append({
+            "operator": o.operator, "published": o.published, "serial": o.serial, "error": o.error or None,
+            "reload_ok": None if o.reload is None else o.reload.ok,
+            "reload_message": None if o.reload is None else o.reload.message})
         if not o.published:
             print(f"{o.operator}: NOT published: {o.error}", file=sys.stderr)
             failed = True
@@ -281,7 +312,7 @@ def cmd_apply(args: argparse.Namespace, config: Config) -> int:
                   f"{o.reload.message}", file=sys.stderr)
             failed = True
         else:
-            print(f"{o.operator}: published serial {o.serial}" + (f", {o.reload.message}" if o.reload else ""))
+            say(f"{o.operator}: published serial {o.serial}" + (f", {o.reload.message}" if o.reload else ""))
     return EXIT_FAILED if failed else EXIT_OK
 
 
