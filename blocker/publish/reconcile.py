@@ -1,9 +1,20 @@
 """One reconcile: orders -> orders in force (fail closed) -> plan -> publish -> audit.
 
-`blocker apply` and the daemon both run exactly this. The state directory remembers the last
-good version of every order, so a file that breaks or disappears never lifts a block: the
-last good version stays in force (flagged), until the order is lifted in a file or a human
-runs `apply --force`.
+`blocker apply` and the daemon both run exactly these steps, each defined once here: under the
+publish lock, the audit trail's torn end repaired and stale temps removed (`reconcile`; the
+daemon at its start), the orders loaded and their new versions recorded write-ahead
+(`record_orders`), the plan against what the state says was published (`plan_for`), the
+changed zones published with their records written ahead of the rename and the plan recorded
+as applied (`publish`). Then, outside the lock, the caller asks the resolvers whether they
+serve the new serial (probe.canary.wait_for_serial: probing is above publishing) and records
+the answer under the lock again (`record_served`). `reconcile()` is that sequence for one
+process run (`apply`); the daemon runs the same steps, fanned out: one load, one plan per group
+of operators with the same orders in force, one publisher per operator (blocker.run.daemon,
+which hands a `PublishHold` from one to the next so the lock never lapses between them).
+
+The state directory remembers the last good version of every order, so a file that breaks or
+disappears never lifts a block: the last good version stays in force (flagged), until the
+order is lifted in a file or a human runs `apply --force`.
 """
 
 from __future__ import annotations
