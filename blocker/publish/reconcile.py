@@ -1,13 +1,25 @@
 """One reconcile: orders -> orders in force (fail closed) -> plan -> publish -> audit.
 
-`blocker apply` and the daemon both run exactly this. The state directory remembers the last
-good version of every order, so a file that breaks or disappears never lifts a block: the
-last good version stays in force (flagged), until the order is lifted in a file or a human
-runs `apply --force`.
+`blocker apply` and the daemon both run exactly these steps, each defined once here: under the
+publish lock, the audit trail's torn end repaired and stale temps removed (`reconcile`; the
+daemon at its start), the orders loaded and their new versions recorded write-ahead
+(`record_orders`), the plan against what the state says was published (`plan_for`), the
+changed zones published with their records written ahead of the rename and the plan recorded
+as applied (`publish`). Then, outside the lock, the caller asks the resolvers whether they
+serve the new serial (probe.canary.wait_for_serial: probing is above publishing) and records
+the answer under the lock again (`record_served`). `reconcile()` is that sequence for one
+process run (`apply`); the daemon runs the same steps, fanned out: one load, one plan per group
+of operators with the same orders in force, one publisher per operator (blocker.run.daemon,
+which hands a `PublishHold` from one to the next so the lock never lapses between them).
+
+The state directory remembers the last good version of every order, so a file that breaks or
+disappears never lifts a block: the last good version stays in force (flagged), until the
+order is lifted in a file or a human runs `apply --force`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import heapq
@@ -31,8 +43,9 @@ from blocker.orders.load import read_order_file
 from blocker.orders.model import LoadResult, Order
 from blocker.orders.parse import parse_stored
 from blocker.orders.yamlio import YamlError
+from blocker.policy import ZoneEntries
 from blocker.publish.hooks import ReloadResult, run_reload
-from blocker.publish.plan import Plan, compute_plan
+from blocker.publish.plan import Caches, Plan, compute_plan, file_digest
 from blocker.publish.writer import PublishError, remove_stale_temps, write_zone
 from blocker.record.audit import AuditLog
 from blocker.record.state import OrderVersion, State, ZoneRecord
@@ -210,6 +223,7 @@ class OperatorOutcome:
     # the caller to ask (probe.canary.wait_for_serial, outside the publish lock), and the
     # reload's record waits for the answer (`record_served`).
     awaiting_serial: bool = False
+    retry: bool = False  # a reload asked again of a zone already published (`retry_reload`)
 
 
 @no_cyclic_gc()
@@ -294,12 +308,39 @@ def served_result(reloaded: ReloadResult, serial: int, timeout: float, resolvers
 
 
 def record_reload(state: State | None, audit: AuditLog | None, operator: str, serial: int, result: ReloadResult,
-                  *, actor: str | None = None) -> None:
+                  *, actor: str | None = None, retry: bool = False) -> None:
     if state is not None:
         state.mark_in_effect(operator, result.ok, result.message)
     if audit is not None:
-        audit.append("reload", {"operator": operator, "serial": serial, "ok": result.ok,
-                                "message": result.message, "argv": list(result.argv)}, actor=actor)
+        data: dict[str, Any] = {"operator": operator, "serial": serial, "ok": result.ok,
+                                "message": result.message, "argv": list(result.argv)}
+        if retry:
+            data["retry"] = True
+        audit.append("reload", data, actor=actor)
+
+
+def retry_reload(operator: str, config: Config, zones_dir: Path, state: State,
+                 files: dict[Path, tuple[tuple[int, ...], str]] | None = None) -> OperatorOutcome | None:
+    """Reload again a zone on disk whose reload failed (with nothing else changing, no publish
+    would ever ask again); None when there is nothing to retry. What was published is the
+    state's; the file is only checked to still be those bytes. Its record is the caller's:
+    `record_served` once the resolvers were asked when it is `awaiting_serial`, else
+    `record_reload(..., retry=True)`."""
+    record = state.zone(operator)
+    if record is None or record.in_effect:
+        return None
+    path = zones_dir / f"{operator}.rpz"
+    if record.digest:
+        if file_digest(path, files)[0] != record.digest:
+            return None
+    else:  # recorded before the state kept digests: the file's header is all there is
+        meta = read_meta(path)
+        if meta is None or (meta.serial, meta.checksum) != (record.serial, record.checksum):
+            return None
+    op = config.operators[operator]
+    result = run_reload(op, path, record.serial, config.reload_timeout)
+    return OperatorOutcome(operator, True, record.serial, result, "" if result.ok else result.message,
+                           awaiting_serial=needs_serving_check(op, result), retry=True)
 
 
 def record_served(outcome: OperatorOutcome, behind: list[str], config: Config, state: State | None,
@@ -317,8 +358,9 @@ def record_served(outcome: OperatorOutcome, behind: list[str], config: Config, s
                            len(config.operators[outcome.operator].resolvers), behind)
     current = state.zone(outcome.operator) if state is not None else None
     record_reload(state if current is not None and current.serial == serial else None, audit, outcome.operator,
-                  serial, result, actor=actor)
-    return OperatorOutcome(outcome.operator, True, serial, result, "" if result.ok else result.message)
+                  serial, result, actor=actor, retry=outcome.retry)
+    return OperatorOutcome(outcome.operator, True, serial, result, "" if result.ok else result.message,
+                           retry=outcome.retry)
 
 
 def _audit_publish(audit: AuditLog, op_plan: Any, serial: int, order_ids: list[str], actor: str | None, *,
@@ -462,12 +504,7 @@ _SHARED: dict[str, _SharedHold] = {}
 _SHARED_GUARD = threading.Lock()
 
 
-@contextmanager
-def shared_publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[None]:
-    """`publish_lock`, held once for all the threads of this process inside it (reference
-    counted): another process (`blocker apply`) is excluded as by `publish_lock`, while the
-    daemon's publishers of different operators do not exclude each other (they exclude each
-    other per operator, and share the state and the audit trail, which lock themselves)."""
+def _enter_shared(state_dir: Path, timeout: float) -> _SharedHold:
     with _SHARED_GUARD:
         hold = _SHARED.setdefault(str(state_dir), _SharedHold())
     with hold.guard:
@@ -476,14 +513,54 @@ def shared_publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[Non
             held.__enter__()  # raises PublishError: count stays 0
             hold.held = held
         hold.count += 1
+    return hold
+
+
+def _leave_shared(hold: _SharedHold) -> None:
+    with hold.guard:
+        hold.count -= 1
+        if hold.count == 0:
+            held, hold.held = hold.held, None
+            held.__exit__(None, None, None)
+
+
+@contextmanager
+def shared_publish_lock(state_dir: Path, timeout: float = 120.0) -> Iterator[None]:
+    """`publish_lock`, held once for all the threads of this process inside it (reference
+    counted): another process (`blocker apply`) is excluded as by `publish_lock`, while the
+    daemon's publishers of different operators do not exclude each other (they exclude each
+    other per operator, and share the state and the audit trail, which lock themselves)."""
+    hold = _enter_shared(state_dir, timeout)
     try:
         yield
     finally:
-        with hold.guard:
-            hold.count -= 1
-            if hold.count == 0:
-                held, hold.held = hold.held, None
-                held.__exit__(None, None, None)
+        _leave_shared(hold)
+
+
+class PublishHold:
+    """One share of `shared_publish_lock` that is handed on: taken by a thread for a publisher
+    it starts (so the lock never lapses between the load and that publisher), left by the
+    publisher when its locked part is done (before it waits for the resolvers). `release` is
+    idempotent: a `finally` may call it again."""
+
+    def __init__(self, state_dir: Path, timeout: float = 120.0) -> None:
+        self.state_dir = state_dir
+        self._hold: _SharedHold | None = _enter_shared(state_dir, timeout)
+
+    def share(self) -> PublishHold:
+        """Another share, for a publisher this holder starts (cheap: the lock is held)."""
+        if self._hold is None:
+            raise PublishError(f"the publish lock of {self.state_dir} was already left")
+        return PublishHold(self.state_dir)
+
+    @property
+    def held(self) -> bool:
+        return self._hold is not None
+
+    def release(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            _leave_shared(hold)
 
 
 def _adopt(state: State, audit: AuditLog | None, op_plan: Any, zones_dir: Path, at: datetime,
@@ -514,13 +591,56 @@ def _adopt(state: State, audit: AuditLog | None, op_plan: Any, zones_dir: Path, 
 
 
 def plan_for(result: LoadResult, config: Config, state: State | None, zones_dir: Path, at: datetime, *,
-             operators: Iterable[str] | None = None, force: bool = False) -> tuple[Plan, Effective]:
-    """The plan, read-only: the orders in force (nothing recorded) against what was published."""
-    eff = effective_orders(result, config, state, None, at, force=force, record=False)
+             operators: Iterable[str] | None = None, force: bool = False, eff: Effective | None = None,
+             caches: Caches | None = None,
+             remembered: Mapping[str, tuple[str, ZoneEntries]] | None = None) -> tuple[Plan, Effective]:
+    """The plan, read-only: the orders in force (nothing recorded) against what was published.
+
+    The daemon passes what it keeps between plans: `eff` (the orders in force, recorded at its
+    load), `caches`, and `remembered` (operator -> checksum and entries of the zone it last
+    published or found current). Remembered entries hold only while the state says the zone
+    published is the one they came from: another publisher (`blocker apply --force`) may have
+    replaced it since.
+    """
+    if operators is not None:
+        operators = list(operators)
+    if eff is None:
+        eff = effective_orders(result, config, state, None, at, force=force, record=False)
     zones = state.zones() if state is not None else {}
-    plan = compute_plan(eff.orders, at, config, zones_dir, operators=operators, force=force,
-                        last_publish={op: z.published_at for op, z in zones.items()}, state=state)
+    previous = {op: entries for op, (checksum, entries) in (remembered or {}).items()
+                if (operators is None or op in operators) and op in zones and zones[op].checksum == checksum}
+    if caches is not None:
+        # Plans of different operators may run at once, sharing the caches (each entry is checked
+        # by identity before use; one dropped by another plan costs a recomputation), each with
+        # its own memo of diffs (it lives for one plan).
+        caches = dataclasses.replace(caches, diffs={})
+    plan = compute_plan(eff.orders, at, config, zones_dir, operators=operators, force=force, caches=caches,
+                        previous=previous or None, last_publish={op: z.published_at for op, z in zones.items()},
+                        state=state)
     return plan, eff
+
+
+def record_orders(result: LoadResult, config: Config, state: State, audit: AuditLog | None, at: datetime, *,
+                  now: datetime, force: bool = False, actor: str | None = None) -> Effective:
+    """Record the new order versions (audited, write-ahead) and, when forced, forget orphans:
+    the orders in force at `at`, as `plan_for` computes them read-only."""
+    return effective_orders(result, config, state, audit, at, force=force, record=True, actor=actor, now=now)
+
+
+def publish(plan: Plan, config: Config, zones_dir: Path, state: State, audit: AuditLog, *, now: datetime,
+            actor: str | None = None, before_publish: Callable[[Plan, AuditLog], None] | None = None,
+            record_applied: bool = True) -> list[OperatorOutcome]:
+    """The caller's record of the change (`before_publish`), then every changed zone written
+    (its records write-ahead), recorded and reloaded; the plan's checksum recorded as applied
+    when every zone was put in place (`record_applied`: `apply --checksum` asks for it; the
+    daemon publishes one operator's part of a plan at a time, and does not)."""
+    if before_publish is not None:
+        before_publish(plan, audit)
+    # Published now, whatever `at` says: records carry the wall-clock instant.
+    outcomes = publish_plan(plan, config, zones_dir, state, audit, actor=actor, now=now)
+    if record_applied and all(o.published for o in outcomes):
+        state.record_applied(plan.checksum, plan.result, now)
+    return outcomes
 
 
 @dataclass
@@ -569,14 +689,10 @@ def reconcile(load: Callable[[], LoadResult], config: Config, state_dir: Path, z
         # Now record: new order versions (audited), orphans forgotten when forced. The orders
         # in force are the ones just planned with (same files, same state, under the lock).
         done.state = state = State(state_dir)
-        effective_orders(result, config, state, audit, plan.at, force=force, record=True, actor=actor, now=now)
+        record_orders(result, config, state, audit, plan.at, now=now, force=force, actor=actor)
         if not plan.has_changes:
             return done
-        if before_publish is not None:
-            before_publish(plan, audit)
-        # Published now, whatever `at` says: records carry the wall-clock instant.
-        done.outcomes = publish_plan(plan, config, zones_dir, state, audit, actor=actor, now=now)
+        done.outcomes = publish(plan, config, zones_dir, state, audit, now=now, actor=actor,
+                                before_publish=before_publish)
         done.published = True
-        if all(o.published for o in done.outcomes):
-            state.record_applied(plan.checksum, plan.result, now)
     return done

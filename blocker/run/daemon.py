@@ -14,7 +14,6 @@ endpoints), health (/healthz), probing (probe passes), metrics and logs.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import threading
@@ -34,24 +33,26 @@ from blocker.orders.load import load_orders, stat_signature
 from blocker.orders.model import LoadResult, Order, OrderCache
 from blocker.policy import ZoneEntries, orders_in_force
 from blocker.probe.canary import wait_for_serial
-from blocker.publish.hooks import run_reload
-from blocker.publish.plan import Caches, OperatorPlan, Plan, compute_plan, file_digest
+from blocker.publish.plan import Caches, OperatorPlan, Plan, file_digest
 from blocker.publish.reconcile import (
     FLAG_ORPHANED,
     Effective,
     OperatorOutcome,
-    effective_orders,
-    needs_serving_check,
+    PublishHold,
+    plan_for,
+    publish,
     publish_lock,
-    publish_plan,
+    record_orders,
+    record_reload,
     record_served,
-    served_result,
+    retry_reload,
     shared_publish_lock,
 )
 from blocker.publish.writer import remove_stale_temps
 from blocker.record.audit import AuditLog, AuditWriteError
 from blocker.record.state import State
 from blocker.run import http
+from blocker.run.claims import Claims
 from blocker.run.health import Health, HealthBoard
 from blocker.run.lifecycle import DaemonError, StateDirLock, install_signals, reread_config
 from blocker.run.logs import AuditTail, log_internal
@@ -67,7 +68,6 @@ from blocker.run.metrics import (
 from blocker.run.probing import Prober
 from blocker.run.scheduling import Transitions, new_scheduler, probe_at, probes_configured, schedule_periodic
 from blocker.textsafe import display_path
-from blocker.zone.read import read_meta
 
 __all__ = ["Daemon", "DaemonError"]
 
@@ -117,13 +117,9 @@ class Daemon:
         self.invalid_seen: dict[str, tuple[str, ...]] = {}
         self.folder_signature: tuple[Any, ...] | None = None
         # Loading the orders (and recording their versions) is one at a time; planning and
-        # publishing are one at a time per operator: `_busy` holds the operators a publisher has
-        # claimed, `_pending` those another reconcile found busy.
+        # publishing are one at a time per operator (blocker.run.claims).
         self._load_lock = threading.Lock()
-        self._claims = threading.Condition()
-        self._busy: set[str] = set()
-        self._pending: set[str] = set()
-        self._closing = False
+        self.claims = Claims()
         self._load_seq = self._orders_seq = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -212,9 +208,7 @@ class Daemon:
             self.http = None
         # Publishers still running finish first (a marked operator is not planned again); a
         # reconcile or probe pass starting later finds no state.
-        with self._claims:
-            self._closing = True
-            self._claims.wait_for(lambda: not self._busy)
+        self.claims.close()
         with self._load_lock, self.prober.lock:
             if self.state is not None:
                 with contextlib.suppress(AuditWriteError):  # already reported by health and metrics
@@ -272,7 +266,7 @@ class Daemon:
         behind our back is rewritten from the state at once, and /healthz is 503 until it is."""
         # Not an operator a reconcile is publishing: between its write of a zone and its record of
         # the digest, the file is new and the state not yet. The others are claimed meanwhile.
-        free = self._claim(sorted(self.config.operators), mark=False)
+        free = self.claims.claim(sorted(self.config.operators), mark=False)
         changed: list[str] = []
         try:
             changed = self._damaged_zones(free)
@@ -282,7 +276,7 @@ class Daemon:
                 self._watch_error = repr(exc)
                 log_internal(log, self.state_dir, "zone watch failed", exc)
         finally:
-            marked = [op for op in free if self._release(op)]
+            marked = [op for op in free if self.claims.release(op)]
         if changed or marked:  # /healthz says what the reconcile finds: restored, or why not (503)
             self.reconcile("zone-changed")
 
@@ -325,20 +319,23 @@ class Daemon:
         started = self.clock.monotonic()
         load: _Load | None = None
         ok = False
+        hold: PublishHold | None = None
         try:
-            with shared_publish_lock(self.state_dir):
-                load = self._load_and_claim(reason, instant)
-                if load is None:
-                    return False
-                ok = self._publish_claimed(load, reason)
+            hold = PublishHold(self.state_dir)  # handed on to the publishers: never lapses before them
+            load = self._load_and_claim(reason, instant)
+            if load is None:
+                return False
+            ok = self._publish_claimed(load, reason, hold)
         except AuditWriteError as exc:  # nothing was published whose change is not on record
             self._audit_failed(exc)
         except Exception as exc:  # the daemon keeps running: the next reconcile tries again
             self._reconcile_failed(exc, reason)
         finally:
+            if hold is not None:
+                hold.release()
             # Claimed but never handed to a publisher (the plan failed): free for the next reconcile.
             for operator in load.claimed if load is not None else ():
-                self._release(operator)
+                self.claims.release(operator)
         # /healthz's last_reconcile: this one, its publishers all done
         self.board.reconciled(load.now if load is not None else self.clock.now(), self.config.operators)
         with self.snapshot.lock:
@@ -386,36 +383,15 @@ class Daemon:
         self.board.set_reasons(operator, [f"reconcile failed: {type(exc).__name__}: {exc}"],
                                self.config.operators)
 
-    def _claim(self, operators: list[str], *, mark: bool = True) -> list[str]:
-        """The operators of `operators` this caller may publish now; with `mark`, each busy one
-        is marked for its publisher to plan again when done (coalesced: one mark per operator)."""
-        with self._claims:
-            if self._closing:
-                return []
-            mine = [op for op in operators if op not in self._busy]
-            if mark:
-                self._pending.update(op for op in operators if op in self._busy)
-            self._busy.update(mine)
-            return mine
-
-    def _release(self, operator: str) -> bool:
-        """Done with `operator`: whether it was marked meanwhile (it must be planned again)."""
-        with self._claims:
-            pending = operator in self._pending and not self._closing
-            self._pending.discard(operator)
-            self._busy.discard(operator)
-            self._claims.notify_all()
-            return pending
-
     def _load_and_claim(self, reason: str, instant: datetime | None) -> _Load | None:
         """Orders loaded and their versions recorded, under the load lock; then the operators
         this caller publishes. None once stopped."""
         with self._load_lock:
-            if self.state is None or self._closing:
+            if self.state is None or self.claims.closing:
                 return None
             self._audit_recovered()
             load = self._load(reason, instant)
-            load.claimed = self._claim(sorted(load.config.operators))
+            load.claimed = self.claims.claim(sorted(load.config.operators))
             return load
 
     def _load(self, reason: str, instant: datetime | None) -> _Load:
@@ -430,7 +406,7 @@ class Daemon:
         # place that restored size and mtime is invisible to the folder's stat signature.
         result = load_orders(config.orders_dir, config.order_rules, self.order_cache, verify=reason == "periodic")
         self._report_invalid(result)
-        eff = effective_orders(result, config, self.state, self.audit, now, actor=ACTOR)
+        eff = record_orders(result, config, self.state, self.audit, now, now=now, actor=ACTOR)
         if reason == "periodic":  # a full digest of every zone file, whatever its stat says
             self.caches.files.clear()
         self.transitions.sync(eff.orders, now)
@@ -439,7 +415,7 @@ class Daemon:
         self._update_orders(load)
         return load
 
-    def _publish_claimed(self, load: _Load, reason: str) -> bool:
+    def _publish_claimed(self, load: _Load, reason: str, hold: PublishHold) -> bool:
         """Plan and publish the claimed operators, each group of operators with the same orders
         in force in a thread of its own: a group plans together (one diff, one content, one
         rendering shared, as a full plan does), and no group waits for another's plan (a large
@@ -451,35 +427,50 @@ class Daemon:
             key = tuple((o.id, o.digest) for o in orders_in_force(load.eff.orders.values(), operator, load.now))
             groups.setdefault(key, []).append(operator)
         return self._in_threads([(self._plan_and_publish, (load, ops, reason), ops) for ops in groups.values()],
-                                load)
+                                load, hold)
 
-    def _in_threads(self, calls: list[tuple[Any, tuple[Any, ...], list[str]]], load: _Load) -> bool:
+    def _in_threads(self, calls: list[tuple[Any, tuple[Any, ...], list[str]]], load: _Load,
+                    hold: PublishHold) -> bool:
         """Run each call (function, arguments, the claimed operators it releases) in a thread of
-        its own, the last one in this one; whether all succeeded."""
+        its own, the last one in this one; whether all succeeded. Each call gets its share of the
+        publish lock (its last argument), taken before `hold` (this caller's, handed to the last
+        call) may be left, and leaves it when its locked part is done."""
         results: list[bool] = []
         threads = []
         for function, args, operators in calls[:-1]:
-            def work(function: Any = function, args: tuple[Any, ...] = args) -> None:
-                results.append(function(*args))
+            share = hold.share()
+
+            def work(function: Any = function, args: tuple[Any, ...] = args, share: PublishHold = share) -> None:
+                try:
+                    results.append(function(*args, share))
+                finally:
+                    share.release()
             thread = threading.Thread(target=work, name=f"publish:{','.join(operators)}", daemon=True)
-            thread.start()
+            try:
+                thread.start()
+            except BaseException:
+                share.release()
+                raise
             for operator in operators:
                 load.claimed.remove(operator)  # released by the thread
             threads.append(thread)
         function, args, operators = calls[-1]
         for operator in operators:
             load.claimed.remove(operator)
-        results.append(function(*args))
-        for thread in threads:
-            thread.join()
+        try:
+            results.append(function(*args, hold))
+        finally:
+            hold.release()
+            for thread in threads:
+                thread.join()
         return len(results) == len(calls) and all(results)
 
-    def _plan_and_publish(self, load: _Load, operators: list[str], reason: str) -> bool:
+    def _plan_and_publish(self, load: _Load, operators: list[str], reason: str, hold: PublishHold) -> bool:
         try:
             plan = self._plan(load, operators, reason)
         except BaseException as exc:
             for operator in operators:
-                self._release(operator)
+                self.claims.release(operator)
             if isinstance(exc, AuditWriteError):
                 self._audit_failed(exc)
             elif isinstance(exc, Exception):
@@ -490,30 +481,17 @@ class Daemon:
         mine = _Load(load.seq, load.config, load.caches, load.result, load.eff, load.now, list(operators))
         try:
             return self._in_threads([(self._publish_operator, (load, plan, op_plan, reason), [op_plan.operator])
-                                     for op_plan in plan.operators], mine)
+                                     for op_plan in plan.operators], mine, hold)
         finally:
             for operator in mine.claimed:  # never handed to a publisher (no thread could start)
-                self._release(operator)
+                self.claims.release(operator)
 
     def _plan(self, load: _Load, operators: list[str], reason: str) -> Plan:
         assert self.state is not None
         config = load.config
-        zones = self.state.zones()
-        # Remembered entries hold only while the state says the zone published is the one they
-        # came from: another publisher (`blocker apply --force`) may have replaced it since.
-        previous = {}
-        for operator in operators:
-            remembered = self.previous.get(operator)
-            record = zones.get(operator)
-            if remembered is not None and record is not None and record.checksum == remembered[0]:
-                previous[operator] = remembered[1]
-        # No lock: plans of different operators run at once, sharing the caches (each entry is
-        # checked by identity before use; one dropped by another plan costs a recomputation),
-        # each with its own memo of diffs (it lives for one plan).
-        caches = dataclasses.replace(load.caches, diffs={})
-        plan = compute_plan(load.eff.orders, load.now, config, config.zones_dir, operators=operators,
-                            caches=caches, previous=previous or None,
-                            last_publish={op: z.published_at for op, z in zones.items()}, state=self.state)
+        # No lock: plans of different operators run at once (see plan_for).
+        plan, _ = plan_for(load.result, config, self.state, config.zones_dir, load.now, operators=operators,
+                           eff=load.eff, caches=load.caches, remembered=self.previous)
         for warning in plan.warnings:
             log.warning("zone file", extra={"problem": warning})
         for op_plan in plan.operators:
@@ -523,34 +501,51 @@ class Daemon:
                                    "found_sha256": op_plan.file_sha256 or "", "reason": reason})
         return plan
 
-    def _publish_operator(self, load: _Load, plan: Plan, op_plan: OperatorPlan, reason: str) -> bool:
+    def _publish_operator(self, load: _Load, plan: Plan, op_plan: OperatorPlan, reason: str,
+                          hold: PublishHold) -> bool:
         """Publish one operator's plan (claimed by this caller), then release it. Marked meanwhile
         by another reconcile (it found the operator busy): a new reconcile, in a thread of its
         own, loads the newest orders and plans it again, with whatever else is free then."""
         operator, ok = op_plan.operator, False
         try:
-            ok = self._publish_one(load, plan, op_plan, reason)
+            ok = self._publish_one(load, plan, op_plan, reason, hold)
         except AuditWriteError as exc:
             self._audit_failed(exc, operator)
         except Exception as exc:
             self._reconcile_failed(exc, reason, operator)
         finally:
-            if self._release(operator):
+            hold.release()
+            if self.claims.release(operator):
                 threading.Thread(target=self.reconcile, args=["pending"], name=f"reconcile:{operator}",
                                  daemon=True).start()
         return ok
 
-    def _publish_one(self, load: _Load, plan: Plan, op_plan: OperatorPlan, reason: str) -> bool:
+    def _publish_one(self, load: _Load, plan: Plan, op_plan: OperatorPlan, reason: str, hold: PublishHold) -> bool:
         assert self.state is not None
         config, now, operator = load.config, load.now, op_plan.operator
         mine = Plan(plan.at, [op_plan], plan.orders, [])
         self._report_catchups(mine, now)
-        outcomes = publish_plan(mine, config, config.zones_dir, self.state, self.audit, actor=ACTOR, now=now)
-        # TODO(issue 10, run owner): ask the resolvers after Daemon.reconcile leaves shared_publish_lock.
-        outcomes = [record_served(o, wait_for_serial(config, o.operator, o.serial, config.publish_verify_timeout),
-                                  config, self.state, self.audit, actor=ACTOR)
-                    if o.awaiting_serial and o.serial is not None else o for o in outcomes]
-        retried = self._retry_reloads(mine, {o.operator for o in outcomes}, config)
+        outcomes = publish(mine, config, config.zones_dir, self.state, self.audit, now=now, actor=ACTOR,
+                           record_applied=False)
+        retried = self._retry_reload(load, operator) if not outcomes else []
+        if any(o.awaiting_serial for o in outcomes + retried):
+            # The resolvers are asked outside the publish lock: a slow one holds back no other
+            # publisher (nor `blocker apply`); the answer is recorded under it again.
+            hold.release()
+            behind = {id(o): wait_for_serial(config, o.operator, o.serial, config.publish_verify_timeout)
+                      for o in outcomes + retried if o.awaiting_serial and o.serial is not None}
+            with shared_publish_lock(self.state_dir):
+                return self._published(load, op_plan, reason, outcomes, retried, behind)
+        return self._published(load, op_plan, reason, outcomes, retried, {})
+
+    def _published(self, load: _Load, op_plan: OperatorPlan, reason: str, outcomes: list[OperatorOutcome],
+                   retried: list[OperatorOutcome], behind: dict[int, list[str]]) -> bool:
+        """One operator's publish done (under the publish lock): the resolvers' answers
+        recorded, then logs, health, metrics, the fleet and a probe pass after it."""
+        config, operator = load.config, op_plan.operator
+        outcomes = [record_served(o, behind[id(o)], config, self.state, self.audit, actor=ACTOR)
+                    if id(o) in behind else o for o in outcomes]
+        retried = [self._retried(o, behind.get(id(o)), config) for o in retried]
         if any(not o.published for o in outcomes):
             self.previous.pop(operator, None)
         else:
@@ -564,39 +559,27 @@ class Daemon:
             probe_at(self.scheduler, self.probe_pass, self.clock.now() + timedelta(seconds=1), "after-publish")
         return not any(not o.published or (o.reload is not None and not o.reload.ok) for o in outcomes)
 
-    def _retry_reloads(self, plan: Plan, done: set[str], config: Config | None = None) -> list[OperatorOutcome]:
-        """A zone on disk whose reload failed is reloaded again on every reconcile until it takes:
-        with nothing else changing, no publish would ever ask again."""
+    def _retry_reload(self, load: _Load, operator: str) -> list[OperatorOutcome]:
+        """A zone on disk whose reload failed is reloaded again on every reconcile until it takes
+        (blocker.publish.reconcile.retry_reload); recorded at once unless the resolvers are to be asked."""
         assert self.state is not None
-        config = config or self.config
-        zones = self.state.zones()
-        retried = []
-        for op_plan in plan.operators:
-            operator = op_plan.operator
-            record = zones.get(operator)
-            if operator in done or record is None or record.in_effect:
-                continue
-            path = config.zones_dir / f"{operator}.rpz"
-            meta = read_meta(path)
-            if meta is None or (meta.serial, meta.checksum) != (record.serial, record.checksum):
-                continue
-            op = config.operators[operator]
-            result = run_reload(op, path, record.serial, config.reload_timeout)
-            if needs_serving_check(op, result):
-                behind = wait_for_serial(config, operator, record.serial, config.publish_verify_timeout)
-                result = served_result(result, record.serial, config.publish_verify_timeout, len(op.resolvers), behind)
-            self.state.mark_in_effect(operator, result.ok, result.message)
-            self.audit.append("reload", {"operator": operator, "serial": record.serial, "ok": result.ok,
-                                         "message": result.message, "argv": list(result.argv), "retry": True},
-                              actor=ACTOR)
-            extra = {"operator": operator, "serial": record.serial}
-            if result.ok:
-                log.info("reload retried: zone now in effect", extra=extra)
-            else:
-                log.error("reload retried and failed again: not yet in effect",
-                          extra={**extra, "error": result.message})
-            retried.append(OperatorOutcome(operator, True, record.serial, result, "" if result.ok else result.message))
-        return retried
+        outcome = retry_reload(operator, load.config, load.config.zones_dir, self.state, load.caches.files)
+        if outcome is None:
+            return []
+        if not outcome.awaiting_serial and outcome.reload is not None and outcome.serial is not None:
+            record_reload(self.state, self.audit, operator, outcome.serial, outcome.reload, actor=ACTOR, retry=True)
+        return [outcome]
+
+    def _retried(self, outcome: OperatorOutcome, behind: list[str] | None, config: Config) -> OperatorOutcome:
+        if behind is not None:
+            outcome = record_served(outcome, behind, config, self.state, self.audit, actor=ACTOR)
+        extra = {"operator": outcome.operator, "serial": outcome.serial}
+        if outcome.reload is not None and outcome.reload.ok:
+            log.info("reload retried: zone now in effect", extra=extra)
+        else:
+            log.error("reload retried and failed again: not yet in effect",
+                      extra={**extra, "error": outcome.reload.message if outcome.reload is not None else ""})
+        return outcome
 
     def _report_invalid(self, result: LoadResult) -> None:
         current: dict[str, tuple[str, ...]] = {}
@@ -673,14 +656,16 @@ class Daemon:
         record = self.state.zone(op)
         path = config.zones_dir / f"{op}.rpz"
         reasons: list[str] = []
-        on_disk = read_meta(path)
+        # What was published is the state's; the file is only checked to hold those bytes.
+        on_disk = (record is not None and bool(record.digest)
+                   and file_digest(path, load.caches.files)[0] == record.digest)
         if any(o.operator == op and not o.published for o in outcomes):
             reasons.append(f"{op}: publish failed")
-        elif record is not None and record.digest and file_digest(path, load.caches.files)[0] != record.digest:
+        elif record is not None and record.digest and not on_disk:
             reasons.append(f"{op}: zone file is not what was published")
-        elif on_disk is None or on_disk.checksum != op_plan.zone.checksum:
+        elif record is None or not on_disk or record.checksum != op_plan.zone.checksum:
             reasons.append(f"{op}: published zone is not current")
-        elif record is not None and record.checksum == on_disk.checksum and not record.in_effect:
+        elif not record.in_effect:
             reasons.append(f"{op}: reload failed: {record.reload_message}")
         with self.board.lock:
             self.board.set_operator(op, reasons, len(op_plan.held))
@@ -688,5 +673,5 @@ class Daemon:
                 self._orders_seq, self.orders = load.seq, dict(load.eff.orders)
             self.board.compose(self.config.operators)
         observe_zone(self.snapshot, op, op_plan.zone.names, op_plan.zone.entries,
-                     on_disk.serial if on_disk is not None else None, record, len(op_plan.held), outcomes)
+                     record.serial if record is not None and on_disk else None, record, len(op_plan.held), outcomes)
 

@@ -34,7 +34,7 @@ from blocker.record.audit import AuditLog
 from blocker.record.state import State
 from blocker.run.logs import log_internal
 from blocker.run.metrics import Snapshot, observe_probe
-from blocker.zone.read import read_entries, read_meta
+from blocker.zone.read import entries_from_bytes, read_entries, read_meta
 from blocker.zone.render import canary_owner
 
 log = logging.getLogger(__name__)
@@ -103,12 +103,25 @@ class Prober:
         self._record(config, state, op, orders, checks, results, serials, now, reason)
 
     def _published(self, zones_dir: Path, state: State, operator: str) -> Published | None:
-        """The zone on disk with the state's history of publishes: what a canary serial proves."""
+        """The zone last published with the state's history of publishes: what a canary serial
+        proves. What was published is the state's; a probe agent's state publishes nothing, and
+        reads the daemon's zone file."""
+        record = state.zone(operator)
+        remembered = self._remembered(operator)
+        if record is not None:
+            if remembered is not None and remembered[0] == record.checksum:
+                return published_from_state(record.serial, remembered[1], operator, state)
+            body = state.published_body(operator)
+            if body is not None:
+                try:
+                    entries = entries_from_bytes(body)
+                except (UnicodeDecodeError, ValueError):  # a damaged row proves nothing
+                    return None
+                return published_from_state(record.serial, entries, operator, state)
         path = zones_dir / f"{operator}.rpz"
         meta = read_meta(path)
         if meta is None:
             return None
-        remembered = self._remembered(operator)
         if remembered is not None and remembered[0] == meta.checksum:
             entries = remembered[1]
         else:
@@ -127,7 +140,8 @@ class Prober:
         for change in self._verdict_changes(op.id, results)[:MAX_CHANGES_AUDITED]:
             self.audit.append("probe-verdict-change", change, actor=self.actor)
         verified, failing = self._order_outcomes(state, op.id, orders, results, now)
-        published = read_meta(config.zones_dir / f"{op.id}.rpz")
+        record = state.zone(op.id)  # a probe agent's state holds no zone: the daemon's file says
+        published = record if record is not None else read_meta(config.zones_dir / f"{op.id}.rpz")
         published_serial = published.serial if published is not None else None
         stale = self._served(state, op.id, published_serial, serials)
         self.audit.append("probe-pass", {
