@@ -153,6 +153,7 @@ def traced_apply(orders: Path, base: Path, config: Path, top: int) -> None:
     the first zone check starts, by line."""
     import tracemalloc
 
+    import blocker.publish.lean as lean
     import blocker.publish.writer as writer
     from blocker.cli.main import main as blocker_main
 
@@ -165,7 +166,7 @@ def traced_apply(orders: Path, base: Path, config: Path, top: int) -> None:
             snaps.append(("at the first zone check", tracemalloc.take_snapshot(), tracemalloc.get_traced_memory()[0]))
         return original(path, data, origin, mode)
 
-    writer.check_zone = check_zone
+    writer.check_zone = lean.check_zone = check_zone  # lean: `apply`'s named-checkzone before the publish loop
     tracemalloc.start(1)
     try:
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # 1.5M plan lines
@@ -174,7 +175,7 @@ def traced_apply(orders: Path, base: Path, config: Path, top: int) -> None:
     except SystemExit as exc:
         code = exc.code  # type: ignore[assignment]
     finally:
-        writer.check_zone = original
+        writer.check_zone = lean.check_zone = original
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     print(f"    traced apply exited {code}; tracemalloc peak {peak / 2**20:.0f} MB")
