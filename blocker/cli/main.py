@@ -276,7 +276,7 @@ def _apply(args: argparse.Namespace, config: Config, review: Callable[[Plan, Eff
     try:
         done = reconcile(lambda: valid_orders(args, config), config, state_dir, zones_dir, at, now=now,
                          operators=chosen_operators(args, config), force=args.force, audit=audit, review=review,
-                         on_stale=stale, before_publish=record_apply)
+                         on_stale=stale, before_publish=record_apply, lean=True)
         if done.stopped:
             return EXIT_OK
         if not done.published:

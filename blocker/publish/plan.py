@@ -78,6 +78,8 @@ class OperatorPlan:
     restore: str = ""
     file_sha256: str | None = None  # of the zone file as found (None: missing or not a regular file)
     published_sha256: str = ""  # of the bytes last published, as the state holds them ("" unknown)
+    # Set by blocker.publish.lean.shed, which empties `changes`: what publishing needs of them.
+    shed: Any = field(default=None, repr=False, compare=False)
 
     @property
     def order_ids(self) -> list[str]:

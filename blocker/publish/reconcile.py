@@ -44,6 +44,7 @@ from blocker.orders.model import LoadResult, Order
 from blocker.orders.parse import parse_stored
 from blocker.orders.yamlio import YamlError
 from blocker.policy import ZoneEntries
+from blocker.publish import lean as lean_publish
 from blocker.publish.hooks import ReloadResult, run_reload
 from blocker.publish.plan import Caches, Plan, compute_plan, file_digest
 from blocker.publish.writer import PublishError, remove_stale_temps, write_zone
@@ -281,7 +282,8 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
                                             op_plan.zone.entries, published_at, False, "reload pending",
                                             digest), order_ids, op_plan.zone.body)
         # Only PowerDNS flushes changed names from its cache: no list of 1.5M owners for the others.
-        changed = [c.owner for c in op_plan.changes] if op.reload.kind == "powerdns-recursor" else []
+        changed = ([c.owner for c in op_plan.changes] if op_plan.shed is None else op_plan.shed.flush) \
+            if op.reload.kind == "powerdns-recursor" else []
         result = run_reload(op, path, serial, config.reload_timeout, changed)
         result = reload_after_publish(config, op, result)  # blocker.fleet: the hidden primary, if any
         if needs_serving_check(op, result):
@@ -368,7 +370,9 @@ def _audit_publish(audit: AuditLog, op_plan: Any, serial: int, order_ids: list[s
     operator = op_plan.operator
     changes = op_plan.changes
     hit = memo.get(id(changes)) if memo is not None else None
-    if hit is not None and hit[0] is changes:  # operators with the same changes share one grouping
+    if op_plan.shed is not None:  # the changes were dropped (blocker.publish.lean), their groupings kept
+        groups, counts = op_plan.shed.groups, op_plan.shed.counts
+    elif hit is not None and hit[0] is changes:  # operators with the same changes share one grouping
         groups, counts = hit[1], hit[2]
     else:
         groups, counts = _change_groups(changes)
@@ -661,7 +665,7 @@ def reconcile(load: Callable[[], LoadResult], config: Config, state_dir: Path, z
               actor: str | None = None, audit: AuditLog | None = None,
               review: Callable[[Plan, Effective, State | None], bool] | None = None,
               on_stale: Callable[[Path], None] | None = None,
-              before_publish: Callable[[Plan, AuditLog], None] | None = None) -> Reconciled:
+              before_publish: Callable[[Plan, AuditLog], None] | None = None, lean: bool = False) -> Reconciled:
     """Orders -> orders in force (fail closed) -> plan -> review -> record -> publish, under the
     publish lock.
 
@@ -670,6 +674,9 @@ def reconcile(load: Callable[[], LoadResult], config: Config, state_dir: Path, z
     removals, orphans) sees it and raises to refuse, or returns False to stop with nothing done,
     not even the state's orders recorded. Then the new order versions are recorded (audited) and
     the changed zones published; `before_publish` writes the caller's own record of the change.
+    With `lean` (a one-shot publisher: `blocker apply`), the orders and most of the plan are
+    dropped before the zones are checked and written (blocker.publish.lean): the `Reconciled`
+    then holds the plan's checksums and counts, not its changes, entries or orders.
     """
     audit = audit if audit is not None else AuditLog(state_dir)
     with publish_lock(state_dir):
@@ -692,6 +699,11 @@ def reconcile(load: Callable[[], LoadResult], config: Config, state_dir: Path, z
         record_orders(result, config, state, audit, plan.at, now=now, force=force, actor=actor)
         if not plan.has_changes:
             return done
+        if lean:  # nothing parsed is needed beside named-checkzone's 430 MB at 1M names (issue 11)
+            del result
+            eff.orders.clear()
+            lean_publish.shed(plan, config, _change_groups)
+            lean_publish.precheck(plan, config, zones_dir)
         done.outcomes = publish(plan, config, zones_dir, state, audit, now=now, actor=actor,
                                 before_publish=before_publish)
         done.published = True
