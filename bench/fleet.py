@@ -161,7 +161,7 @@ operators:
             time.sleep(0.5)
             incr = transfers(primary.log_text())[len(full):]
             print(f"one-name change: apply {applied:.2f} s (a cold CLI: load, plan, render, write, reload), and")
-            print(f"  how the primary got it: {how[-1][:300] if how else 'not in the audit'}")
+            print(f"  how the primary got it: {how[-1].partition('message=')[2][:300] if how else 'not in the audit'}")
             if on_primary is not None and written is not None:
                 print(f"  the primary serves it {on_primary - written:.3f} s after the zone file was replaced "
                       "(blocker's state write, then the primary's update: a control transaction of the "

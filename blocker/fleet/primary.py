@@ -14,6 +14,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -328,6 +329,7 @@ def apply_delta(config: Config, op: OperatorConfig, delta: Delta) -> tuple[bool,
     except KnotCtlError as exc:
         return False, str(exc)
     began = False
+    t0 = time.monotonic()
     try:
         with ctl:
             ctl.call("zone-begin", zone=zone)
@@ -354,7 +356,7 @@ def apply_delta(config: Config, op: OperatorConfig, delta: Delta) -> tuple[bool,
                 pass  # no transaction left open (the connection's end aborted it, or it never began)
         return False, str(exc)
     return True, (f"primary updated in one transaction: serial {delta.base} -> {delta.serial}, "
-                  f"{len(delta.removes)} record(s) removed, {len(delta.adds)} added")
+                  f"{len(delta.removes)} record(s) removed, {len(delta.adds)} added, {time.monotonic() - t0:.3f} s")
 
 
 def update_primary(config: Config, op: OperatorConfig, plan: OperatorPlan | None,
