@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 # Debian packages the tests drive for real: the four resolvers, an authoritative BIND,
 # promtool (prometheus), dnsperf for the probe bench, chromium for the HTML report test,
 # poppler-utils (pdftoppm) to render the report's A4 print to pixels.
-DEBS   := unbound bind9 bind9-dnsutils knot-resolver pdns-recursor prometheus dnsperf chromium poppler-utils knot
+DEBS   := unbound bind9 bind9-dnsutils knot-resolver pdns-recursor prometheus dnsperf chromium poppler-utils knot lua-cqueues
 RUN_DEBS := unbound
 
 .PHONY: run test unit lint bench debs run-debs clean

@@ -155,14 +155,17 @@ operators:
             if proc.returncode != 0:
                 sys.exit(f"apply exited {proc.returncode}: {err.strip()}")
             serial1 = int(re.findall(r"published serial (\d+)", out)[0])
+            audit = blocker(cfg, "audit", "show").stdout
+            how = [ln.strip() for ln in audit.splitlines() if "primary updated" in ln or "primary reloaded" in ln]
             times = seen
             time.sleep(0.5)
             incr = transfers(primary.log_text())[len(full):]
             print(f"one-name change: apply {applied:.2f} s (a cold CLI: load, plan, render, write, reload), and")
+            print(f"  how the primary got it: {how[-1].partition('message=')[2][:300] if how else 'not in the audit'}")
             if on_primary is not None and written is not None:
                 print(f"  the primary serves it {on_primary - written:.3f} s after the zone file was replaced "
-                      "(blocker's state and audit writes, then knotc zone-reload: Knot parses the file and "
-                      "computes the difference)")
+                      "(blocker's state write, then the primary's update: a control transaction of the "
+                      "difference, or zone-reload)")
             for s in op.secondaries:
                 got = times.get(s.label)
                 print(f"  {s.label}: serves serial {serial1} {got:.3f} s after the zone file was replaced"

@@ -23,7 +23,7 @@ def cmd_primary_config(args: argparse.Namespace, config: Config) -> int:
 def cmd_secondary_config(args: argparse.Namespace, config: Config) -> int:
     from blocker.fleet.secondary import secondary_config
 
-    sys.stdout.write(secondary_config(config, args.operator, args.kind, args.key_file))
+    sys.stdout.write(secondary_config(config, args.operator, args.kind, args.key_file, args.listen, args.dir))
     return 0
 
 
@@ -72,7 +72,13 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--operator", metavar="OP", required=True, help="the operator whose zone the resolver follows")
     p.add_argument("--kind", choices=SECONDARY_KINDS, required=True, help="the resolver software of that host")
     p.add_argument("--key-file", metavar="PATH", default=None,
-                   help="where the key file is on the resolver host (default: distribution.tsig_key)")
+                   help="where the key file is on the resolver host (default: distribution.tsig_key; "
+                   "knot-resolver: the key in Knot syntax, default state_dir/fleet/knot-key.conf)")
+    p.add_argument("--listen", metavar="HOST:PORT", default=None,
+                   help="knot-resolver: where its local Knot DNS secondary listens (default 127.0.0.1:5398)")
+    p.add_argument("--dir", metavar="DIR", default=None,
+                   help="knot-resolver: the local Knot DNS's folder: the zone file kresd reads, journal, "
+                   "socket (default /var/lib/knot/blocker)")
     with_epilog(p, config_codes, f"blocker fleet secondary-config --operator orange --kind {SECONDARY_KINDS[0]}")
     p.set_defaults(func=cmd_secondary_config)
 

@@ -7,6 +7,7 @@ only reader.
 
 from __future__ import annotations
 
+from blocker.config.address import parse_listen
 from blocker.config.model import Config, ConfigError, OperatorConfig
 from blocker.fleet.model import Distribution
 
@@ -63,47 +64,79 @@ def _pdns(op: OperatorConfig, dist: Distribution, key_file: str) -> str:
     ]) + "\n"
 
 
-def _knot_resolver(op: OperatorConfig, dist: Distribution, key_file: str) -> str:
-    prim = "\n".join(f"    address: {h}@{p}\n    key: {dist.key_name}" for h, p in primaries(dist))
+KRESD_SPLIT = "-- ==== kresd.conf (Lua), above any policy.FORWARD / policy.STUB rule ===="
+KNOT_RESOLVER_LISTEN = "127.0.0.1:5398"
+KNOT_RESOLVER_DIR = "/var/lib/knot/blocker"
+
+
+def _knot_resolver(op: OperatorConfig, dist: Distribution, key_file: str, listen: str, folder: str) -> str:
+    """Knot Resolver 5 reads RPZ from a file only: a Knot DNS on the resolver host follows the
+    primary and writes the zone file (`zonefile-sync: 0`: at once, after every transfer);
+    `policy.rpz(..., true)` watches it (with lua-cqueues installed) and re-reads it on change."""
+    host, port = parse_listen(listen, "--listen")
+    ids = [f"blocker-primary-{i + 1}" for i in range(len(primaries(dist)))]
+    remotes: list[str] = []
+    for rid, (h, p) in zip(ids, primaries(dist), strict=True):
+        remotes += [f"  - id: {rid}", f"    address: {h}@{p}", f"    key: {dist.key_name}"]
+    zone_file = f"{folder}/{op.id}.rpz"
     return "\n".join([
-        f"# Knot Resolver reads RPZ from a file only: a Knot DNS on the same host follows the primary for {op.id}",
-        "# and writes the file kresd watches. Part 1, knot.conf of that local secondary",
-        f"# ({key_file}.knot: the key in Knot syntax, `blocker fleet primary-config` writes it under state_dir/fleet):",
+        f"# Knot Resolver follows the primary for {op.id} through a Knot DNS on the same host, which",
+        "# writes the RPZ file kresd watches (printed by `blocker fleet secondary-config --kind knot-resolver`).",
+        f"# Above the {KRESD_SPLIT.split()[1]} line: knot.conf of that Knot DNS (run: knotd -c knot.conf).",
+        f"# {key_file}: the key in Knot's syntax (`blocker fleet primary-config` writes it under",
+        "# state_dir/fleet/knot-key.conf), readable by the knot user only.",
+        f"# List {host}:{port} (this host's address) under operators.{op.id}.secondaries: the primary",
+        "# then NOTIFYs it on every change.",
+        "# Below: the kresd rule; kresd watches the file only with Debian package lua-cqueues installed.",
         "server:",
-        "    listen: 127.0.0.1@5398",
-        f"include: {key_file}.knot",
+        f"    rundir: {folder}/run",
+        f"    listen: {host}@{port}",
+        f"include: {key_file}",
         "remote:",
-        "  - id: blocker-primary",
-        prim,
+        *remotes,
         "acl:",
         "  - id: notify-from-primary",
         f"    address: [{', '.join(h for h, _ in primaries(dist))}]",
+        f"    key: {dist.key_name}",
         "    action: notify",
+        "database:",
+        f"    storage: {folder}/db",
+        "control:",
+        f"    listen: {folder}/run/knot.sock",
+        "template:",
+        "  - id: default",
+        f"    storage: {folder}",
+        "    zonefile-sync: 0               # the file kresd reads, written after every transfer",
+        "    journal-content: changes",
+        "    semantic-checks: off",
         "zone:",
         f"  - domain: {op.origin}",
-        "    master: blocker-primary",
+        f"    master: [{', '.join(ids)}]",
         "    acl: notify-from-primary",
-        f"    file: /var/lib/knot/{op.id}.rpz",
-        "    zonefile-sync: 0",
-        "    journal-content: changes",
-        "",
-        "-- Part 2, kresd config (Lua):",
-        f"-- policy.add(policy.rpz(policy.DENY, '/var/lib/knot/{op.id}.rpz', true))",
+        f"    file: {op.id}.rpz",
+        KRESD_SPLIT,
+        f"policy.add(policy.rpz(policy.DENY, '{zone_file}', true))",
     ]) + "\n"
 
 
-def secondary_config(config: Config, operator: str, kind: str, key_file: str | None = None) -> str:
+def secondary_config(config: Config, operator: str, kind: str, key_file: str | None = None,
+                     listen: str | None = None, folder: str | None = None) -> str:
+    """`listen` and `folder` (knot-resolver only): where the local Knot DNS listens and keeps
+    the zone file kresd reads, its journal and its control socket."""
     if config.distribution is None:
         raise ConfigError("distribution: not configured (see README, Scaling out)")
     if operator not in config.operators:
         raise ConfigError(f"operators: no operator {operator!r} ({', '.join(sorted(config.operators))})")
     dist = config.distribution
     op = config.operators[operator]
+    if kind == "knot-resolver":
+        from blocker.fleet.primary import knot_key_file
+
+        return _knot_resolver(op, dist, key_file or str(knot_key_file(config)), listen or KNOT_RESOLVER_LISTEN,
+                              (folder or KNOT_RESOLVER_DIR).rstrip("/") or "/")
     key = key_file or str(dist.tsig_key.absolute())
     if kind == "bind":
         return _bind(op, dist, key)
     if kind == "unbound":
         return _unbound(op, dist)
-    if kind == "powerdns-recursor":
-        return _pdns(op, dist, key)
-    return _knot_resolver(op, dist, key)
+    return _pdns(op, dist, key)

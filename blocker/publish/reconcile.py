@@ -285,7 +285,7 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         changed = ([c.owner for c in op_plan.changes] if op_plan.shed is None else op_plan.shed.flush) \
             if op.reload.kind == "powerdns-recursor" else []
         result = run_reload(op, path, serial, config.reload_timeout, changed)
-        result = reload_after_publish(config, op, result)  # blocker.fleet: the hidden primary, if any
+        result = reload_after_publish(config, op, result, op_plan, serial)  # blocker.fleet: the hidden primary
         if needs_serving_check(op, result):
             outcomes.append(OperatorOutcome(operator, True, serial, result, awaiting_serial=True))
             continue

@@ -152,3 +152,25 @@ lua-config-file={self.workdir}/recursor.lua
 
     def command(self) -> list[str]:
         return [self.binary, f"--config-dir={self.workdir}"]
+
+
+class KresdSecondary(_Secondary):
+    """kresd with the rule `fleet secondary-config --kind knot-resolver` prints (below its split
+    line), reading the RPZ file a local Knot DNS secondary writes."""
+
+    name = "kresd"
+    binary = "kresd"
+    package = "knot-resolver"
+
+    def write_config(self) -> None:
+        (self.workdir / "kresd.conf").write_text(f"""
+net.ipv6 = false
+net.listen('{LOOPBACK}', {self.port}, {{ kind = 'dns' }})
+cache.open(10 * MB, 'lmdb://{self.workdir}/cache')
+trust_anchors.remove('.')
+{self.snippet}
+policy.add(policy.all(policy.STUB({{'{self.upstream[0]}@{self.upstream[1]}'}})))
+""")
+
+    def command(self) -> list[str]:
+        return [self.binary, "-n", "-c", str(self.workdir / "kresd.conf"), str(self.workdir)]
