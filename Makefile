@@ -46,6 +46,7 @@ bench: debs $(VENV)/.installed
 	$(PY) bench/probe.py
 	$(PY) bench/publish.py
 	$(PY) bench/memory.py
+	$(PY) bench/fleet.py
 
 clean:
 	rm -rf $(VENV) var
