@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.render import bench_name  # noqa: E402
+from blocker.config.distribution import Secondary  # noqa: E402
 from blocker.config.load import load_config  # noqa: E402
-from blocker.fleet.model import Secondary  # noqa: E402
 from blocker.fleet.status import served_serial  # noqa: E402
 from tests.fleet.fleetlib import BindSecondary, KnotPrimary, UnboundSecondary  # noqa: E402
 from tests.resolverlib import AuthServer, free_port  # noqa: E402

@@ -8,8 +8,8 @@ import sys
 from typing import Any
 
 from blocker.cli.errors import with_epilog
+from blocker.config.distribution import SECONDARY_KINDS
 from blocker.config.model import Config, ConfigError
-from blocker.fleet.model import SECONDARY_KINDS
 from blocker.textsafe import printable
 
 

@@ -356,6 +356,6 @@ def build(data: dict[str, Any], source: str) -> Config:
 
 
 def _fleet() -> Any:
-    from blocker.fleet import model  # imported late: it builds on the config model and addresses
+    from blocker.config import distribution as model  # imported late: it builds on the config model
 
     return model

@@ -13,7 +13,7 @@ from blocker.errors import BlockerError
 from blocker.orders.rules import OperatorRules, OrderRules
 
 if TYPE_CHECKING:
-    from blocker.fleet.model import Distribution, Secondary
+    from blocker.config.distribution import Distribution, Secondary
 
 RELOAD_KINDS = ("none", "bind", "unbound", "knot-resolver", "powerdns-recursor", "command")
 

@@ -19,8 +19,8 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from blocker.config.distribution import Secondary
 from blocker.config.model import Config
-from blocker.fleet.model import Secondary
 from blocker.fleet.status import Propagation, follow, served_serial
 
 log = logging.getLogger("blocker.fleet")

@@ -8,8 +8,8 @@ only reader.
 from __future__ import annotations
 
 from blocker.config.address import parse_listen
+from blocker.config.distribution import Distribution
 from blocker.config.model import Config, ConfigError, OperatorConfig
-from blocker.fleet.model import Distribution
 
 
 def primaries(dist: Distribution) -> list[tuple[str, int]]:

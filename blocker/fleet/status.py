@@ -20,8 +20,8 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
+from blocker.config.distribution import Secondary
 from blocker.config.model import Config, OperatorConfig
-from blocker.fleet.model import Secondary
 from blocker.zone.render import canary_owner
 
 

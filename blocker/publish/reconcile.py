@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from blocker.config.model import Config, OperatorConfig
-from blocker.fleet.primary import reload_after_publish
 from blocker.gcpause import no_cyclic_gc
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.load import read_order_file
@@ -47,6 +46,7 @@ from blocker.policy import ZoneEntries
 from blocker.publish import lean as lean_publish
 from blocker.publish.hooks import ReloadResult, run_reload
 from blocker.publish.plan import Caches, Plan, compute_plan, file_digest
+from blocker.publish.primary import reload_after_publish
 from blocker.publish.writer import PublishError, remove_stale_temps, write_zone
 from blocker.record.audit import AuditLog
 from blocker.record.state import OrderVersion, State, ZoneRecord

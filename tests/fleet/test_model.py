@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from blocker.config.distribution import Secondary, read_key
 from blocker.config.load import load_config
 from blocker.config.model import ConfigError
 from blocker.fleet.follow import FleetState
-from blocker.fleet.model import Secondary, read_key
 from blocker.fleet.primary import primary_config
 from blocker.fleet.secondary import secondary_config
 from blocker.fleet.status import follow

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from blocker.config.address import parse_listen
-from blocker.config.model import ConfigError
+from blocker.config.model import Config, ConfigError
 
 PRIMARY_KINDS = ("knot", "bind")
 SECONDARY_KINDS = ("bind", "unbound", "powerdns-recursor", "knot-resolver")
@@ -197,3 +197,17 @@ def parse_secondaries(value: Any, where: str) -> tuple[Secondary, ...]:
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: two secondaries share a name or address")
     return tuple(out)
+
+
+FLEET_DIR = "fleet"  # under state_dir: the primary's generated files, the served-zone markers
+
+
+def distribution_of(config: Config) -> Distribution:
+    """The `distribution` section, or a one-line error for a command that needs it."""
+    if config.distribution is None:
+        raise ConfigError("distribution: not configured (see README, Scaling out)")
+    return config.distribution
+
+
+def absolute(path: Path | str) -> str:
+    return str(Path(path).absolute())
