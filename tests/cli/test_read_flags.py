@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.legal.test_legal_cli import T, blocker, copy, scenario  # noqa: F401 - fixtures
+from tests.support.legal import T, blocker
 
 pytestmark = pytest.mark.integration  # the blocker console script
 
@@ -32,7 +32,7 @@ def offsets(text: str) -> set[str]:
     ("audit", "show", *STATE),
     ("why", "alpha.example", *ORDERS, *STATE, "--at", T),
 ], ids=["status", "status-wide", "report", "expiring", "audit-show", "why"])
-def test_utc_shows_every_instant_in_utc_and_the_default_is_the_local_zone(scenario: Path,  # noqa: F811
+def test_utc_shows_every_instant_in_utc_and_the_default_is_the_local_zone(scenario: Path,
                                                                           argv: tuple[str, ...]) -> None:
     local = blocker(*argv, cwd=scenario)
     utc = blocker(*argv, "--utc", cwd=scenario)
@@ -49,7 +49,7 @@ def test_utc_shows_every_instant_in_utc_and_the_default_is_the_local_zone(scenar
         assert "(UTC)" in utc.stderr and "(Europe/Paris)" in local.stderr
 
 
-def test_utc_values_are_the_same_instants(scenario: Path) -> None:  # noqa: F811
+def test_utc_values_are_the_same_instants(scenario: Path) -> None:
     # alpha lifts 2091-04-11 00:00 in Paris (CEST): 22:00 the day before in UTC.
     local = blocker("expiring", *ORDERS, *STATE, "--at", T, cwd=scenario)
     utc = blocker("expiring", *ORDERS, *STATE, "--at", T, "--utc", cwd=scenario)
@@ -61,7 +61,7 @@ def test_utc_values_are_the_same_instants(scenario: Path) -> None:  # noqa: F811
     assert plain.stdout == both.stdout
 
 
-def test_audit_verify_json_says_what_the_lines_say(copy: Path) -> None:  # noqa: F811
+def test_audit_verify_json_says_what_the_lines_say(copy: Path) -> None:
     text = blocker("audit", "verify", *STATE, cwd=copy)
     data = json.loads(blocker("audit", "verify", *STATE, "--json", cwd=copy).stdout)
     assert text.returncode == 0
@@ -78,7 +78,7 @@ def test_audit_verify_json_says_what_the_lines_say(copy: Path) -> None:  # noqa:
     assert data["records"] == 2
 
 
-def test_evidence_json_is_the_summary_of_the_pack(copy: Path) -> None:  # noqa: F811
+def test_evidence_json_is_the_summary_of_the_pack(copy: Path) -> None:
     proc = blocker("evidence", "alpha", "--out", "pack", *ORDERS, *STATE, "--at", T, "--by", "J. Martin", "--json",
                    cwd=copy)
     assert proc.returncode == 0, proc.stderr

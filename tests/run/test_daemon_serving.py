@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.resolverlib import free_port
-from tests.run.test_daemon import events, verify_audit, whole_second, write_order
+from tests.support.audit import events, verify_audit
 from tests.support.daemon import Env, wait_until
+from tests.support.orders import whole_second, write_order
 
 pytestmark = pytest.mark.integration
 
