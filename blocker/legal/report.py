@@ -558,7 +558,9 @@ def build_timeline(order: Order, records: Iterable[dict[str, Any]], op_rows: Ite
         TimelineEvent(order.start, "order" if order.start <= at else "future", "order comes into force"),
     ]
     end_text = "order lifted early by the court" if order.lifted_early and order.lifted else "order ends (lift instant)"
-    events.append(TimelineEvent(order.end, "lift" if order.end <= at else "future", end_text + f" [{order.rule}]"))
+    # The scheduled rule only: an early lift's reason is in the order's facts, said once.
+    events.append(TimelineEvent(order.end, "lift" if order.end <= at else "future",
+                                end_text + f" [{order.window.rule}]"))
     seen_verified: set[tuple[str, str]] = set()
     changes = 0
     for record in records:

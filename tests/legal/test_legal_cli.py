@@ -143,6 +143,8 @@ def test_html_report_opens_in_headless_chromium(scenario: Path, tmp_path: Path) 
     html = out.read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and "2091-04-11T00:00:00+02:00" in html
     assert not re.search(r"<(script|link|img|iframe)\b|src=|@import|url\(", html, re.IGNORECASE)
+    # The early-lift reason is said once (the facts' "Early lift" row), not again in each rule cell.
+    assert html.count("mainlevée, ordonnance du 2091-01-31") == 1
     png = tmp_path / "report.png"
     cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
