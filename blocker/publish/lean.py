@@ -24,11 +24,11 @@ import ctypes.util
 import dataclasses
 import gc
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from blocker import files
 from blocker.config.model import Config
 from blocker.publish.plan import Plan
 from blocker.publish.writer import _uses_checker, check_zone, mark_checked
@@ -103,9 +103,14 @@ def precheck(plan: Plan, config: Config, zones_dir: Path) -> None:
         tmp: Path | None = None
         try:
             zones_dir.mkdir(parents=True, exist_ok=True)
-            # A name `remove_stale_temps` knows: one a killed apply leaves is removed by the next.
-            fd, name = tempfile.mkstemp(prefix=f".{p.operator}.rpz.", suffix=".tmp", dir=zones_dir)
-            tmp = Path(name)
+            # The one writer's temp names (blocker.files): one a killed apply leaves is removed by
+            # the next (`remove_stale_temps`), and never a planted link followed.
+            dir_fd = files.open_dir(zones_dir)
+            try:
+                fd, name = files.create_temp(f"{p.operator}.rpz", dir_fd, 0o600)
+            finally:
+                os.close(dir_fd)
+            tmp = zones_dir / name
             with os.fdopen(fd, "wb") as fh:
                 fh.writelines((header(p.zone, serial, config), p.zone.body, canary(p.operator, serial)))
             if not check_zone(tmp, b"", p.zone.origin, config.publish_check):

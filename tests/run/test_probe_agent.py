@@ -113,7 +113,7 @@ def test_probe_agent_refuses_a_state_folder_another_process_holds(env: Env) -> N
     """Pointed at a running daemon's state folder, the agent refuses (exit 1): two writers of one
     audit trail would break its chain."""
     config = env.config({"orange": {"resolvers": [{"address": "127.0.0.1:9", "name": "none"}]}},
-                        probe={"interval": 3600})
+                        probe={"interval": 3600, "timeout": 0.2, "retries": 0})  # a short pass: stop waits for it
     daemon = env.start(config)
     done = subprocess.run([BLOCKER, "probe-agent", "--config", str(config), "--orders", str(env.orders),
                            "--state-dir", str(env.state), "--listen", f"127.0.0.1:{free_port()}"],
