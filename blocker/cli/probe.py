@@ -11,7 +11,9 @@ import ipaddress
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blocker.cli.common import open_state, parse_at, shown_path, valid_orders
 from blocker.cli.errors import EXIT_USAGE, CliError, with_epilog
@@ -21,13 +23,42 @@ from blocker.orders.names import InvalidName, normalize_name
 from blocker.probe.model import Check, CheckResult, exit_code
 from blocker.textsafe import display_path, printable
 from blocker.vocab import Verdict
-from blocker.zone.read import read_meta
+from blocker.zone.read import ZoneMeta, read_meta
+
+if TYPE_CHECKING:
+    from blocker.config.model import OperatorConfig
+    from blocker.orders.model import LoadResult
+    from blocker.probe.expectations import Published
+    from blocker.probe.passes import PassOutcome
 
 
 def cmd_probe(args: argparse.Namespace, config: Config) -> int:
-    from blocker.probe.expectations import Published, expected_checks, published_from_state
-    from blocker.probe.passes import run_pass, serial_notes, with_resolvers
-    from blocker.zone.read import read_entries
+    ops = _operators_to_probe(args, config)
+    controls = _controls(args, config)
+    at = parse_at(args.at, config)
+    result = _every_order(args, config)
+    state_dir = _state_dir(args, config)
+    every: list[CheckResult] = []
+    json_rows: list[dict[str, object]] = []
+    for op in ops:
+        outcome, checks, proof = _probe_operator(args, config, op, at, result, controls, state_dir)
+        every += outcome.results
+        if args.json:
+            json_rows += [{**r.to_json(), "operator": op.id} for r in outcome.results]
+        else:
+            if len(ops) > 1:
+                print(f"{'' if op is ops[0] else chr(10)}operator {op.id}:")
+            print_probe(outcome.results, checks)
+        _print_serial_notes(outcome, op.id, proof.published)
+    if args.json:
+        print(json.dumps(json_rows, indent=2))
+    return exit_code(every)
+
+
+def _operators_to_probe(args: argparse.Namespace, config: Config) -> list[OperatorConfig]:
+    """The operators asked for (all by default), each with the resolvers to ask; an operator with
+    none is said on stderr and left out (refused when it was named)."""
+    from blocker.probe.passes import with_resolvers
 
     chosen = sorted(set(args.operator)) if args.operator else sorted(config.operators)
     for name in chosen:
@@ -47,72 +78,95 @@ def cmd_probe(args: argparse.Namespace, config: Config) -> int:
                        f"operators.{skipped[0]}.resolvers", EXIT_USAGE)
     for name in skipped:
         print(f"{name}: no resolvers configured, not probed", file=sys.stderr)
+    return ops
+
+
+def _controls(args: argparse.Namespace, config: Config) -> list[str]:
     try:
-        controls = [normalize_name(n) for n in args.control] if args.control else list(config.control_names)
+        return [normalize_name(n) for n in args.control] if args.control else list(config.control_names)
     except InvalidName as exc:
         raise CliError(f"--control: {exc}", EXIT_USAGE) from None
-    at = parse_at(args.at, config)
+
+
+def _every_order(args: argparse.Namespace, config: Config) -> LoadResult:
     try:
-        result = valid_orders(args, config)
+        return valid_orders(args, config)
     except CliError as exc:  # no verdict is possible without every order: not a "block missing" (1)
         raise CliError(str(exc), EXIT_USAGE) from None
+
+
+def _state_dir(args: argparse.Namespace, config: Config) -> Path:
     state_dir = Path(args.state_dir) if args.state_dir else config.state_dir
     if args.state_dir and not state_dir.is_dir():
         raise CliError(f"--state-dir {shown_path(state_dir)}: no such directory", EXIT_USAGE)
-    every: list[CheckResult] = []
-    json_rows: list[dict[str, object]] = []
-    for op in ops:
-        checks = expected_checks(result.orders.values(), op.id, at, recent_days=config.probe_recent_window_days,
-                                 control_names=controls)
-        lanes = len(checks) * sum(len(r.transports) for r in op.resolvers)
-        bar = None
-        if sys.stderr.isatty() and not args.json and len(checks) * len(op.resolvers) > 200:
-            from tqdm import tqdm
+    return state_dir
 
-            bar = tqdm(total=lanes, unit="check", file=sys.stderr)
 
-        def progress(done: int, total: int, bar: object = bar) -> None:
-            if bar is not None:
-                bar.total = total  # type: ignore[attr-defined]
-                bar.update(done - bar.n)  # type: ignore[attr-defined]
+def _probe_operator(args: argparse.Namespace, config: Config, op: OperatorConfig, at: datetime,
+                    result: LoadResult, controls: list[str],
+                    state_dir: Path) -> tuple[PassOutcome, list[Check], _ZoneProof]:
+    """One operator's pass: its checks asked of its resolvers (a progress bar on a terminal when
+    they are many), then what its published zone proves."""
+    from blocker.probe.expectations import expected_checks
+    from blocker.probe.passes import run_pass
 
-        zone_path = (Path(args.out) if args.out else config.zones_dir) / f"{op.id}.rpz"
-        published = None
+    checks = expected_checks(result.orders.values(), op.id, at, recent_days=config.probe_recent_window_days,
+                             control_names=controls)
+    lanes = len(checks) * sum(len(r.transports) for r in op.resolvers)
+    bar = None
+    if sys.stderr.isatty() and not args.json and len(checks) * len(op.resolvers) > 200:
+        from tqdm import tqdm
 
-        def proof(zone_path: Path = zone_path, operator: str = op.id) -> Published | None:
-            nonlocal published
-            published = read_meta(zone_path)
-            try:
-                entries = read_entries(zone_path) if published is not None else None
-            except (OSError, UnicodeDecodeError, ValueError) as exc:  # a damaged zone proves nothing
-                print(f"{display_path(zone_path)}: unreadable zone ({printable(str(exc), limit=200)})",
-                      file=sys.stderr)
-                entries = None
-            if published is None or entries is None:
-                print(f"{display_path(zone_path)}: no published zone: no block or lift can be proven", file=sys.stderr)
-                return None
-            state = open_state(state_dir)
-            try:
-                return published_from_state(published.serial, entries, operator, state)
-            finally:
-                if state is not None:
-                    state.close()
+        bar = tqdm(total=lanes, unit="check", file=sys.stderr)
 
-        done: Callable[[], None] | None = bar.close if bar is not None else None
-        outcome = run_pass(config, op, checks, result.orders.values(), proof, progress=progress, done=done)
-        every += outcome.results
-        if args.json:
-            json_rows += [{**r.to_json(), "operator": op.id} for r in outcome.results]
-        else:
-            if len(ops) > 1:
-                print(f"{'' if op is ops[0] else chr(10)}operator {op.id}:")
-            print_probe(outcome.results, checks)
-        if published is not None:
-            for note in serial_notes(outcome, op.id, published.serial):
-                print(note, file=sys.stderr)
-    if args.json:
-        print(json.dumps(json_rows, indent=2))
-    return exit_code(every)
+    def progress(done: int, total: int, bar: object = bar) -> None:
+        if bar is not None:
+            bar.total = total  # type: ignore[attr-defined]
+            bar.update(done - bar.n)  # type: ignore[attr-defined]
+
+    proof = _ZoneProof((Path(args.out) if args.out else config.zones_dir) / f"{op.id}.rpz", op.id, state_dir)
+    done: Callable[[], None] | None = bar.close if bar is not None else None
+    outcome = run_pass(config, op, checks, result.orders.values(), proof, progress=progress, done=done)
+    return outcome, checks, proof
+
+
+class _ZoneProof:
+    """What the zone on disk and the state say was published, read when the pass asks (after
+    its answers); `published` is the zone's header then, None when there is no zone."""
+
+    def __init__(self, zone_path: Path, operator: str, state_dir: Path) -> None:
+        self.zone_path, self.operator, self.state_dir = zone_path, operator, state_dir
+        self.published: ZoneMeta | None = None
+
+    def __call__(self) -> Published | None:
+        from blocker.probe.expectations import published_from_state
+        from blocker.zone.read import read_entries
+
+        zone_path = self.zone_path
+        self.published = published = read_meta(zone_path)
+        try:
+            entries = read_entries(zone_path) if published is not None else None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # a damaged zone proves nothing
+            print(f"{display_path(zone_path)}: unreadable zone ({printable(str(exc), limit=200)})",
+                  file=sys.stderr)
+            entries = None
+        if published is None or entries is None:
+            print(f"{display_path(zone_path)}: no published zone: no block or lift can be proven", file=sys.stderr)
+            return None
+        state = open_state(self.state_dir)
+        try:
+            return published_from_state(published.serial, entries, self.operator, state)
+        finally:
+            if state is not None:
+                state.close()
+
+
+def _print_serial_notes(outcome: PassOutcome, operator: str, published: ZoneMeta | None) -> None:
+    from blocker.probe.passes import serial_notes
+
+    if published is not None:
+        for note in serial_notes(outcome, operator, published.serial):
+            print(note, file=sys.stderr)
 
 
 def _resolver_address(text: str) -> tuple[str, int]:

@@ -151,50 +151,8 @@ def proof_serials(checks: Sequence[Check], orders: Iterable[Order], published: P
     if published is None:
         return [None] * len(checks)
     serial, entries = published.serial, published.entries
-    history = list(published.history)
-    if not history or history[-1][0] != serial:
-        history = []
-    since = published.since
-    by_id = {o.id: o for o in orders}
-    holding: dict[tuple[str, ...], int] = {}
-    clear: dict[frozenset[str], int] = {}
-    coverers = _coverers([c.name for c in checks if c.kind == "lifted"], by_id.values()) if history else {}
-    unknown: dict[int, bool] = {}
-
-    def holds(row: Publish, ids: tuple[str, ...]) -> bool:
-        return any(i in row[2] and i in since and row[1] >= since[i] for i in ids)
-
-    def first_holding(ids: tuple[str, ...]) -> int:
-        found = holding.get(ids)
-        if found is None:
-            found = serial
-            for row in reversed(history):
-                if not holds(row, ids):
-                    break
-                found = row[0]
-            holding[ids] = found
-        return found
-
-    def opaque(index: int) -> bool:
-        """Does this publish list an order whose targets then are unknown (so it may cover anything)?"""
-        if index not in unknown:
-            row = history[index]
-            unknown[index] = any(i not in by_id or i not in since or row[1] < since[i] for i in row[2])
-        return unknown[index]
-
-    def first_clear(name: str) -> int:
-        by = coverers.get(name, frozenset())
-        found = clear.get(by)
-        if found is None:
-            found = serial
-            for index in range(len(history) - 1, -1, -1):
-                row = history[index]
-                if opaque(index) or by & row[2]:
-                    break
-                found = row[0]
-            clear[by] = found
-        return found
-
+    run = _Run(published, checks, orders)
+    first_holding, first_clear, history = run.first_holding, run.first_clear, run.history
     out: list[int | None] = []
     append = out.append
     for check in checks:
@@ -218,6 +176,61 @@ def proof_serials(checks: Sequence[Check], orders: Iterable[Order], published: P
         else:
             append(first_clear(check.name) if history else serial)
     return out
+
+
+class _Run:
+    """The unbroken run of publishes ending with the published zone (empty when the state did not
+    record that zone last), and where in it an entry starts to hold or a lifted name to be clear:
+    remembered per set of orders, since many checks share them (see proof_serials)."""
+
+    def __init__(self, published: Published, checks: Sequence[Check], orders: Iterable[Order]) -> None:
+        self.serial = published.serial
+        history = list(published.history)
+        if not history or history[-1][0] != self.serial:
+            history = []
+        self.history = history
+        self.since = published.since
+        self.by_id = {o.id: o for o in orders}
+        self.holding: dict[tuple[str, ...], int] = {}
+        self.clear: dict[frozenset[str], int] = {}
+        self.coverers = (_coverers([c.name for c in checks if c.kind == "lifted"], self.by_id.values())
+                         if history else {})
+        self.unknown: dict[int, bool] = {}
+
+    def holds(self, row: Publish, ids: tuple[str, ...]) -> bool:
+        since = self.since
+        return any(i in row[2] and i in since and row[1] >= since[i] for i in ids)
+
+    def first_holding(self, ids: tuple[str, ...]) -> int:
+        found = self.holding.get(ids)
+        if found is None:
+            found = self.serial
+            for row in reversed(self.history):
+                if not self.holds(row, ids):
+                    break
+                found = row[0]
+            self.holding[ids] = found
+        return found
+
+    def opaque(self, index: int) -> bool:
+        """Does this publish list an order whose targets then are unknown (so it may cover anything)?"""
+        if index not in self.unknown:
+            row, by_id, since = self.history[index], self.by_id, self.since
+            self.unknown[index] = any(i not in by_id or i not in since or row[1] < since[i] for i in row[2])
+        return self.unknown[index]
+
+    def first_clear(self, name: str) -> int:
+        by = self.coverers.get(name, frozenset())
+        found = self.clear.get(by)
+        if found is None:
+            found = self.serial
+            for index in range(len(self.history) - 1, -1, -1):
+                row = self.history[index]
+                if self.opaque(index) or by & row[2]:
+                    break
+                found = row[0]
+            self.clear[by] = found
+        return found
 
 
 def _coverers(names: Iterable[str], orders: Iterable[Order]) -> dict[str, frozenset[str]]:

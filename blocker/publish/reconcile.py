@@ -9,7 +9,7 @@ as applied (`publish`). Then, outside the lock, the caller asks the resolvers wh
 serve the new serial (probe.canary.wait_for_serial: probing is above publishing) and records
 the answer under the lock again (`record_served`). `reconcile()` is that sequence for one
 process run (`apply`); the daemon runs the same steps, fanned out: one load, one plan per group
-of operators with the same orders in force, one publisher per operator (blocker.run.daemon,
+of operators with the same orders in force, one publisher per operator (blocker.run.publishing,
 which hands a `PublishHold` from one to the next so the lock never lapses between them).
 
 The state directory remembers the last good version of every order, so a file that breaks or
