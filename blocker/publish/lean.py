@@ -62,7 +62,10 @@ def shed(plan: Plan, config: Config, change_groups: Callable[[list[Any]], tuple[
                 hit = made[id(p.changes)] = (p.changes, Shed(groups, counts, []))
             flush = [c.owner for c in p.changes] if kind == "powerdns-recursor" else []
             p.shed = dataclasses.replace(hit[1], flush=flush)
-        p.changes = []
+        # A hidden primary takes the difference from the changes (blocker.publish.primary): kept
+        # whenever it may use them (not on a first publish, which reloads the file).
+        if config.distribution is None or p.previous is None:
+            p.changes = []
         p.entries = {}
         p.zone = dataclasses.replace(p.zone, content=None)
     made.clear()

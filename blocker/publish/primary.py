@@ -124,6 +124,8 @@ def plan_delta(config: Config, op: OperatorConfig, plan: OperatorPlan, serial: i
         return None, "first publish"
     if plan.restore:
         return None, "zone file was rewritten"
+    if plan.shed is not None and not plan.changes:  # dropped by a lean apply: no change is not "none"
+        return None, "the plan's changes were not kept"
     served = _read_served(config, op)
     if served is None or served != (previous.serial, _shape(config, op)):
         return None, "the zone the primary has is not known to be the last published one"
