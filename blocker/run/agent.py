@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import socket
-import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,7 +34,7 @@ from blocker.orders.model import Order, OrderCache
 from blocker.record.audit import AuditLog, AuditWriteError
 from blocker.record.state import State
 from blocker.run import http
-from blocker.run.lifecycle import DaemonError, StateDirLock, install_signals, reread_config
+from blocker.run.lifecycle import DaemonError, Foreground, StateDirLock, install_signals, reread_config
 from blocker.run.logs import log_internal
 from blocker.run.metrics import Snapshot, registry_for
 from blocker.run.probing import Prober
@@ -50,7 +49,7 @@ def agent_name(config: Config) -> str:
     return config.probe_agent_name or (socket.gethostname().split(".")[0] or "probe-agent")
 
 
-class ProbeAgent:
+class ProbeAgent(Foreground):
     """One agent on one state folder (its own, never a daemon's)."""
 
     def __init__(self, config: Config, config_path: Path | None = None,
@@ -72,9 +71,7 @@ class ProbeAgent:
         self.scheduler = new_scheduler(config)
         self.http: http.BoundedHTTPServer | None = None
         self._lock = StateDirLock(self.state_dir)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._hup = False
+        Foreground.__init__(self)
         self._seen: tuple[Any, ...] | None = None  # orders folder and zone files, at the last look
         self._problems: list[str] = []  # why the orders could not all be read (health says it)
         self._started = clock.now()
@@ -135,14 +132,6 @@ class ProbeAgent:
                 self.state.close()
                 self.state = None
         self._lock.release()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-
-    def _on_hup(self) -> None:
-        self._hup = True
-        self._wake.set()
 
     def _reload_config(self) -> None:
         fresh = reread_config(self.config_path, self.overrides)

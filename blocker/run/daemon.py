@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -43,7 +42,7 @@ from blocker.record.state import State
 from blocker.run import http
 from blocker.run.claims import Claims
 from blocker.run.health import Health, HealthBoard
-from blocker.run.lifecycle import DaemonError, StateDirLock, install_signals, reread_config
+from blocker.run.lifecycle import DaemonError, Foreground, StateDirLock, install_signals, reread_config
 from blocker.run.logs import AuditTail, log_internal
 from blocker.run.metrics import (
     Snapshot,
@@ -62,7 +61,7 @@ __all__ = ["Daemon", "DaemonError"]
 log = logging.getLogger(__name__)
 
 
-class Daemon:
+class Daemon(Foreground):
     """One daemon on one state folder. `clock` is where "now" comes from and `sleep` how a timer
     that woke early waits for its instant (a test passes a fixed clock and a sleep that moves it)."""
 
@@ -83,9 +82,7 @@ class Daemon:
         self.fleet = FleetState(lambda kind, data: self.audit.append(kind, data, actor=ACTOR))
         self.registry.register(self.fleet)
         self.claims = Claims()  # planning and publishing: one at a time per operator
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._hup = False
+        Foreground.__init__(self)
         self._lock = StateDirLock(self.state_dir)
         self.state: State | None = None
         self.audit = AuditLog(self.state_dir, actor=ACTOR, observer=self._audit_observed)
@@ -179,14 +176,6 @@ class Daemon:
                 self.state.close()
                 self.state = None
         self._lock.release()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-
-    def _on_hup(self) -> None:
-        self._hup = True
-        self._wake.set()
 
     def reload_config(self) -> None:
         """SIGHUP: re-read the config file; a broken one keeps the running config (fail closed)."""

@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -78,3 +79,22 @@ def reread_config(path: Path | None, overrides: dict[str, Any]) -> Config | None
     except ConfigError as exc:
         log.error("config reload failed, keeping the running config", extra={"error": str(exc)})
         return None
+
+
+class Foreground:
+    """What the daemon and the probe agent share as foreground services: `stop()` (a signal, a
+    test) wakes the main loop to end, and SIGHUP is a flag the loop reads at its next turn (no
+    work in a signal handler)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._hup = False
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _on_hup(self) -> None:
+        self._hup = True
+        self._wake.set()
