@@ -40,25 +40,23 @@ def fold_wildcards(entries: ZoneEntries, ordered: list[str]) -> ZoneEntries:
     RPZ prefers an exact owner (or a longer wildcard) to a shorter wildcard, so without this a
     `redirect` for `www.example.com` would shadow an `nxdomain` for `*.example.com`: the name is
     in both orders and the strongest action must win (and the owner names every order that
-    blocks it, sorted). In canonical order every descendant of a name follows it directly, so a
-    stack of the wildcards in scope does this in one pass.
+    blocks it, sorted). Written from the definition, owner by owner: the wildcards covering an
+    owner are `*.S` for every proper label suffix S of it (never the owner itself). The fast path
+    (`blocker.policy.incremental`) does the same in one pass over the canonical order with a
+    stack; `ordered` is accepted for the same signature and not needed here.
     """
+    del ordered
     out = dict(entries)
-    stack: list[tuple[str, Entry]] = []  # (".apex", wildcard entry), innermost last
-    for owner in ordered:
-        while stack and not owner.endswith(stack[-1][0]):
-            stack.pop()
-        if stack:
-            entry = entries[owner]
-            action, ids = entry.action, entry.order_ids
-            for _, cover in stack:
-                if STRENGTH[cover.action] > STRENGTH[action]:
-                    action = cover.action
-                ids = (*ids, *(oid for oid in cover.order_ids if oid not in ids))
-            if action != entry.action or ids != entry.order_ids:
-                out[owner] = Entry(action, tuple(sorted(ids)))
-        if owner.startswith("*."):
-            stack.append((owner[1:], entries[owner]))
+    for owner, entry in entries.items():
+        labels = owner.split(".")
+        covers = [entries[w] for w in ("*." + ".".join(labels[i:]) for i in range(1, len(labels)))
+                  if w != owner and w in entries]
+        if not covers:
+            continue
+        action = max((entry.action, *(c.action for c in covers)), key=STRENGTH.__getitem__)
+        ids = set(entry.order_ids).union(*(c.order_ids for c in covers))
+        if action != entry.action or ids != set(entry.order_ids):
+            out[owner] = Entry(action, tuple(sorted(ids)))
     return out
 
 
