@@ -160,7 +160,7 @@ def _print_plan(plan: Plan, eff: Effective, as_json: bool, notes: Sequence[str] 
 _SIGNS = {"add": "+", "remove": "-", "change": "~"}
 
 
-def _print_changes(changes: list[Change], chunk: int = 65536) -> None:
+def _print_changes(changes: Sequence[Change], chunk: int = 65536) -> None:
     """One line per change, `  + owner action [ids] (reasons)`, written a chunk at a time: a
     first apply of 1M names on four operators is 6M lines, and a print() per line took longer
     than the whole publish. What follows the owner is made once per distinct change value."""

@@ -24,7 +24,7 @@ import ctypes.util
 import dataclasses
 import gc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +45,13 @@ class Shed:
     flush: list[str]  # owners a PowerDNS reload flushes (empty for the other kinds)
 
 
-def shed(plan: Plan, config: Config, change_groups: Callable[[list[Any]], tuple[Any, Any]]) -> None:
+def shed(plan: Plan, config: Config, change_groups: Callable[[Sequence[Any]], tuple[Any, Any]]) -> None:
     """Drop, in place, what `plan` holds that publishing does not read (see the module's doc).
 
     The plan's changes, entries and contents are gone afterwards: show it (`to_json`) before.
     `change_groups` is `reconcile._change_groups` (passed in: reconcile imports this module).
     """
-    made: dict[int, tuple[list[Any], Shed]] = {}  # operators sharing one list of changes share one grouping
+    made: dict[int, tuple[Sequence[Any], Shed]] = {}  # operators sharing one list of changes share one grouping
     for p in plan.operators:
         if p.writes:
             p.order_ids  # noqa: B018 - computed while the entries are here, kept in known_order_ids

@@ -26,7 +26,7 @@ import heapq
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -278,14 +278,20 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
             outcomes.append(OperatorOutcome(operator, False, None, None, str(exc)))
             continue
         if state is not None:
+            # The row now; the body after the reload hooks (`keep_body`, below): compressing a
+            # 1M-name body took ~1 s that every secondary waited for behind the hidden primary. A
+            # crash in between leaves the row without its body, which the plans and the daemon
+            # already handle: they read the file, trusted only while its SHA-256 is the row's digest.
             state.record_publish(ZoneRecord(operator, serial, op_plan.zone.checksum, op_plan.zone.names,
                                             op_plan.zone.entries, published_at, False, "reload pending",
-                                            digest), order_ids, op_plan.zone.body)
+                                            digest), order_ids)
         # Only PowerDNS flushes changed names from its cache: no list of 1.5M owners for the others.
         changed = ([c.owner for c in op_plan.changes] if op_plan.shed is None else op_plan.shed.flush) \
             if op.reload.kind == "powerdns-recursor" else []
         result = run_reload(op, path, serial, config.reload_timeout, changed)
         result = reload_after_publish(config, op, result, op_plan, serial)  # blocker.fleet: the hidden primary
+        if state is not None:
+            state.keep_body(operator, serial, digest, op_plan.zone.body)
         if needs_serving_check(op, result):
             outcomes.append(OperatorOutcome(operator, True, serial, result, awaiting_serial=True))
             continue
@@ -395,7 +401,7 @@ def _audit_publish(audit: AuditLog, op_plan: Any, serial: int, order_ids: list[s
 _GROUP_KEY = itemgetter(1, 3, 5, 6)  # Change: kind, order_ids, old_order_ids, reasons
 
 
-def _change_groups(changes: list[Any]) -> tuple[list[tuple[str, str, int, list[str], list[str]]], dict[str, int]]:
+def _change_groups(changes: Sequence[Any]) -> tuple[list[tuple[str, str, int, list[str], list[str]]], dict[str, int]]:
     """Per (entries-activated | entries-lifted, order): how many owners, the first 1,000 in plan
     order, and the union of their reasons; and the count of changes per kind.
 
@@ -574,13 +580,15 @@ def _adopt(state: State, audit: AuditLog | None, op_plan: Any, zones_dir: Path, 
     know which serial carries what, and a later edit of the file is seen."""
     recorded = state.zone(op_plan.operator)
     assert op_plan.previous is not None
-    if recorded is not None and recorded.checksum == op_plan.zone.checksum and recorded.digest:
+    if recorded is not None and recorded.checksum == op_plan.zone.checksum and recorded.digest \
+            and state.has_body(recorded.checksum):
         return
     data = read_regular(zones_dir / f"{op_plan.operator}.rpz")
     if data is None or hashlib.sha256(data).hexdigest() != op_plan.file_sha256:
         return  # changed since the plan read it: the next plan looks again
     if recorded is not None and recorded.checksum == op_plan.zone.checksum:
-        # Recorded before the state kept digests and bodies; the body is the file's (the plan checked it).
+        # Recorded before the state kept digests and bodies, or a publish killed before it kept
+        # the body: the body is the file's (the plan checked it).
         state.keep_body(op_plan.operator, recorded.serial, op_plan.file_sha256, op_plan.zone.body)
         return
     order_ids = list(op_plan.order_ids)
@@ -698,6 +706,11 @@ def reconcile(load: Callable[[], LoadResult], config: Config, state_dir: Path, z
         done.state = state = State(state_dir)
         record_orders(result, config, state, audit, plan.at, now=now, force=force, actor=actor)
         if not plan.has_changes:
+            # Nothing to write; a current zone the state does not hold (or holds without its
+            # body: a publish killed before it kept it) is still recorded as found.
+            for op_plan in plan.operators:
+                if op_plan.previous is not None:
+                    _adopt(state, audit, op_plan, zones_dir, now, actor)
             return done
         if lean:  # nothing parsed is needed beside named-checkzone's 430 MB at 1M names (issue 11)
             del result

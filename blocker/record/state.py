@@ -235,6 +235,12 @@ class State:
                 row = db.execute("SELECT checksum FROM zones WHERE operator=?", (operator,)).fetchone()
                 self._keep_body(db, row[0], body)
 
+    def has_body(self, checksum: str) -> bool:
+        try:
+            return self.db.execute("SELECT 1 FROM zone_bodies WHERE checksum=?", (checksum,)).fetchone() is not None
+        except sqlite3.OperationalError:  # a read-only open of a state folder made before bodies were kept
+            return False
+
     def published_body(self, operator: str) -> bytes | None:
         """The body last published for `operator` (checked against its SHA-256), or None when the
         state does not hold it (no publish yet, a state folder made before bodies were kept, a

@@ -2,7 +2,8 @@
 
 `change_new(Change, ...)` (`tuple.__new__`) against `change_reference` (the NamedTuple's
 constructor), field by field; and the first-publish diff built with it against the general diff
-built with the reference constructor, over generated zones.
+built with the reference constructor, over generated zones (the first publish's changes are
+made when read, `FirstPublish`: read by index, slice and iteration, each equals the list).
 """
 
 from __future__ import annotations
@@ -63,4 +64,8 @@ def test_the_first_publish_diff_equals_the_general_diff(entries: dict[str, tuple
     def why() -> _Reasons:
         return _Reasons({}, cast("dict[str, Order]", orders), AT, last_publish, None)
 
-    assert _first_publish(walk, desired, why()) == _changes(walk, [], {}, desired, why())
+    lazy, listed = _first_publish(walk, desired, why()), _changes(walk, [], {}, desired, why())
+    assert lazy == listed and listed == lazy and list(lazy) == listed and len(lazy) == len(listed)
+    assert all(lazy[i] == listed[i] and type(lazy[i]) is Change for i in range(-len(listed), len(listed)))
+    assert lazy[1:4] == listed[1:4] and lazy[::-2] == listed[::-2]
+    assert bool(lazy) == bool(listed)

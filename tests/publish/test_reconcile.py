@@ -182,3 +182,58 @@ def test_record_served_leaves_a_newer_publish_its_own_mark(tmp_path: Path) -> No
     record = state.zone("orange")
     assert record is not None and not record.in_effect and record.reload_message == "reload pending"
     assert "reload" in _events(config.state_dir)  # what happened to that serial is still on record
+
+
+def _has_body(state_dir: Path) -> bool:
+    state = State(state_dir)
+    try:
+        record = state.zone("orange")
+        return record is not None and state.has_body(record.checksum)
+    finally:
+        state.close()
+
+
+def test_the_reload_hook_runs_before_the_state_keeps_the_body(tmp_path: Path) -> None:
+    """The primary (a reload hook) gets the zone before the state compresses and keeps its
+    body, the slowest record of a publish (issue 11: every secondary within 5 s): the hook sees
+    the zone's row, not yet its body; the publish then keeps the body."""
+    seen = tmp_path / "seen"
+    probe = (f"import sqlite3,sys; db=sqlite3.connect('{tmp_path}/state/state.sqlite3'); "
+             "row=db.execute('SELECT z.serial, (SELECT count(*) FROM zone_bodies b WHERE b.checksum=z.checksum) "
+             "FROM zones z').fetchone(); open(sys.argv[1],'w').write(repr(row))")
+    config = _config(tmp_path, reload=f"{{kind: command, command: [{_py()}, -c, \"{probe}\", {seen}]}}")
+    now = datetime.now(UTC)
+    done = reconcile(lambda: load_orders(config.orders_dir, config.order_rules), config, config.state_dir,
+                     config.zones_dir, now, now=now)
+    assert done.published and done.outcomes[0].reload is not None and done.outcomes[0].reload.ok, done.outcomes
+    serial, bodies = ast.literal_eval(seen.read_text())
+    assert serial == done.outcomes[0].serial and bodies == 0
+    assert _has_body(config.state_dir)
+
+
+def test_a_publish_killed_before_it_kept_the_body_is_still_ours(tmp_path: Path) -> None:
+    """The window the order above opens: the zone row recorded, the body not (killed between).
+    The next plan reads the file, trusted because its SHA-256 is the recorded digest: nothing
+    to write, nothing called tampered; and the body is kept again."""
+    config = _config(tmp_path)
+    now = datetime.now(UTC)
+
+    def run() -> Any:
+        return reconcile(lambda: load_orders(config.orders_dir, config.order_rules), config, config.state_dir,
+                         config.zones_dir, now, now=now)
+
+    assert run().published
+    import sqlite3
+    with sqlite3.connect(config.state_dir / "state.sqlite3") as db:
+        db.execute("DELETE FROM zone_bodies")
+    assert not _has_body(config.state_dir)
+    again = run()
+    assert not again.published and not again.plan.has_changes
+    assert [p.restore for p in again.plan.operators] == [""]
+    assert _has_body(config.state_dir)
+    assert "zone-restored" not in _events(config.state_dir)
+
+
+def _py() -> str:
+    import sys
+    return sys.executable
