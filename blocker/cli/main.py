@@ -15,6 +15,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult
 from blocker.policy import desired
 from blocker.probe.canary import wait_for_serial
-from blocker.publish.plan import Caches, Change, Plan
+from blocker.publish.plan import Caches, Change, ChangeTail, Plan, change_owners, change_tails
 from blocker.publish.reconcile import (
     FLAG_ORPHANED,
     Effective,
@@ -164,17 +165,18 @@ def _print_changes(changes: Sequence[Change], chunk: int = 65536) -> None:
     """One line per change, `  + owner action [ids] (reasons)`, written a chunk at a time: a
     first apply of 1M names on four operators is 6M lines, and a print() per line took longer
     than the whole publish. What follows the owner is made once per distinct change value."""
-    tails: dict[tuple[Any, ...], str] = {}
+    made: dict[ChangeTail, tuple[str, str]] = {}
     out = sys.stdout
-    for start in range(0, len(changes), chunk):
+    rows = zip(change_owners(changes), change_tails(changes), strict=True)
+    while part := list(islice(rows, chunk)):
         lines = []
-        for c in changes[start:start + chunk]:
-            key = (c.kind, c.action, c.old_action, c.order_ids, c.old_order_ids, c.reasons)
-            tail = tails.get(key)
-            if tail is None:
-                tail = tails[key] = (f" {c.action or c.old_action} [{','.join(c.order_ids or c.old_order_ids)}] "
-                                     f"({', '.join(c.reasons)})\n")
-            lines.append(f"  {_SIGNS[c.kind]} {c.owner}{tail}")
+        for owner, rest in part:
+            sign_tail = made.get(rest)
+            if sign_tail is None:
+                kind, action, ids, old_action, old_ids, reasons = rest
+                sign_tail = made[rest] = (f"  {_SIGNS[kind]} ", f" {action or old_action} [{','.join(ids or old_ids)}] "
+                                                                 f"({', '.join(reasons)})\n")
+            lines.append(sign_tail[0] + owner + sign_tail[1])
         out.write("".join(lines))
     out.flush()
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from blocker import files
 from blocker.config.model import Config
-from blocker.publish.plan import Plan
+from blocker.publish.plan import Plan, change_owners
 from blocker.publish.writer import _uses_checker, check_zone, mark_checked
 from blocker.zone.render import canary, header
 from blocker.zone.serial import next_serial
@@ -60,7 +60,7 @@ def shed(plan: Plan, config: Config, change_groups: Callable[[Sequence[Any]], tu
             if hit is None or hit[0] is not p.changes:
                 groups, counts = change_groups(p.changes)
                 hit = made[id(p.changes)] = (p.changes, Shed(groups, counts, []))
-            flush = [c.owner for c in p.changes] if kind == "powerdns-recursor" else []
+            flush = list(change_owners(p.changes)) if kind == "powerdns-recursor" else []
             p.shed = dataclasses.replace(hit[1], flush=flush)
         # A hidden primary takes the difference from the changes (blocker.publish.primary): kept
         # whenever it may use them (not on a first publish, which reloads the file).

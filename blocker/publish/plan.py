@@ -13,8 +13,8 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import compress, filterfalse
-from operator import eq, ne
+from itertools import compress, filterfalse, repeat
+from operator import attrgetter, eq, itemgetter, ne
 from pathlib import Path
 from typing import Any, NamedTuple, cast, overload
 
@@ -46,6 +46,7 @@ class Change(NamedTuple):
 
 
 ChangeFields = tuple[str, str, str | None, tuple[str, ...], str | None, tuple[str, ...], tuple[str, ...]]
+ChangeTail = tuple[str, str | None, tuple[str, ...], str | None, tuple[str, ...], tuple[str, ...]]  # after the owner
 
 
 def change_reference(fields: ChangeFields) -> Change:
@@ -241,18 +242,35 @@ class FirstPublish(Sequence[Change]):
     groupings, a PowerDNS flush) walks them once: made from the owner and its entry's fields
     on each read, they cost one list of owners. Equal to that list (tests/publish/test_plan_fast.py)."""
 
-    __slots__ = ("_desired", "_fields", "_walk")
+    __slots__ = ("_desired", "_tails", "_walk")
 
     def __init__(self, walk: list[str], desired: ZoneEntries, why: _Reasons) -> None:
         self._walk, self._desired = walk, desired
-        # An entry is shared by many owners: its fields are gathered once, keyed by identity
-        # (`desired` keeps every entry alive, so no id is reused while this lives).
+        # An entry is shared by many owners: what follows the owner in its changes is made once,
+        # keyed by the entry's identity (`desired` keeps every entry alive, so no id is reused
+        # while this lives).
         entries = dict(zip(map(id, desired.values()), desired.values(), strict=True))
-        self._fields = {key: (e.action, e.order_ids, why.added(e.order_ids)) for key, e in entries.items()}
+        self._tails: dict[int, ChangeTail] = {key: ("add", e.action, e.order_ids, None, (), why.added(e.order_ids))
+                       for key, e in entries.items()}
+
+    def owners(self) -> Iterator[str]:
+        return iter(self._walk)
+
+    def owners_at(self, positions: Iterable[int]) -> list[str]:
+        return list(map(self._walk.__getitem__, positions))
+
+    def tails(self) -> Iterator[ChangeTail]:
+        return map(self._tails.__getitem__, map(id, map(self._desired.__getitem__, self._walk)))
+
+    def _made(self, owners: list[str]) -> Iterator[Change]:
+        """The changes of `owners`, at C speed: `(owner,) + tail` made a Change by `change_new`
+        (a Python call per change made reading them 4x slower than reading a list)."""
+        tails: Iterator[ChangeTail] = map(self._tails.__getitem__, map(id, map(self._desired.__getitem__, owners)))
+        fields = cast("Iterator[ChangeFields]", map(tuple.__add__, zip(owners), tails))
+        return map(change_new, repeat(Change), fields)
 
     def _make(self, owner: str) -> Change:
-        action, ids, reasons = self._fields[id(self._desired[owner])]
-        return change_new(Change, (owner, "add", action, ids, None, (), reasons))
+        return change_new(Change, (owner, *self._tails[id(self._desired[owner])]))
 
     def __len__(self) -> int:
         return len(self._walk)
@@ -265,11 +283,11 @@ class FirstPublish(Sequence[Change]):
 
     def __getitem__(self, index: int | slice) -> Change | list[Change]:
         if isinstance(index, slice):
-            return list(map(self._make, self._walk[index]))
+            return list(self._made(self._walk[index]))
         return self._make(self._walk[index])
 
     def __iter__(self) -> Iterator[Change]:
-        return map(self._make, self._walk)
+        return self._made(self._walk)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, (list, tuple, FirstPublish)):
@@ -280,6 +298,30 @@ class FirstPublish(Sequence[Change]):
 
     def __repr__(self) -> str:
         return f"FirstPublish({len(self)} changes)"
+
+
+_OWNER = attrgetter("owner")
+_TAIL = itemgetter(slice(1, None))
+
+
+def change_owners(changes: Sequence[Change]) -> Iterator[str]:
+    """The owner of each change, in order (a first publish's without making its Changes)."""
+    return changes.owners() if isinstance(changes, FirstPublish) else map(_OWNER, changes)
+
+
+def owners_at(changes: Sequence[Change], positions: Iterable[int]) -> list[str]:
+    """The owners of the changes at `positions` (a first publish's without making its Changes)."""
+    if isinstance(changes, FirstPublish):
+        return changes.owners_at(positions)
+    return [changes[i].owner for i in positions]
+
+
+def change_tails(changes: Sequence[Change]) -> Iterator[ChangeTail]:
+    """What follows the owner in each change, in order: (kind, action, order_ids, old_action,
+    old_order_ids, reasons). A first publish shares one tail object among the owners of an
+    entry and gives them without making its Changes: read together with `change_owners`, a
+    pass over 1.5M changes stays at C speed."""
+    return changes.tails() if isinstance(changes, FirstPublish) else map(_TAIL, changes)
 
 
 def _first_publish(walk: list[str], desired: ZoneEntries, why: _Reasons) -> Sequence[Change]:

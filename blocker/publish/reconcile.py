@@ -45,7 +45,7 @@ from blocker.orders.yamlio import YamlError
 from blocker.policy import ZoneEntries
 from blocker.publish import lean as lean_publish
 from blocker.publish.hooks import ReloadResult, run_reload
-from blocker.publish.plan import Caches, Plan, compute_plan, file_digest
+from blocker.publish.plan import Caches, Plan, change_owners, change_tails, compute_plan, file_digest, owners_at
 from blocker.publish.primary import reload_after_publish
 from blocker.publish.writer import PublishError, remove_stale_temps, write_zone
 from blocker.record.audit import AuditLog
@@ -286,7 +286,7 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
                                             op_plan.zone.entries, published_at, False, "reload pending",
                                             digest), order_ids)
         # Only PowerDNS flushes changed names from its cache: no list of 1.5M owners for the others.
-        changed = ([c.owner for c in op_plan.changes] if op_plan.shed is None else op_plan.shed.flush) \
+        changed = (list(change_owners(op_plan.changes)) if op_plan.shed is None else op_plan.shed.flush) \
             if op.reload.kind == "powerdns-recursor" else []
         result = run_reload(op, path, serial, config.reload_timeout, changed)
         result = reload_after_publish(config, op, result, op_plan, serial)  # blocker.fleet: the hidden primary
@@ -398,7 +398,7 @@ def _audit_publish(audit: AuditLog, op_plan: Any, serial: int, order_ids: list[s
     audit.append_many(items, actor=actor)
 
 
-_GROUP_KEY = itemgetter(1, 3, 5, 6)  # Change: kind, order_ids, old_order_ids, reasons
+_GROUP_KEY = itemgetter(0, 2, 4, 5)  # of a change's tail: kind, order_ids, old_order_ids, reasons
 
 
 def _change_groups(changes: Sequence[Any]) -> tuple[list[tuple[str, str, int, list[str], list[str]]], dict[str, int]]:
@@ -411,7 +411,7 @@ def _change_groups(changes: Sequence[Any]) -> tuple[list[tuple[str, str, int, li
     far as the 1,000 names a record carries.
     """
     by_key: dict[tuple[Any, ...], list[int]] = {}
-    for position, key in enumerate(map(_GROUP_KEY, changes)):
+    for position, key in enumerate(map(_GROUP_KEY, change_tails(changes))):
         found = by_key.get(key)
         if found is None:
             by_key[key] = [position]
@@ -433,7 +433,7 @@ def _change_groups(changes: Sequence[Any]) -> tuple[list[tuple[str, str, int, li
     groups = []
     for (event, order_id), (lists, reasons) in sorted(parts.items()):
         first = lists[0][:1000] if len(lists) == 1 else list(islice(heapq.merge(*lists), 1000))
-        groups.append((event, order_id, sum(map(len, lists)), [changes[i].owner for i in first], sorted(reasons)))
+        groups.append((event, order_id, sum(map(len, lists)), owners_at(changes, first), sorted(reasons)))
     return groups, counts
 
 

@@ -4,6 +4,8 @@ step finished by the caller (issue 10: publishing no longer reaches into probing
 from __future__ import annotations
 
 import ast
+import sqlite3
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,7 @@ def _has_body(state_dir: Path) -> bool:
         state.close()
 
 
+@pytest.mark.integration  # the hook is a real process reading the state
 def test_the_reload_hook_runs_before_the_state_keeps_the_body(tmp_path: Path) -> None:
     """The primary (a reload hook) gets the zone before the state compresses and keeps its
     body, the slowest record of a publish (issue 11: every secondary within 5 s): the hook sees
@@ -223,7 +226,6 @@ def test_a_publish_killed_before_it_kept_the_body_is_still_ours(tmp_path: Path) 
                          config.zones_dir, now, now=now)
 
     assert run().published
-    import sqlite3
     with sqlite3.connect(config.state_dir / "state.sqlite3") as db:
         db.execute("DELETE FROM zone_bodies")
     assert not _has_body(config.state_dir)
@@ -235,5 +237,4 @@ def test_a_publish_killed_before_it_kept_the_body_is_still_ours(tmp_path: Path) 
 
 
 def _py() -> str:
-    import sys
     return sys.executable
