@@ -103,7 +103,7 @@ def cmd_render(args: argparse.Namespace, config: Config) -> int:
             continue
         serial = choose_serial(path, None, result.orders, operator, at)
         try:
-            write_zone(path, zone.text(serial, config), op.origin, config.publish_check,
+            write_zone(path, zone.text(serial, config), op.origin, config.zone_check,
                        zone.checksum)
         except PublishError as exc:
             raise CliError(str(exc), EXIT_FAILED) from None

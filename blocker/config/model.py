@@ -115,6 +115,17 @@ class Config:
     legal_exported_by: str | None = None  # who the evidence packs name as their exporter (`evidence --by`)
     distribution: Distribution | None = None  # blocker.fleet: the hidden primary, when one serves the zones
 
+    @property
+    def zone_check(self) -> str:
+        """The check a zone passes before it is put in place: `publish.check`, except `auto`
+        with a Knot hidden primary, which is the structural check: the primary's own load is
+        then the full one (a blocking reload, whose failure fails the publish and leaves the
+        previous zone served), and named-checkzone beside blocker cost 430 MB at 1M names."""
+        if self.publish_check == "auto" and self.distribution is not None \
+                and self.distribution.primary.kind == "knot":
+            return "structural"
+        return self.publish_check
+
     def with_paths(
         self,
         orders_dir: Path | None = None,

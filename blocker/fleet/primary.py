@@ -50,7 +50,7 @@ def knot_config(config: Config) -> str:
     base = config.state_dir.absolute() / FLEET_DIR / "knot"
     lines = [
         "# Knot DNS hidden primary, printed by `blocker fleet primary-config` (do not edit: re-print it).",
-        f"# Run: knotd -c THIS_FILE   (reload a zone: knotc -s {_abs(dist.primary.control)} zone-reload ZONE)",
+        f"# Run: knotd -c THIS_FILE   (reload a zone: knotc -s {_abs(dist.primary.control)} -b zone-reload ZONE)",
         "server:",
         f"    rundir: {base / 'run'}",
         f"    listen: {_knot_addr(dist.primary.host, dist.primary.port)}",

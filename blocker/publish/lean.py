@@ -91,7 +91,7 @@ def precheck(plan: Plan, config: Config, zones_dir: Path) -> None:
     """named-checkzone once per distinct body about to be published, under the longest origin
     that publishes it (what `write_zone` would check), from a temporary file in `zones_dir`
     written from the body as it is (header, body, canary: no joined copy)."""
-    if not _uses_checker(config.publish_check):
+    if not _uses_checker(config.zone_check):
         return
     longest: dict[str, Any] = {}
     for p in plan.operators:
@@ -116,7 +116,7 @@ def precheck(plan: Plan, config: Config, zones_dir: Path) -> None:
             tmp = zones_dir / name
             with os.fdopen(fd, "wb") as fh:
                 fh.writelines((header(p.zone, serial, config), p.zone.body, canary(p.operator, serial)))
-            if not check_zone(tmp, b"", p.zone.origin, config.publish_check):
+            if not check_zone(tmp, b"", p.zone.origin, config.zone_check):
                 mark_checked(checksum, p.zone.origin)
         except OSError:
             pass  # the publish writes and checks it itself, and says what failed

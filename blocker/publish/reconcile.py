@@ -266,7 +266,7 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
             announced.append(True)
 
         try:
-            write_zone(path, data, op.origin, config.publish_check, op_plan.zone.checksum,
+            write_zone(path, data, op.origin, config.zone_check, op_plan.zone.checksum,
                        before_replace=write_ahead)
         except PublishError as exc:
             if audit is not None:

@@ -194,3 +194,38 @@ def test_what_a_transaction_cannot_say_exactly_is_reloaded(primary: Primary) -> 
     primary.order(5, ["late.example.gg"])
     assert "primary updated in one transaction" in primary.apply()
     primary.assert_serves_the_file()
+
+
+def test_a_zone_file_the_primary_refuses_fails_the_publish_and_the_old_zone_stays_served(primary: Primary) -> None:
+    """The primary's load is the zone's full check when it is Knot (`publish.check: auto` is then
+    structural in blocker): the reload waits for the load (`knotc -b`), so a file Knot refuses
+    is a failed reload, not an `OK` for a queued event, and Knot keeps serving what it had."""
+    from blocker.config.load import load_config
+    from blocker.publish.primary import update_primary
+
+    primary.apply()
+    primary.assert_serves_the_file()
+    serial = primary.served_serial()
+    zone = primary.root / "zones" / "orange.rpz"
+    zone.write_text(zone.read_text() + "bad..name CNAME .\n")
+    config = load_config(primary.config)
+    ok, message, argv = update_primary(config, config.operators["orange"], None, None)
+    assert not ok and "exited 1" in message, message
+    assert "-b" in argv
+    assert primary.served_serial() == serial
+
+
+def test_with_a_knot_primary_auto_checks_structurally_and_the_primary_loads_for_real(tmp_path: Path) -> None:
+    from blocker.config.load import load_config
+
+    (tmp_path / "xfr.key").write_text(KEY)
+    os.chmod(tmp_path / "xfr.key", 0o600)
+    text = CONFIG.format(root=tmp_path, port=5399, ttl=60).replace("check: structural", "check: auto")
+    (tmp_path / "knot.yaml").write_text(text)
+    assert load_config(tmp_path / "knot.yaml").zone_check == "structural"
+    (tmp_path / "named.yaml").write_text(text.replace("check: auto", "check: named-checkzone"))
+    assert load_config(tmp_path / "named.yaml").zone_check == "named-checkzone"  # asked for: run it
+    (tmp_path / "bind.yaml").write_text(text.replace("kind: knot, listen: 127.0.0.1:5399, control: "
+                                                     f"{tmp_path}/knot.sock",
+                                                     "kind: bind, listen: 127.0.0.1:5399, control: 127.0.0.1:9953"))
+    assert load_config(tmp_path / "bind.yaml").zone_check == "auto"  # rndc reload does not wait for the load
