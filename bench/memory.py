@@ -7,7 +7,12 @@ blocker and of every descendant (load workers, named-checkzone) is read from /pr
 installed) every --every seconds; the peak of their sum is the tree's peak, and each process's own
 peak is shown by itself.
 
-Target (issue 11): the tree's peak under 600 MB at 1M names.
+`--primary` runs the same apply with `distribution` set, a real Knot DNS hidden primary (from
+`blocker fleet primary-config`) serving the four zones: the zone check is then structural in
+blocker and the primary's own blocking load (`publish.check: auto`), so no named-checkzone runs
+beside blocker. knotd is a service of its own, not in blocker's tree: its peak is shown beside it.
+
+Target (issue 11): the tree's peak under 600 MB at 1M names, with a primary in the picture.
 
 `--trace` also runs the same apply inside this process under tracemalloc (slow: figures of where
 Python memory goes, not of time): a snapshot by line is taken when blocker is about to start the
@@ -26,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,10 +42,29 @@ OPERATORS = ("orange", "sfr", "bouygues", "free")
 TARGET_MB = 600
 
 
-def write_config(path: Path, check: str) -> None:
-    lines = [f"publish: {{check: {check}}}", "operators:"]
+def write_config(path: Path, check: str, primary: int | None = None) -> None:
+    """`primary`: the port of a Knot hidden primary serving the zones (`distribution`)."""
+    base = path.parent
+    lines = [f"publish: {{check: {check}}}", f"zones_dir: {base}/zones", f"state_dir: {base}/state"]
+    if primary is not None:
+        key = subprocess.run(["tsig-keygen", "-a", "hmac-sha256", "blocker-xfr"], capture_output=True, text=True,
+                             check=True).stdout
+        (base / "xfr.key").write_text(key)
+        os.chmod(base / "xfr.key", 0o600)
+        lines += ["distribution:", f"  primary: {{kind: knot, listen: 127.0.0.1:{primary}, control: {base}/knot.sock}}",
+                  f"  tsig_key: {base}/xfr.key"]
+    lines += ["operators:"]
     lines += [f"  {op}: {{reload: {{kind: none}}}}" for op in OPERATORS]
     path.write_text("\n".join(lines) + "\n")
+
+
+def start_primary(base: Path, config: Path, port: int) -> Any:
+    """knotd from `blocker fleet primary-config` (zones_dir and state_dir from `config`)."""
+    from tests.fleet.fleetlib import KnotPrimary
+
+    text = subprocess.run([sys.executable, "-m", "blocker", "--config", str(config), "fleet", "primary-config"],
+                          capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return KnotPrimary(base / "knot", text, port, f"{OPERATORS[0]}.rpz.blocker.").start()
 
 
 # --- the RSS of a process tree ------------------------------------------------------------------
@@ -123,11 +148,27 @@ class TreeSampler:
         self._thread.join()
 
 
-def cold_apply(orders: Path, base: Path, config: Path, every: float) -> tuple[float, TreeSampler, str]:
+def cold_apply(orders: Path, base: Path, config: Path, every: float,
+               primary: int | None = None) -> tuple[float, TreeSampler, str, TreeSampler | None]:
+    """One cold apply; with `primary` (a port), a fresh knotd serving the zones beside it,
+    sampled apart (its own peak: it is not in blocker's tree)."""
     zones, state = base / "zones", base / "state"
-    for folder in (zones, state):
+    for folder in (zones, state, base / "knot"):
         if folder.exists():
             subprocess.run(["rm", "-rf", str(folder)], check=True)
+    knot = start_primary(base, config, primary) if primary is not None else None
+    knot_sampler = TreeSampler(knot.proc.pid, every) if knot is not None else None
+    try:
+        return (*_timed_apply(orders, config, zones, state, base, every), knot_sampler)
+    finally:
+        if knot_sampler is not None:
+            knot_sampler.stop()
+        if knot is not None:
+            knot.stop()
+
+
+def _timed_apply(orders: Path, config: Path, zones: Path, state: Path, base: Path,
+                 every: float) -> tuple[float, TreeSampler, str]:
     t0 = time.perf_counter()
     # The plan's 6M lines go to a file: a pipe read here would hold them in this process.
     with (base / "apply.out").open("w+") as out:
@@ -195,30 +236,40 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs; medians are printed")
     parser.add_argument("--trace", action="store_true", help="also a tracemalloc snapshot by line (slow)")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--primary", action="store_true",
+                        help="a Knot hidden primary serves the zones (its load is the full check)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="blocker-membench-") as tmp:
         base = Path(tmp)
         write_orders(base / "orders", args.files, args.per_file)
         config = base / "blocker.yaml"
-        write_config(config, args.check)
+        port = None
+        if args.primary:
+            from tests.resolverlib import free_port
+            port = free_port()
+        write_config(config, args.check, port)
         print(f"{args.files} order files x {args.per_file} targets ({args.files * args.per_file:,} names, half "
               f"with subdomains), {len(OPERATORS)} operators, publish.check: {args.check}; {os.cpu_count()} cores, "
-              f"load average {os.getloadavg()[0]:.2f}; sampling {'psutil' if psutil else '/proc'} every "
+              f"load average {os.getloadavg()[0]:.2f}; {'a Knot hidden primary; ' if args.primary else ''}"
+              f"sampling {'psutil' if psutil else '/proc'} every "
               f"{args.every * 1000:.0f} ms")
-        runs = [cold_apply(base / "orders", base, config, args.every) for _ in range(args.repeat)]
-        tree = statistics.median(s.peak_tree for _, s, _ in runs) / 1024
-        wall = statistics.median(w for w, _, _ in runs)
-        each = (f"; median of {args.repeat}: " + ", ".join(f"{s.peak_tree / 1024:.0f}" for _, s, _ in runs)
+        runs = [cold_apply(base / "orders", base, config, args.every, port) for _ in range(args.repeat)]
+        tree = statistics.median(s.peak_tree for _, s, _, _ in runs) / 1024
+        wall = statistics.median(w for w, _, _, _ in runs)
+        each = (f"; median of {args.repeat}: " + ", ".join(f"{s.peak_tree / 1024:.0f}" for _, s, _, _ in runs)
                 if args.repeat > 1 else "")
         verdict = "under" if tree < TARGET_MB else "NOT under"
         print(f"cold apply: {wall:.1f} s; whole tree peak {tree:.0f} MB ({verdict} the {TARGET_MB} MB target){each}")
-        _, last, line = runs[-1]
+        _, last, line, knot = runs[-1]
         print("    at the tree's peak: " + ", ".join(f"{name} {rss / 1024:.0f} MB"
                                                     for _, name, rss in sorted(last.at_peak, key=lambda t: -t[2])))
         print("    each process's own peak: " + ", ".join(
             f"{name} (pid {pid}) {rss / 1024:.0f} MB" for pid, (name, rss) in
             sorted(last.peaks.items(), key=lambda kv: -kv[1][1])))
         print(f"    {last.samples} samples; {line}")
+        if knot is not None:
+            print(f"    beside it, not in blocker's tree: knotd (the hidden primary, a service of its own) "
+                  f"peaked at {knot.peak_tree / 1024:.0f} MB serving the four zones")
         if args.trace:
             traced_apply(base / "orders", base, config, args.top)
 

@@ -111,9 +111,9 @@ class OperatorPlan:
             "checksum": self.zone.checksum,
             "names": self.zone.names,
             "records": self.zone.entries,
-            "added": [c.to_json() for c in self.changes if c.kind == "add"],
-            "removed": [c.to_json() for c in self.changes if c.kind == "remove"],
-            "changed_entries": [c.to_json() for c in self.changes if c.kind == "change"],
+            "added": [c.to_json() for c in of_kind(self.changes, "add")],
+            "removed": [c.to_json() for c in of_kind(self.changes, "remove")],
+            "changed_entries": [c.to_json() for c in of_kind(self.changes, "change")],
             "held": [c.to_json() for c in self.held],
             "guard": self.guard,
         }
@@ -324,6 +324,13 @@ def change_tails(changes: Sequence[Change]) -> Iterator[ChangeTail]:
     return changes.tails() if isinstance(changes, FirstPublish) else map(_TAIL, changes)
 
 
+def of_kind(changes: Sequence[Change], kind: str) -> list[Change]:
+    """The changes of one kind ("add", "remove", "change"), in order; only those are made."""
+    if isinstance(changes, FirstPublish):  # adds only
+        return list(changes) if kind == "add" else []
+    return [changes[i] for i, tail in enumerate(change_tails(changes)) if tail[0] == kind]
+
+
 def _first_publish(walk: list[str], desired: ZoneEntries, why: _Reasons) -> Sequence[Change]:
     """Every owner added (a first publish), made when read: see `FirstPublish`."""
     return FirstPublish(walk, desired, why)
@@ -372,7 +379,7 @@ def apply_guards(changes: Sequence[Change], previous: ZoneEntries, config: Confi
     """Split removals into those allowed now and those held for a human (`--force`)."""
     if force:
         return changes, [], ""
-    removals = [c for c in changes if c.kind == "remove"]
+    removals = of_kind(changes, "remove")
     unexplained = [c for c in removals if not set(c.reasons) <= JUSTIFIED]
     guard = ""
     if unexplained:

@@ -24,8 +24,13 @@ from blocker.publish.plan import (
     _first_publish,
     _Reasons,
     change_new,
+    change_owners,
     change_reference,
+    change_tails,
+    of_kind,
+    owners_at,
 )
+from blocker.publish.reconcile import _change_groups
 
 TEXT = st.text(max_size=12)
 IDS = st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=3, unique=True).map(lambda ids: tuple(sorted(ids)))
@@ -69,3 +74,10 @@ def test_the_first_publish_diff_equals_the_general_diff(entries: dict[str, tuple
     assert all(lazy[i] == listed[i] and type(lazy[i]) is Change for i in range(-len(listed), len(listed)))
     assert lazy[1:4] == listed[1:4] and lazy[::-2] == listed[::-2]
     assert bool(lazy) == bool(listed)
+    for kind in ("add", "remove", "change"):
+        assert of_kind(lazy, kind) == of_kind(listed, kind) == [c for c in listed if c.kind == kind]
+    assert list(change_owners(lazy)) == list(change_owners(listed)) == [c.owner for c in listed]
+    assert list(change_tails(lazy)) == list(change_tails(listed)) == [tuple(c)[1:] for c in listed]
+    assert _change_groups(lazy) == _change_groups(listed)  # the audit's records of a publish
+    positions = list(range(0, len(listed), 2))
+    assert owners_at(lazy, positions) == owners_at(listed, positions) == [listed[i].owner for i in positions]
