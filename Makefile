@@ -45,6 +45,7 @@ bench: debs $(VENV)/.installed
 	$(PY) bench/render.py
 	$(PY) bench/probe.py
 	$(PY) bench/publish.py
+	$(PY) bench/memory.py --primary
 	$(PY) bench/memory.py
 	$(PY) bench/fleet.py
 
