@@ -19,11 +19,13 @@ order is lifted in a file or a human runs `apply --force`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
 import heapq
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -291,7 +293,11 @@ def publish_plan(plan: Plan, config: Config, zones_dir: Path, state: State | Non
         result = run_reload(op, path, serial, config.reload_timeout, changed)
         result = reload_after_publish(config, op, result, op_plan, serial)  # blocker.fleet: the hidden primary
         if state is not None:
-            state.keep_body(operator, serial, digest, op_plan.zone.body)
+            # A full state disk now, after the zone was put in place and recorded: the body is a
+            # copy (the row's digest vouches for the file, which plans then read); the next
+            # publish or reconcile keeps it, and the next state write says what is wrong.
+            with contextlib.suppress(sqlite3.OperationalError):
+                state.keep_body(operator, serial, digest, op_plan.zone.body)
         if needs_serving_check(op, result):
             outcomes.append(OperatorOutcome(operator, True, serial, result, awaiting_serial=True))
             continue

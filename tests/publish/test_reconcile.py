@@ -238,3 +238,26 @@ def test_a_publish_killed_before_it_kept_the_body_is_still_ours(tmp_path: Path) 
 
 def _py() -> str:
     return sys.executable
+
+
+def test_a_state_that_cannot_keep_the_body_after_the_publish_does_not_undo_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zone is in place, its row and audit records written, the hooks run: a state disk
+    that fills up just then (keeping the body) is not a failed publish; the next reconcile keeps it."""
+    config = _config(tmp_path)
+    now = datetime.now(UTC)
+
+    def full(*_: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def run() -> Any:
+        return reconcile(lambda: load_orders(config.orders_dir, config.order_rules), config, config.state_dir,
+                         config.zones_dir, now, now=now)
+
+    monkeypatch.setattr(State, "keep_body", full)
+    done = run()
+    assert done.published and done.outcomes[0].published and done.outcomes[0].reload is not None
+    assert not _has_body(config.state_dir)
+    monkeypatch.undo()
+    again = run()
+    assert not again.published and _has_body(config.state_dir)
