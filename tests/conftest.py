@@ -24,11 +24,13 @@ import pytest
 
 from tests.conftest_resolvers import *  # noqa: F403
 from tests.conftest_resolvers import __all__ as RESOLVER_FIXTURE_NAMES
+from tests.support.cli import use_pycache_prefix
 from tests.support.daemon import Env
 from tests.support.legal import copy, scenario  # noqa: F401 - the legal scenario's fixtures, for tests/legal and tests/cli
 from tests.support.properties import register_profiles
 
 register_profiles()  # before any test module is imported: their @settings read the profile
+use_pycache_prefix()  # before any child starts
 
 # Fixtures that start processes: a test using one (directly or through another fixture) is
 # integration without saying so.

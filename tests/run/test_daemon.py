@@ -208,11 +208,13 @@ def test_kill_9_mid_run_then_restart_is_consistent(env: Env) -> None:
 
 def test_stopped_across_an_instant_catches_up_at_start(env: Env) -> None:
     config = env.config()
-    instant = whole_second(2)
+    # Room for a daemon start, its first publish and a stop before the instant (2 s was seen
+    # missed by 58 ms on a loaded machine): the test proves the catch-up, not a fast start.
+    instant = whole_second(5)
     write_order(env.orders, "ending", whole_second(-3600), instant, ["ending.example.gg"])
     write_order(env.orders, "starting", instant, whole_second(3600), ["starting.example.gg"])
     daemon = env.start(config)
-    wait_until(lambda: "ending.example.gg" in zone_owners(env.zone()), time.time() + 2, "active order published")
+    wait_until(lambda: "ending.example.gg" in zone_owners(env.zone()), time.time() + 4, "active order published")
     assert "starting.example.gg" not in zone_owners(env.zone())
     assert daemon.stop(signal.SIGTERM) == 0
     assert time.time() < instant.timestamp(), "the daemon must be stopped before the instant"
