@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.render import write_orders  # noqa: E402
+from bench.render import descendants, write_orders  # noqa: E402
 
 OPERATORS = ("orange", "sfr", "bouygues", "free")
 TARGET_MB = 600
@@ -90,19 +90,8 @@ def _proc_tree(pid: int) -> list[tuple[int, str, int]]:
             except psutil.Error:
                 continue
         return out
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        todo.extend(children.get(current, ()))
+    out = []
+    for current in descendants(pid):
         name, rss = "?", 0
         try:
             with open(f"/proc/{current}/status") as fh:

@@ -72,7 +72,8 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """`pid` and every descendant alive now, from /proc (bench/memory.py reads the same)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -102,7 +103,7 @@ class TreeSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            pids = _descendants(self.pid)
+            pids = descendants(self.pid)
             sizes = [_rss_kb(p) for p in pids]
             self.peak_main = max(self.peak_main, sizes[0] if sizes else 0)
             self.peak_tree = max(self.peak_tree, sum(sizes))
