@@ -51,7 +51,6 @@ from blocker.config.model import Config
 from blocker.orders.legaltime import fmt_instant
 from blocker.orders.model import LoadResult
 from blocker.policy import desired
-from blocker.probe.canary import wait_for_serial
 from blocker.publish.plan import Caches, Change, ChangeTail, Plan, change_owners, change_tails
 from blocker.publish.reconcile import (
     FLAG_ORPHANED,
@@ -288,6 +287,9 @@ def _apply(args: argparse.Namespace, config: Config, review: Callable[[Plan, Eff
         outcomes = []
         for o in done.outcomes:
             if o.awaiting_serial and o.serial is not None:
+                # Imported here: dnspython and asyncio are a third of every other command's start.
+                from blocker.probe.canary import wait_for_serial
+
                 behind = wait_for_serial(config, o.operator, o.serial, config.publish_verify_timeout)
                 with publish_lock(state_dir):
                     o = record_served(o, behind, config, done.state, audit)
