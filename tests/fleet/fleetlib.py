@@ -12,6 +12,14 @@ import dns.rcode
 
 from tests.resolverlib import LOOPBACK, DnsProcess, query, root_hints
 
+# The fleet tests' TSIG secret (32 bytes, base64; for tests only) and its key file, as
+# `tsig-keygen -a hmac-sha256 blocker-xfr` prints one.
+SECRET = "c2VjcmV0LWZvci10ZXN0cy1vbmx5LTAxMjM0NTY3ODk="
+
+
+def bind_key(secret: str = SECRET) -> str:
+    return f'key "blocker-xfr" {{\n\talgorithm hmac-sha256;\n\tsecret "{secret}";\n}};\n'
+
 
 class KnotPrimary(DnsProcess):
     name = "knotd"

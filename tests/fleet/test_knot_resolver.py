@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 
 from blocker.fleet.secondary import KRESD_SPLIT
-from tests.fleet.fleetlib import KnotPrimary, KresdSecondary
+from tests.fleet.fleetlib import KnotPrimary, KresdSecondary, bind_key
 from tests.resolverlib import AUTH_ADDRESS, AuthServer, ask, free_port, wait_for
 from tests.support.cli import blocker
 
 pytestmark = pytest.mark.integration
 
 ORIGIN = "orange.rpz.blocker."
-KEY = 'key "blocker-xfr" {\n\talgorithm hmac-sha256;\n\tsecret "c2VjcmV0LWZvci10ZXN0cy1vbmx5LTAxMjM0NTY3ODk=";\n};\n'
 ORDER = """id: kr-{n}
 court: Tribunal judiciaire de Paris
 case_number: RG 26/{n}
@@ -32,7 +31,7 @@ targets: [{name}]
 
 
 def test_kresd_follows_the_primary_through_a_local_knot_secondary(tmp_path: Path) -> None:
-    (tmp_path / "xfr.key").write_text(KEY)
+    (tmp_path / "xfr.key").write_text(bind_key())
     os.chmod(tmp_path / "xfr.key", 0o600)
     (tmp_path / "orders").mkdir()
     (tmp_path / "orders" / "one.yaml").write_text(ORDER.format(n=1, name="blocked.example.gg"))

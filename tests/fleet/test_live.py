@@ -20,15 +20,13 @@ import dns.rdatatype
 import dns.tsigkeyring
 import pytest
 
-from tests.fleet.fleetlib import BindSecondary, KnotPrimary, PdnsSecondary, UnboundSecondary
+from tests.fleet.fleetlib import SECRET, BindSecondary, KnotPrimary, PdnsSecondary, UnboundSecondary, bind_key
 from tests.resolverlib import AUTH_ADDRESS, AuthServer, ask, free_port, wait_for
 from tests.support.cli import BLOCKER, blocker, child_env
 
 pytestmark = pytest.mark.integration  # knot, bind9, unbound, pdns-recursor and the blocker console script
 
 ORIGIN = "orange.rpz.blocker."
-KEY = 'key "blocker-xfr" {\n\talgorithm hmac-sha256;\n\tsecret "%s";\n};\n'
-SECRET = "c2VjcmV0LWZvci10ZXN0cy1vbmx5LTAxMjM0NTY3ODk="  # 32 bytes, base64
 WRONG = "d3Jvbmctc2VjcmV0LWZvci10ZXN0cy0wMTIzNDU2Nzg="
 
 ORDER = """id: fleet-{n}
@@ -100,9 +98,9 @@ operators:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("fleet")
-    (root / "xfr.key").write_text(KEY % SECRET)
+    (root / "xfr.key").write_text(bind_key())
     os.chmod(root / "xfr.key", 0o600)
-    (root / "wrong.key").write_text(KEY % WRONG)
+    (root / "wrong.key").write_text(bind_key(WRONG))
     os.chmod(root / "wrong.key", 0o600)
     (root / "orders").mkdir()
     (root / "orders" / "one.yaml").write_text(ORDER.format(n=1, name="blocked.example.gg"))

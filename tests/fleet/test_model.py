@@ -16,14 +16,12 @@ from blocker.fleet.follow import FleetState
 from blocker.fleet.primary import primary_config
 from blocker.fleet.secondary import secondary_config
 from blocker.fleet.status import follow
-
-SECRET = "c2VjcmV0LWZvci10ZXN0cy1vbmx5LTAxMjM0NTY3ODk="
-KEY = f'key "blocker-xfr" {{\n\talgorithm hmac-sha256;\n\tsecret "{SECRET}";\n}};\n'
+from tests.fleet.fleetlib import SECRET, bind_key
 
 
 def _setup(tmp_path: Path, mode: int = 0o600, extra: str = "") -> Path:
     key = tmp_path / "xfr.key"
-    key.write_text(KEY)
+    key.write_text(bind_key())
     os.chmod(key, mode)
     cfg = tmp_path / "blocker.yaml"
     cfg.write_text(f"""state_dir: {tmp_path}/var

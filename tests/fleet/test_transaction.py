@@ -19,15 +19,13 @@ import dns.tsigkeyring
 import dns.zone
 import pytest
 
-from tests.fleet.fleetlib import KnotPrimary
+from tests.fleet.fleetlib import SECRET, KnotPrimary, bind_key
 from tests.resolverlib import free_port, query
 from tests.support.cli import blocker
 
 pytestmark = pytest.mark.integration
 
 ORIGIN = "orange.rpz.blocker."
-SECRET = "c2VjcmV0LWZvci10ZXN0cy1vbmx5LTAxMjM0NTY3ODk="
-KEY = f'key "blocker-xfr" {{\n\talgorithm hmac-sha256;\n\tsecret "{SECRET}";\n}};\n'
 ORDER = """id: tx-{n}
 court: Tribunal judiciaire de Paris
 case_number: RG 26/{n}
@@ -111,7 +109,7 @@ def _records(zone: dns.zone.Zone) -> set[Record]:
 
 @pytest.fixture()
 def primary(tmp_path: Path) -> Iterator[Primary]:
-    (tmp_path / "xfr.key").write_text(KEY)
+    (tmp_path / "xfr.key").write_text(bind_key())
     os.chmod(tmp_path / "xfr.key", 0o600)
     (tmp_path / "orders").mkdir()
     p = Primary(tmp_path, tmp_path / "blocker.yaml", free_port(), None)  # type: ignore[arg-type]
@@ -218,7 +216,7 @@ def test_a_zone_file_the_primary_refuses_fails_the_publish_and_the_old_zone_stay
 def test_with_a_knot_primary_auto_checks_structurally_and_the_primary_loads_for_real(tmp_path: Path) -> None:
     from blocker.config.load import load_config
 
-    (tmp_path / "xfr.key").write_text(KEY)
+    (tmp_path / "xfr.key").write_text(bind_key())
     os.chmod(tmp_path / "xfr.key", 0o600)
     text = CONFIG.format(root=tmp_path, port=5399, ttl=60).replace("check: structural", "check: auto")
     (tmp_path / "knot.yaml").write_text(text)
