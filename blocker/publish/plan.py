@@ -260,13 +260,15 @@ class FirstPublish(Sequence[Change]):
         return list(map(self._walk.__getitem__, positions))
 
     def tails(self) -> Iterator[ChangeTail]:
-        return map(self._tails.__getitem__, map(id, map(self._desired.__getitem__, self._walk)))
+        return self._tails_of(self._walk)
+
+    def _tails_of(self, owners: list[str]) -> Iterator[ChangeTail]:
+        return map(self._tails.__getitem__, map(id, map(self._desired.__getitem__, owners)))
 
     def _made(self, owners: list[str]) -> Iterator[Change]:
         """The changes of `owners`, at C speed: `(owner,) + tail` made a Change by `change_new`
         (a Python call per change made reading them 4x slower than reading a list)."""
-        tails: Iterator[ChangeTail] = map(self._tails.__getitem__, map(id, map(self._desired.__getitem__, owners)))
-        fields = cast("Iterator[ChangeFields]", map(tuple.__add__, zip(owners), tails))
+        fields = cast("Iterator[ChangeFields]", map(tuple.__add__, zip(owners), self._tails_of(owners)))
         return map(change_new, repeat(Change), fields)
 
     def _make(self, owner: str) -> Change:
